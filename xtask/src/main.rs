@@ -1,2 +1,60 @@
-//! Project tasks, run as `cargo xtask <task>`.
-fn main() {}
+//! Project tasks, run as `cargo xtask <task>` (an alias in .cargo/config.toml).
+//!
+//! Each task lives in its own module with an `Args` struct and a `pub fn run(args) -> Result<()>`;
+//! this file only parses the command line and dispatches.
+
+mod eval;
+mod fixtures;
+mod plan;
+mod reference;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Tasks of the Phi-3 mesh bringup kit.
+#[derive(Debug, Parser)]
+#[command(name = "xtask", about = "Project tasks for the Phi-3 mesh bringup")]
+struct Cli {
+    /// The task to run.
+    #[command(subcommand)]
+    task: Task,
+}
+
+/// One `cargo xtask` subcommand.
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Teacher-forcing eval of the mesh model against an HF reference (default: the bundled model).
+    Eval(eval::Args),
+    /// Regenerate fixtures/ (tiny Phi-3 checkpoints and HF references) with Python transformers.
+    Fixtures(fixtures::Args),
+    /// Print the tensor-parallel plan of an HF config on a mesh (text or --json).
+    Plan(plan::Args),
+    /// Make an HF reference (prompt + greedy tokens + HF top-5) for the eval, with Python transformers.
+    Reference(reference::Args),
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub(crate) fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map_or(manifest.clone(), PathBuf::from)
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Eval(args) => eval::run(args),
+        Task::Fixtures(args) => fixtures::run(args),
+        Task::Plan(args) => plan::run(args),
+        Task::Reference(args) => reference::run(args),
+    }
+}

@@ -1,1 +1,38 @@
-//! tt-mesh
+//! tt-mesh: a host-simulated mesh of accelerator devices.
+//!
+//! A [`Mesh`] is a grid of devices (shape and [`DeviceProfile`] from tt-shard) with per-device
+//! memory accounting (an allocation past a device's budget is an [`MeshError::OutOfMemory`]) and a
+//! [`Topology`]. A [`MeshTensor`] holds one [`tt_ops::Tensor`] per device; TTNN-style mappers
+//! ([`MeshMapper`]) place a host tensor on the mesh and composers ([`MeshComposer`]) bring it
+//! back. Collectives ([`Collectives`]: all_gather, reduce_scatter, all_reduce) move real data
+//! between the devices step by step with a ring or a line algorithm, counting bytes per directed
+//! link; on one device they are no-ops.
+//!
+//! Code map:
+//! - [`mesh`]: the mesh, its devices and execution policy.
+//! - [`memory`]: per-device memory ledger and RAII allocations.
+//! - [`topology`]: linear/ring topology and collective algorithms.
+//! - [`links`]: bytes per directed link.
+//! - [`tensor`]: mesh tensors and their distribution contract.
+//! - [`mapper`]: mappers and composers.
+//! - [`ccl`]: collectives (schedules and their execution on device buffers).
+//! - [`error`]: typed errors.
+
+pub mod ccl;
+pub mod error;
+pub mod links;
+pub mod mapper;
+pub mod memory;
+pub mod mesh;
+pub mod tensor;
+pub mod topology;
+
+pub use ccl::{Ccl, Collectives};
+pub use error::MeshError;
+pub use links::LinkBytes;
+pub use mapper::{MeshComposer, MeshMapper};
+pub use memory::{Allocation, MemoryStats};
+pub use mesh::{Execution, Mesh};
+pub use tensor::{Distribution, MeshTensor};
+pub use topology::{Algorithm, Topology};
+pub use tt_shard::{DeviceProfile, MeshShape};

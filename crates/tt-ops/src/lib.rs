@@ -1,1 +1,57 @@
-//! tt-ops
+//! tt-ops: device-local tensors and the kernels of a TTNN-style op set.
+//!
+//! Ops take device-local tensors and return device-local tensors; they never see a mesh. Each op
+//! module documents its TTNN counterpart and shape contract. Activations are f32 tensors (rounded to
+//! bf16 values between ops under [`Fidelity::Bf16`]); weights and KV caches may be bf16. Bad input
+//! returns an [`OpError`], never a panic.
+//!
+//! | module | ops |
+//! |---|---|
+//! | [`tensor`] | [`Tensor`], [`DType`], [`Element`] |
+//! | [`fidelity`] | [`Fidelity`] |
+//! | [`mod@embedding`] | [`embedding()`] |
+//! | [`mod@linear`] | [`linear()`], [`linear_into`] (dense kernels in [`kernels`]) |
+//! | [`norm`] | [`rms_norm`], [`rms_norm_into`] |
+//! | [`eltwise`] | [`add`], [`add_inplace`], [`mul`], [`silu`], [`silu_mul`] |
+//! | [`rotary`] | [`rotary_embedding`], [`rotary_embedding_decode`], [`rope_tables`], [`RotaryPadding`] |
+//! | [`heads`] | [`nlp_create_qkv_heads`], [`nlp_create_qkv_heads_decode`], [`nlp_concat_heads`], [`nlp_concat_heads_decode`] |
+//! | [`sdpa`] | [`scaled_dot_product_attention`] |
+//! | [`mod@sdpa_decode`] | [`sdpa_decode()`] |
+//! | [`cache`] | [`fill_cache`], [`paged_fill_cache`], [`paged_update_cache`], [`PageTable`] |
+//! | [`kv_cache`] | [`KvCache`] |
+
+pub mod cache;
+pub mod eltwise;
+pub mod embedding;
+pub mod error;
+pub mod fidelity;
+pub mod heads;
+pub mod kernels;
+pub mod kv_cache;
+pub mod linear;
+pub mod norm;
+pub mod rotary;
+pub mod sdpa;
+pub mod sdpa_decode;
+mod simd;
+#[cfg(target_arch = "x86_64")]
+mod simd_avx2;
+pub mod tensor;
+#[cfg(test)]
+mod testutil;
+
+pub use cache::{PageTable, TILE, fill_cache, paged_fill_cache, paged_update_cache};
+pub use eltwise::{add, add_inplace, mul, silu, silu_mul};
+pub use embedding::embedding;
+pub use error::{OpError, Result};
+pub use fidelity::{Fidelity, round_bf16};
+pub use heads::{
+    nlp_concat_heads, nlp_concat_heads_decode, nlp_create_qkv_heads, nlp_create_qkv_heads_decode,
+};
+pub use kv_cache::KvCache;
+pub use linear::{linear, linear_into};
+pub use norm::{rms_norm, rms_norm_into};
+pub use rotary::{RotaryPadding, rope_tables, rotary_embedding, rotary_embedding_decode};
+pub use sdpa::{SdpaOptions, scaled_dot_product_attention};
+pub use sdpa_decode::{SdpaDecodeOptions, sdpa_decode};
+pub use tensor::{DType, Element, Tensor};

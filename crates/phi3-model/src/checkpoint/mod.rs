@@ -1,0 +1,432 @@
+//! HF checkpoints: find the directory, memory-map its safetensors files, read tensor blocks.
+//!
+//! A [`Checkpoint`] is a validated view of `config.json`, the optional
+//! `generation_config.json`, and one `model.safetensors` or several shards listed by
+//! `model.safetensors.index.json`. Nothing is read eagerly: reads copy a row x column block of
+//! a 2-D tensor (or a flat range) straight from the mapped file into the caller's buffer,
+//! converting BF16/F16/F32 to bf16 or f32, so each device receives only its shard.
+
+mod element;
+mod format;
+mod hub;
+mod index;
+mod names;
+mod progress;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+pub use element::Element;
+pub use format::{Dtype, TensorInfo, TensorRecord, parse_header};
+pub use hub::{HubEnv, resolve_model};
+pub use index::{INDEX_FILE, parse_index};
+pub use names::{EMBED_TOKENS, FINAL_NORM, LM_HEAD, LayerTensor, expected_tensors};
+pub use progress::{ByteCounter, LoadProgress, NoProgress};
+
+use crate::config::Phi3Config;
+use crate::error::CheckpointError;
+use crate::generation_config::GenerationConfig;
+
+/// Single-file weights name.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// Config file name.
+pub const CONFIG_FILE: &str = "config.json";
+/// Generation config file name.
+pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
+/// Tokenizer file name.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// An opened, validated checkpoint.
+pub struct Checkpoint {
+    dir: PathBuf,
+    config: Phi3Config,
+    generation_config: Option<GenerationConfig>,
+    files: Vec<MappedFile>,
+    tensors: HashMap<String, Entry>,
+    progress: Arc<dyn LoadProgress>,
+}
+
+struct MappedFile {
+    path: PathBuf,
+    map: Mmap,
+}
+
+struct Entry {
+    file: usize,
+    info: TensorInfo,
+    bytes: Range<usize>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("dir", &self.dir)
+            .field("files", &self.files.len())
+            .field("tensors", &self.tensors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checkpoint {
+    /// Opens a local directory or an HF model id from the offline cache (environment from
+    /// [`HubEnv::from_env`]).
+    pub fn open(model: &str) -> Result<Self, CheckpointError> {
+        Self::open_with_env(model, &HubEnv::from_env())
+    }
+
+    /// [`Checkpoint::open`] with an explicit cache environment.
+    pub fn open_with_env(model: &str, env: &HubEnv) -> Result<Self, CheckpointError> {
+        let dir = resolve_model(model, env)?;
+        Self::open_dir(&dir)
+    }
+
+    /// Opens a checkpoint directory.
+    pub fn open_dir(dir: &Path) -> Result<Self, CheckpointError> {
+        let layout = Layout::detect(dir)?;
+        let config = Phi3Config::from_file(&dir.join(CONFIG_FILE)).map_err(|source| {
+            CheckpointError::Config {
+                dir: dir.to_path_buf(),
+                source,
+            }
+        })?;
+        let gen_path = dir.join(GENERATION_CONFIG_FILE);
+        let generation_config = if gen_path.is_file() {
+            Some(GenerationConfig::from_file(&gen_path).map_err(|source| {
+                CheckpointError::Config {
+                    dir: dir.to_path_buf(),
+                    source,
+                }
+            })?)
+        } else {
+            None
+        };
+        let mut files = Vec::new();
+        let mut tensors = HashMap::new();
+        match layout {
+            Layout::Single(path) => {
+                let (file, records) = map_file(&path)?;
+                for rec in records {
+                    tensors.insert(rec.name, entry(0, rec.info, rec.bytes));
+                }
+                files.push(file);
+            }
+            Layout::Sharded(index_path) => {
+                let text =
+                    std::fs::read_to_string(&index_path).map_err(|source| CheckpointError::Io {
+                        path: index_path.clone(),
+                        source,
+                    })?;
+                let shards = parse_index(&index_path, &text)?;
+                check_shards_present(dir, &index_path, &shards)?;
+                for (shard, names) in shards {
+                    let (file, records) = map_file(&dir.join(&shard))?;
+                    let mut by_name: BTreeMap<String, TensorRecord> =
+                        records.into_iter().map(|r| (r.name.clone(), r)).collect();
+                    for name in names {
+                        let rec = by_name.remove(&name).ok_or_else(|| {
+                            CheckpointError::TensorNotInShard {
+                                index: index_path.clone(),
+                                tensor: name.clone(),
+                                shard: shard.clone(),
+                            }
+                        })?;
+                        tensors.insert(name, entry(files.len(), rec.info, rec.bytes));
+                    }
+                    files.push(file);
+                }
+            }
+        }
+        tracing::debug!(dir = %dir.display(), files = files.len(), tensors = tensors.len(), "checkpoint opened");
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            generation_config,
+            files,
+            tensors,
+            progress: Arc::new(NoProgress),
+        })
+    }
+
+    /// Reports every later read to `progress`.
+    pub fn set_progress(&mut self, progress: Arc<dyn LoadProgress>) {
+        self.progress = progress;
+    }
+
+    /// The directory the checkpoint lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The validated `config.json`.
+    pub fn config(&self) -> &Phi3Config {
+        &self.config
+    }
+
+    /// `generation_config.json`, or HF's fallback built from `config.json` when absent.
+    pub fn generation_config(&self) -> GenerationConfig {
+        self.generation_config
+            .clone()
+            .unwrap_or_else(|| GenerationConfig::from_model_config(&self.config))
+    }
+
+    /// `tokenizer.json` in the checkpoint directory, if present.
+    pub fn tokenizer_path(&self) -> Option<PathBuf> {
+        Some(self.dir.join(TOKENIZER_FILE)).filter(|p| p.is_file())
+    }
+
+    /// The safetensors files backing the checkpoint.
+    pub fn files(&self) -> Vec<&Path> {
+        self.files.iter().map(|f| f.path.as_path()).collect()
+    }
+
+    /// Names of all tensors, sorted.
+    pub fn tensor_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Total bytes of tensor data (for progress bars).
+    pub fn total_bytes(&self) -> u64 {
+        self.tensors.values().map(|e| e.bytes.len() as u64).sum()
+    }
+
+    /// Dtype and shape of `name`.
+    pub fn tensor_info(&self, name: &str) -> Result<&TensorInfo, CheckpointError> {
+        self.entry(name).map(|e| &e.info)
+    }
+
+    /// Like [`Checkpoint::tensor_info`], and checks the shape against `expected`.
+    pub fn expect_shape(
+        &self,
+        name: &str,
+        expected: &[usize],
+    ) -> Result<&TensorInfo, CheckpointError> {
+        let info = self.tensor_info(name)?;
+        if info.shape != expected {
+            return Err(CheckpointError::WrongShape {
+                tensor: name.to_string(),
+                expected: expected.to_vec(),
+                actual: info.shape.clone(),
+            });
+        }
+        Ok(info)
+    }
+
+    /// Checks that every tensor a Phi-3 model of this config needs is present with its shape.
+    pub fn check_phi3_tensors(&self) -> Result<(), CheckpointError> {
+        for (name, shape) in expected_tensors(&self.config) {
+            self.expect_shape(&name, &shape)?;
+        }
+        Ok(())
+    }
+
+    /// Copies `rows` x `cols` of the 2-D tensor `name` into `dst` (row-major,
+    /// `rows.len() * cols.len()` values), converting to `T`.
+    pub fn read_block<T: Element>(
+        &self,
+        name: &str,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        dst: &mut [T],
+    ) -> Result<(), CheckpointError> {
+        let e = self.entry(name)?;
+        let bad = |message: String| CheckpointError::BadRead {
+            tensor: name.to_string(),
+            shape: e.info.shape.clone(),
+            message,
+        };
+        let [n_rows, n_cols] = e.info.shape[..] else {
+            return Err(bad("a block read needs a 2-D tensor".to_string()));
+        };
+        if rows.start > rows.end || rows.end > n_rows || cols.start > cols.end || cols.end > n_cols
+        {
+            return Err(bad(format!(
+                "rows {rows:?} x cols {cols:?} is outside the tensor"
+            )));
+        }
+        let width = cols.len();
+        if dst.len() != rows.len() * width {
+            return Err(bad(format!(
+                "destination holds {} values, the block has {}",
+                dst.len(),
+                rows.len() * width
+            )));
+        }
+        let size = e.info.dtype.size();
+        let data = self.bytes_of(e);
+        if width > 0 {
+            for (r, out) in rows.clone().zip(dst.chunks_exact_mut(width)) {
+                let start = (r * n_cols + cols.start) * size;
+                element::convert_into(e.info.dtype, &data[start..start + width * size], out);
+            }
+        }
+        self.progress
+            .advance(name, (rows.len() * width * size) as u64);
+        Ok(())
+    }
+
+    /// Copies the flat element range `range` of tensor `name` (any rank) into `dst`.
+    pub fn read_flat<T: Element>(
+        &self,
+        name: &str,
+        range: Range<usize>,
+        dst: &mut [T],
+    ) -> Result<(), CheckpointError> {
+        let e = self.entry(name)?;
+        let numel = e.info.numel();
+        if range.start > range.end || range.end > numel || dst.len() != range.len() {
+            return Err(CheckpointError::BadRead {
+                tensor: name.to_string(),
+                shape: e.info.shape.clone(),
+                message: format!(
+                    "elements {range:?} into a destination of {} values (tensor has {numel})",
+                    dst.len()
+                ),
+            });
+        }
+        let size = e.info.dtype.size();
+        let data = self.bytes_of(e);
+        element::convert_into(
+            e.info.dtype,
+            &data[range.start * size..range.end * size],
+            dst,
+        );
+        self.progress.advance(name, (range.len() * size) as u64);
+        Ok(())
+    }
+
+    /// Reads a whole tensor (any rank) into a new vector.
+    pub fn read_all<T: Element>(&self, name: &str) -> Result<Vec<T>, CheckpointError> {
+        let numel = self.tensor_info(name)?.numel();
+        let mut out = vec![T::default(); numel];
+        self.read_flat(name, 0..numel, &mut out)?;
+        Ok(out)
+    }
+
+    /// Reads a block of a 2-D tensor into a new vector (see [`Checkpoint::read_block`]).
+    pub fn read_block_vec<T: Element>(
+        &self,
+        name: &str,
+        rows: Range<usize>,
+        cols: Range<usize>,
+    ) -> Result<Vec<T>, CheckpointError> {
+        let mut out = vec![T::default(); rows.len() * cols.len()];
+        self.read_block(name, rows, cols, &mut out)?;
+        Ok(out)
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry, CheckpointError> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| CheckpointError::MissingTensor {
+                dir: self.dir.clone(),
+                tensor: name.to_string(),
+            })
+    }
+
+    /// The tensor's bytes; the range was validated against the file length at open.
+    fn bytes_of(&self, e: &Entry) -> &[u8] {
+        &self.files[e.file].map[e.bytes.clone()]
+    }
+}
+
+fn entry(file: usize, info: TensorInfo, bytes: Range<usize>) -> Entry {
+    Entry { file, info, bytes }
+}
+
+/// How the weights are stored.
+enum Layout {
+    Single(PathBuf),
+    Sharded(PathBuf),
+}
+
+impl Layout {
+    fn detect(dir: &Path) -> Result<Self, CheckpointError> {
+        let listing: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|source| CheckpointError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let has = |name: &str| listing.iter().any(|f| f == name);
+        let any_safetensors = listing.iter().any(|f| f.ends_with(".safetensors"));
+        let missing = |file: &'static str, hint: &'static str| CheckpointError::MissingFile {
+            dir: dir.to_path_buf(),
+            file,
+            hint,
+        };
+        if !has(CONFIG_FILE) && !any_safetensors {
+            return Err(CheckpointError::NotACheckpoint {
+                dir: dir.to_path_buf(),
+            });
+        }
+        if !has(CONFIG_FILE) {
+            return Err(missing(
+                CONFIG_FILE,
+                "download the model's config.json next to its weights",
+            ));
+        }
+        if has(INDEX_FILE) {
+            return Ok(Layout::Sharded(dir.join(INDEX_FILE)));
+        }
+        if has(SINGLE_FILE) {
+            return Ok(Layout::Single(dir.join(SINGLE_FILE)));
+        }
+        if any_safetensors {
+            return Err(missing(
+                INDEX_FILE,
+                "the directory has *.safetensors shards but no index listing them; download \
+                 the index too",
+            ));
+        }
+        Err(missing(
+            SINGLE_FILE,
+            "no safetensors weights found (PyTorch .bin checkpoints are not supported; \
+             download the safetensors files)",
+        ))
+    }
+}
+
+fn check_shards_present(
+    dir: &Path,
+    index_path: &Path,
+    shards: &BTreeMap<String, Vec<String>>,
+) -> Result<(), CheckpointError> {
+    for (shard, names) in shards {
+        if !dir.join(shard).is_file() {
+            return Err(CheckpointError::MissingShard {
+                index: index_path.to_path_buf(),
+                shard: shard.clone(),
+                tensors: names.len(),
+                example: names.first().cloned().unwrap_or_default(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn map_file(path: &Path) -> Result<(MappedFile, Vec<TensorRecord>), CheckpointError> {
+    let io = |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // SAFETY: the mapping is read-only and private to this process; like every reader of
+    // memory-mapped checkpoints we assume the file is not truncated or rewritten while open.
+    let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+    let records = parse_header(path, &map)?;
+    Ok((
+        MappedFile {
+            path: path.to_path_buf(),
+            map,
+        },
+        records,
+    ))
+}

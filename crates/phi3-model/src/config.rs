@@ -1,0 +1,492 @@
+//! `Phi3Config`: the model hyper-parameters, read straight from a HuggingFace `config.json`.
+//!
+//! Parsing follows transformers 5.x `Phi3Config`: optional keys take HF's defaults, the rope
+//! settings may come as `rope_scaling` (older files) or `rope_parameters` (transformers 5), and
+//! LongRoPE may be spelled "longrope", "su" (its old name) or "yarn" with short/long factor lists
+//! (HF maps that spelling to LongRoPE for Phi-3 too). Everything is validated once here, so the
+//! rest of the crate can trust the numbers. Derived sizes are methods.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// HF's default `rope_theta`.
+const DEFAULT_ROPE_THETA: f64 = 10_000.0;
+/// HF `Phi3Config` default of `original_max_position_embeddings` (and `max_position_embeddings`).
+const DEFAULT_ORIGINAL_MAX: i64 = 4096;
+/// Largest size accepted for any dimension (keeps every derived product far from overflow).
+const MAX_DIM: i64 = 1 << 31;
+
+/// Phi-3 hyper-parameters, validated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Phi3Config {
+    /// Always "phi3" (anything else is rejected).
+    pub model_type: String,
+    /// Rows of the embedding and of `lm_head` (V).
+    pub vocab_size: usize,
+    /// Residual width (H).
+    pub hidden_size: usize,
+    /// MLP width (I).
+    pub intermediate_size: usize,
+    /// Decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (defaults to the query heads).
+    pub num_key_value_heads: usize,
+    /// `head_dim` when the file gives it; see [`Phi3Config::head_dim`].
+    pub explicit_head_dim: Option<usize>,
+    /// Longest sequence the model supports.
+    pub max_position_embeddings: usize,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// Rotary embedding settings.
+    pub rope: RopeConfig,
+    /// Sliding attention window; a query at p sees keys in (p - w, p].
+    pub sliding_window: Option<usize>,
+    /// `lm_head` shares the embedding matrix (no `lm_head.weight` tensor).
+    pub tie_word_embeddings: bool,
+    /// Activation of the MLP (always "silu").
+    pub hidden_act: String,
+    /// Beginning-of-sequence id.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence ids from config.json (generation_config.json usually has more).
+    pub eos_token_ids: Vec<u32>,
+    /// Padding id.
+    pub pad_token_id: Option<u32>,
+    /// Storage dtype named by the file (`torch_dtype` or `dtype`), informational.
+    pub torch_dtype: Option<String>,
+}
+
+/// Rotary embedding settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RopeConfig {
+    /// Base wavelength.
+    pub theta: f64,
+    /// LongRoPE scaling, or `None` for plain RoPE.
+    pub long_rope: Option<LongRopeConfig>,
+}
+
+/// LongRoPE parameters (`rope_type` "longrope").
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LongRopeConfig {
+    /// Frequency divisors used while max position + 1 <= `original_max_position_embeddings`.
+    pub short_factor: Vec<f64>,
+    /// Frequency divisors used beyond it.
+    pub long_factor: Vec<f64>,
+    /// Pretraining context length that selects the factor list.
+    pub original_max_position_embeddings: usize,
+    /// Explicit cos/sin multiplier, if the file gives one.
+    pub attention_factor: Option<f64>,
+    /// Explicit scale `s`, if the file gives one (else max / original max).
+    pub factor: Option<f64>,
+}
+
+impl Phi3Config {
+    /// Parses and validates the text of a `config.json`.
+    pub fn from_json_str(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = parse_json("config.json", text)?;
+        raw.validate()
+    }
+
+    /// Reads and validates a `config.json` file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json_str(&text)
+    }
+
+    /// Size of one attention head: `head_dim` if given, else hidden / heads.
+    pub fn head_dim(&self) -> usize {
+        self.explicit_head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// Query heads per KV head.
+    pub fn kv_group_size(&self) -> usize {
+        self.num_attention_heads / self.num_key_value_heads
+    }
+
+    /// Rows of the query part of `qkv_proj` (heads x head_dim).
+    pub fn q_size(&self) -> usize {
+        self.num_attention_heads * self.head_dim()
+    }
+
+    /// Rows of the key (or value) part of `qkv_proj` (KV heads x head_dim).
+    pub fn kv_size(&self) -> usize {
+        self.num_key_value_heads * self.head_dim()
+    }
+
+    /// Rows of the fused `qkv_proj` weight: `[Q heads | K heads | V heads]`.
+    pub fn qkv_size(&self) -> usize {
+        self.q_size() + 2 * self.kv_size()
+    }
+
+    /// Rows of the fused `gate_up_proj` weight: `[gate | up]`.
+    pub fn gate_up_size(&self) -> usize {
+        2 * self.intermediate_size
+    }
+
+    /// Number of parameters (the `lm_head` counted unless tied).
+    /// Saturates at `u64::MAX` for absurd configs.
+    pub fn parameter_count(&self) -> u64 {
+        let h = self.hidden_size as u128;
+        let v = self.vocab_size as u128;
+        let per_layer = (self.qkv_size() as u128) * h
+            + h * self.q_size() as u128
+            + (self.gate_up_size() as u128) * h
+            + h * self.intermediate_size as u128
+            + 2 * h;
+        let head = if self.tie_word_embeddings { 0 } else { v * h };
+        let total = v * h + per_layer * self.num_hidden_layers as u128 + h + head;
+        u64::try_from(total).unwrap_or(u64::MAX)
+    }
+
+    /// `original_max_position_embeddings` of the LongRoPE scaling, if the model uses it.
+    pub fn long_rope_original_max(&self) -> Option<usize> {
+        self.rope
+            .long_rope
+            .as_ref()
+            .map(|l| l.original_max_position_embeddings)
+    }
+}
+
+/// Parses JSON text into `T`, naming the key of any type error. The text must be a JSON
+/// object.
+pub(crate) fn parse_json<T: DeserializeOwned>(
+    file: &'static str,
+    text: &str,
+) -> Result<T, ConfigError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError::Json {
+        file,
+        message: e.to_string(),
+    })?;
+    if !value.is_object() {
+        return Err(ConfigError::Json {
+            file,
+            message: "the top level must be a JSON object".to_string(),
+        });
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| ConfigError::WrongType {
+        file,
+        field: e.path().to_string(),
+        message: e.into_inner().to_string(),
+    })
+}
+
+/// One id or a list of ids (HF allows both for `eos_token_id`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum TokenIds {
+    /// A single id.
+    One(u32),
+    /// Several ids.
+    Many(Vec<u32>),
+}
+
+impl TokenIds {
+    pub(crate) fn into_vec(self) -> Vec<u32> {
+        match self {
+            TokenIds::One(id) => vec![id],
+            TokenIds::Many(ids) => ids,
+        }
+    }
+}
+
+/// `config.json` as written by HF; every key optional so absence is reported by name.
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    model_type: Option<String>,
+    vocab_size: Option<i64>,
+    hidden_size: Option<i64>,
+    intermediate_size: Option<i64>,
+    num_hidden_layers: Option<i64>,
+    num_attention_heads: Option<i64>,
+    num_key_value_heads: Option<i64>,
+    head_dim: Option<i64>,
+    max_position_embeddings: Option<i64>,
+    original_max_position_embeddings: Option<i64>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    partial_rotary_factor: Option<f64>,
+    rope_scaling: Option<RawRope>,
+    rope_parameters: Option<RawRope>,
+    sliding_window: Option<i64>,
+    tie_word_embeddings: Option<bool>,
+    hidden_act: Option<String>,
+    bos_token_id: Option<u32>,
+    eos_token_id: Option<TokenIds>,
+    pad_token_id: Option<u32>,
+    torch_dtype: Option<String>,
+    dtype: Option<String>,
+}
+
+/// A `rope_scaling` / `rope_parameters` dictionary.
+#[derive(Debug, Default, Deserialize)]
+struct RawRope {
+    rope_type: Option<String>,
+    #[serde(rename = "type")]
+    legacy_type: Option<String>,
+    rope_theta: Option<f64>,
+    partial_rotary_factor: Option<f64>,
+    short_factor: Option<Vec<f64>>,
+    long_factor: Option<Vec<f64>>,
+    original_max_position_embeddings: Option<i64>,
+    attention_factor: Option<f64>,
+    factor: Option<f64>,
+}
+
+impl RawRope {
+    /// HF treats an empty dict like no dict.
+    fn is_empty(&self) -> bool {
+        self.rope_type.is_none()
+            && self.legacy_type.is_none()
+            && self.rope_theta.is_none()
+            && self.partial_rotary_factor.is_none()
+            && self.short_factor.is_none()
+            && self.long_factor.is_none()
+            && self.original_max_position_embeddings.is_none()
+            && self.attention_factor.is_none()
+            && self.factor.is_none()
+    }
+}
+
+fn required(value: Option<i64>, field: &'static str) -> Result<usize, ConfigError> {
+    positive(value.ok_or(ConfigError::MissingField { field })?, field)
+}
+
+fn positive(value: i64, field: &'static str) -> Result<usize, ConfigError> {
+    if value <= 0 {
+        return Err(ConfigError::NonPositive { field, value });
+    }
+    if value > MAX_DIM {
+        return Err(ConfigError::InvalidValue {
+            field,
+            value: value as f64,
+            expected: "a size of at most 2^31",
+        });
+    }
+    usize::try_from(value).map_err(|_| ConfigError::NonPositive { field, value })
+}
+
+fn positive_float(value: f64, field: &'static str) -> Result<f64, ConfigError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(ConfigError::InvalidValue {
+            field,
+            value,
+            expected: "a positive finite number",
+        })
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Phi3Config, ConfigError> {
+        let model_type = match self.model_type {
+            Some(t) if t == "phi3" => t,
+            Some(t) => return Err(ConfigError::WrongModelType { model_type: t }),
+            None => {
+                tracing::warn!("config.json has no model_type; assuming phi3");
+                "phi3".to_string()
+            }
+        };
+        let vocab_size = required(self.vocab_size, "vocab_size")?;
+        let hidden_size = required(self.hidden_size, "hidden_size")?;
+        let intermediate_size = required(self.intermediate_size, "intermediate_size")?;
+        let num_hidden_layers = required(self.num_hidden_layers, "num_hidden_layers")?;
+        let num_attention_heads = required(self.num_attention_heads, "num_attention_heads")?;
+        let num_key_value_heads = match self.num_key_value_heads {
+            Some(v) => positive(v, "num_key_value_heads")?,
+            None => num_attention_heads,
+        };
+        let explicit_head_dim = self.head_dim.map(|v| positive(v, "head_dim")).transpose()?;
+        let head_dim = match explicit_head_dim {
+            Some(d) => d,
+            None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
+            None => {
+                return Err(ConfigError::HiddenNotDivisibleByHeads {
+                    hidden_size,
+                    heads: num_attention_heads,
+                });
+            }
+        };
+        if (num_attention_heads as u64) * (head_dim as u64) > MAX_DIM as u64 {
+            return Err(ConfigError::InvalidValue {
+                field: "head_dim",
+                value: head_dim as f64,
+                expected: "num_attention_heads x head_dim of at most 2^31",
+            });
+        }
+        if num_attention_heads % num_key_value_heads != 0 {
+            return Err(ConfigError::HeadsNotDivisibleByKvHeads {
+                heads: num_attention_heads,
+                kv_heads: num_key_value_heads,
+            });
+        }
+        if head_dim % 2 != 0 {
+            return Err(ConfigError::OddHeadDim { head_dim });
+        }
+        let max_position_embeddings = positive(
+            self.max_position_embeddings.unwrap_or(DEFAULT_ORIGINAL_MAX),
+            "max_position_embeddings",
+        )?;
+        let rms_norm_eps = positive_float(self.rms_norm_eps.unwrap_or(1e-5), "rms_norm_eps")?;
+        let sliding_window = self
+            .sliding_window
+            .map(|v| positive(v, "sliding_window"))
+            .transpose()?;
+        let hidden_act = self.hidden_act.unwrap_or_else(|| "silu".to_string());
+        if hidden_act != "silu" {
+            return Err(ConfigError::UnsupportedActivation { act: hidden_act });
+        }
+        let rope = parse_rope(
+            self.rope_scaling,
+            self.rope_parameters,
+            self.rope_theta,
+            self.partial_rotary_factor,
+            self.original_max_position_embeddings,
+            head_dim,
+        )?;
+        Ok(Phi3Config {
+            model_type,
+            vocab_size,
+            hidden_size,
+            intermediate_size,
+            num_hidden_layers,
+            num_attention_heads,
+            num_key_value_heads,
+            explicit_head_dim,
+            max_position_embeddings,
+            rms_norm_eps,
+            rope,
+            sliding_window,
+            tie_word_embeddings: self.tie_word_embeddings.unwrap_or(false),
+            hidden_act,
+            bos_token_id: self.bos_token_id,
+            eos_token_ids: self
+                .eos_token_id
+                .map(TokenIds::into_vec)
+                .unwrap_or_default(),
+            pad_token_id: self.pad_token_id,
+            torch_dtype: self.torch_dtype.or(self.dtype),
+        })
+    }
+}
+
+/// Normalises the two rope spellings the way transformers 5.x `Phi3Config` does.
+fn parse_rope(
+    rope_scaling: Option<RawRope>,
+    rope_parameters: Option<RawRope>,
+    top_theta: Option<f64>,
+    top_partial: Option<f64>,
+    top_original_max: Option<i64>,
+    head_dim: usize,
+) -> Result<RopeConfig, ConfigError> {
+    // `rope_scaling` wins when it is a non-empty dict (HF: `rope_scaling or rope_parameters`).
+    let dict = match (rope_scaling, rope_parameters) {
+        (Some(s), _) if !s.is_empty() => s,
+        (_, Some(p)) => p,
+        _ => RawRope::default(),
+    };
+    let theta = positive_float(
+        dict.rope_theta.or(top_theta).unwrap_or(DEFAULT_ROPE_THETA),
+        "rope_theta",
+    )?;
+    let partial = dict.partial_rotary_factor.or(top_partial).unwrap_or(1.0);
+    if partial != 1.0 {
+        return Err(ConfigError::UnsupportedPartialRotary { value: partial });
+    }
+    let rope_type = dict
+        .rope_type
+        .clone()
+        .or_else(|| dict.legacy_type.clone())
+        .unwrap_or_else(|| "default".to_string());
+    let has_lists = dict.short_factor.is_some() && dict.long_factor.is_some();
+    let is_long = match rope_type.as_str() {
+        "default" => false,
+        "longrope" | "su" => true,
+        "yarn" if has_lists => true,
+        _ => return Err(ConfigError::UnsupportedRopeType { rope_type }),
+    };
+    if !is_long {
+        return Ok(RopeConfig {
+            theta,
+            long_rope: None,
+        });
+    }
+    let short_factor = factor_list(dict.short_factor, "short_factor", head_dim)?;
+    let long_factor = factor_list(dict.long_factor, "long_factor", head_dim)?;
+    // HF gives the top-level value priority; the one inside the dict is used when the top level
+    // has none (HF 5.24 would then fall back to its 4096 default instead).
+    let original = match (top_original_max, dict.original_max_position_embeddings) {
+        (Some(top), inner) => {
+            if inner.is_some_and(|i| i != top) {
+                tracing::warn!(
+                    top,
+                    ?inner,
+                    "original_max_position_embeddings differs at top level and in the rope \
+                     dict; using the top-level value as HF does"
+                );
+            }
+            top
+        }
+        (None, Some(inner)) => inner,
+        (None, None) => DEFAULT_ORIGINAL_MAX,
+    };
+    let original_max_position_embeddings = positive(original, "original_max_position_embeddings")?;
+    let attention_factor = dict
+        .attention_factor
+        .map(|v| positive_float(v, "attention_factor"))
+        .transpose()?;
+    let factor = dict
+        .factor
+        .map(|v| positive_float(v, "factor"))
+        .transpose()?;
+    Ok(RopeConfig {
+        theta,
+        long_rope: Some(LongRopeConfig {
+            short_factor,
+            long_factor,
+            original_max_position_embeddings,
+            attention_factor,
+            factor,
+        }),
+    })
+}
+
+fn factor_list(
+    list: Option<Vec<f64>>,
+    name: &'static str,
+    head_dim: usize,
+) -> Result<Vec<f64>, ConfigError> {
+    let list = list.ok_or(ConfigError::MissingRopeKey {
+        rope_type: "longrope",
+        key: name,
+    })?;
+    let expected = head_dim / 2;
+    if list.len() != expected {
+        return Err(ConfigError::FactorLength {
+            list: name,
+            expected,
+            actual: list.len(),
+        });
+    }
+    if let Some((index, &value)) = list
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+    {
+        return Err(ConfigError::BadFactor {
+            list: name,
+            index,
+            value,
+        });
+    }
+    Ok(list)
+}

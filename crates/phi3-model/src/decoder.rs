@@ -1,0 +1,195 @@
+//! One Phi-3 decoder layer on the mesh, and the attention cores of prefill and decode.
+//!
+//! Sharding contract of a layer (checked at the block boundaries):
+//! - in: the residual stream `x [M, H]`, replicated (M = tokens of a prefill, users of a decode);
+//! - attention: every device computes its own heads from its `[Q_d | K_d | V_d]` rows, writes its
+//!   KV heads into its cache shard, attends, and multiplies by its `o_proj` columns: a partial sum;
+//!   `all_reduce` makes the sum, replicated again;
+//! - MLP: every device computes its `[gate_d | up_d]` slice, `up * silu(gate)`, and its `down_proj`
+//!   columns: a partial sum; `all_reduce` again;
+//! - out: `x + attn + mlp`, replicated.
+//!
+//! Replicated work (the norms, the residual adds) gives the same numbers on every device, so it is
+//! computed once and shared by every device's storage.
+
+use rayon::prelude::*;
+use tt_mesh::{Collectives, Distribution, Mesh, MeshTensor};
+use tt_ops::{
+    Fidelity, KvCache as LayerCache, SdpaDecodeOptions, SdpaOptions, Tensor, add_inplace, linear,
+    nlp_concat_heads, nlp_concat_heads_decode, nlp_create_qkv_heads, nlp_create_qkv_heads_decode,
+    rms_norm, rotary_embedding, rotary_embedding_decode, scaled_dot_product_attention, silu_mul,
+};
+
+use crate::error::{Error, Result};
+use crate::weights::LayerWeights;
+
+/// What one forward call feeds the attention core.
+pub(crate) enum AttentionStep<'a> {
+    /// A prompt for one user at positions `0 .. M`; `cos`/`sin` are `[M, dh]`.
+    Prefill {
+        /// Cache row (user) to fill.
+        user: usize,
+        /// Rotary tables for positions `0 .. M`.
+        cos: &'a Tensor,
+        /// Rotary tables for positions `0 .. M`.
+        sin: &'a Tensor,
+    },
+    /// One token per user; `positions[b]` is user b's position (`-1` skips the user);
+    /// `cos`/`sin` are `[B, dh]`, row `b` for user `b`.
+    Decode {
+        /// Per-user positions.
+        positions: &'a [i32],
+        /// Per-user rotary rows.
+        cos: &'a Tensor,
+        /// Per-user rotary rows.
+        sin: &'a Tensor,
+    },
+}
+
+/// Everything a layer needs besides its weights and cache.
+pub(crate) struct LayerContext<'a> {
+    pub mesh: &'a Mesh,
+    pub fidelity: Fidelity,
+    pub eps: f32,
+    pub sliding_window: Option<usize>,
+    /// Query and KV heads per device.
+    pub heads: (usize, usize),
+}
+
+impl LayerContext<'_> {
+    /// Runs `f` on every device concurrently and places the results on the mesh.
+    fn per_device<F>(&self, distribution: Distribution, f: F) -> Result<MeshTensor>
+    where
+        F: Fn(usize) -> Result<Tensor> + Sync,
+    {
+        let shards = (0..self.mesh.num_devices())
+            .into_par_iter()
+            .map(&f)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MeshTensor::from_shards(self.mesh, shards, distribution)?)
+    }
+
+    /// Sums row-parallel partials over the mesh; returns the (replicated) sum, rounded.
+    fn all_reduce(&self, mut partial: MeshTensor) -> Result<Tensor> {
+        partial.expect(Distribution::PartialSum, "row-parallel output")?;
+        self.mesh.ccl().all_reduce(&mut partial)?;
+        partial.expect(Distribution::Replicated, "all_reduce output")?;
+        let sum = partial.shard(0)?.clone();
+        Ok(self.fidelity.round(sum)?)
+    }
+
+    fn round(&self, t: Tensor) -> Result<Tensor> {
+        Ok(self.fidelity.round(t)?)
+    }
+
+    /// One decoder layer: `x [M, H]` (replicated) is updated in place.
+    pub fn forward(
+        &self,
+        w: &LayerWeights,
+        cache: &mut [LayerCache],
+        x: &mut Tensor,
+        step: &AttentionStep<'_>,
+    ) -> Result<()> {
+        let m = x.dim(0)?;
+        let h = self.round(rms_norm(x, w.attn_norm.shard(0)?, self.eps)?)?;
+
+        // Attention: column-parallel QKV, local heads, row-parallel o_proj.
+        let partials = cache
+            .par_iter_mut()
+            .enumerate()
+            .map(|(d, layer_cache)| {
+                let qkv = self.round(linear(&h, w.qkv.shard(d)?)?)?;
+                let attn = self.attention(qkv, layer_cache, step)?;
+                Ok(linear(
+                    &attn.reshape(&[m, attn.numel() / m.max(1)])?,
+                    w.o.shard(d)?,
+                )?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let partial = MeshTensor::from_shards(self.mesh, partials, Distribution::PartialSum)?;
+        let attn_out = self.all_reduce(partial)?;
+        add_inplace(x, &attn_out)?;
+        self.fidelity.apply(x)?;
+
+        // MLP: column-parallel gate/up, row-parallel down.
+        let h = self.round(rms_norm(x, w.mlp_norm.shard(0)?, self.eps)?)?;
+        let partial = self.per_device(Distribution::PartialSum, |d| {
+            let gate_up = self.round(linear(&h, w.gate_up.shard(d)?)?)?;
+            let width = gate_up.dim(1)? / 2;
+            let gate = gate_up.narrow(1, 0, width)?;
+            let up = gate_up.narrow(1, width, width)?;
+            let act = self.round(silu_mul(&gate, &up)?)?;
+            Ok(linear(&act, w.down.shard(d)?)?)
+        })?;
+        let mlp_out = self.all_reduce(partial)?;
+        add_inplace(x, &mlp_out)?;
+        self.fidelity.apply(x)?;
+        Ok(())
+    }
+
+    /// The attention core of one device: heads, rotary, cache write, sdpa, concat.
+    /// `qkv [M, (nq + 2 nkv) dh]` -> `[M, nq dh]`.
+    fn attention(
+        &self,
+        qkv: Tensor,
+        cache: &mut LayerCache,
+        step: &AttentionStep<'_>,
+    ) -> Result<Tensor> {
+        let (nq, nkv) = self.heads;
+        let m = qkv.dim(0)?;
+        let width = qkv.dim(1)?;
+        match step {
+            AttentionStep::Prefill { user, cos, sin } => {
+                // [1, 1, M, (nq + 2 nkv) dh] -> Q [1, nq, M, dh], K/V [1, nkv, M, dh]
+                let (q, k, v) = nlp_create_qkv_heads(&qkv.reshape(&[1, 1, m, width])?, nq, nkv)?;
+                let q = self.round(rotary_embedding(&q, cos, sin, 0)?)?;
+                let k = self.round(rotary_embedding(&k, cos, sin, 0)?)?;
+                cache.fill(&k, &v, *user, 0)?;
+                let opts = SdpaOptions {
+                    causal: true,
+                    scale: None,
+                    sliding_window: self.sliding_window,
+                    q_offset: 0,
+                };
+                let out = self.round(scaled_dot_product_attention(&q, &k, &v, &opts)?)?;
+                // [1, nq, M, dh] -> [1, 1, M, nq dh]
+                Ok(nlp_concat_heads(&out)?)
+            }
+            AttentionStep::Decode {
+                positions,
+                cos,
+                sin,
+            } => {
+                // [1, 1, B, (nq + 2 nkv) dh] -> Q [1, B, nq, dh], K/V [1, B, nkv, dh]
+                let (q, k, v) =
+                    nlp_create_qkv_heads_decode(&qkv.reshape(&[1, 1, m, width])?, nq, nkv)?;
+                let rows: Vec<i32> = positions
+                    .iter()
+                    .enumerate()
+                    .map(|(b, &p)| if p < 0 { -1 } else { b as i32 })
+                    .collect();
+                let q = self.round(rotary_embedding_decode(&q, cos, sin, &rows)?)?;
+                let k = self.round(rotary_embedding_decode(&k, cos, sin, &rows)?)?;
+                cache.update(&k, &v, positions)?;
+                let opts = SdpaDecodeOptions {
+                    scale: None,
+                    sliding_window: self.sliding_window,
+                };
+                let out = self.round(cache.attend(&q, positions, &opts)?)?;
+                // [1, B, nq, dh] -> [1, 1, B, nq dh]
+                Ok(nlp_concat_heads_decode(&out)?)
+            }
+        }
+    }
+}
+
+/// The head counts of every device must agree (the plan guarantees it); returns them.
+pub(crate) fn uniform_heads(per_device: &[(usize, usize)]) -> Result<(usize, usize)> {
+    let first = per_device.first().copied().unwrap_or((0, 0));
+    if per_device.iter().any(|&h| h != first) {
+        return Err(Error::Internal(format!(
+            "devices hold different head counts: {per_device:?}"
+        )));
+    }
+    Ok(first)
+}

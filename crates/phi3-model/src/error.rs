@@ -1,0 +1,515 @@
+//! Typed errors of the crate: one enum per concern, gathered in [`Error`].
+//!
+//! Every message says what is wrong and, where it helps, what to do about it: these
+//! strings are what a user of the `phi3` binary reads.
+
+use std::path::PathBuf;
+
+/// Any error of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `config.json` or `generation_config.json` is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A checkpoint cannot be found, opened or read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The tokenizer cannot be loaded or used.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// Sampling settings or logits are unusable.
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
+    /// The sharding planner refused the model on this mesh.
+    #[error("sharding plan: {0}")]
+    Plan(#[from] tt_shard::PlanError),
+    /// A device op refused its inputs.
+    #[error("device op: {0}")]
+    Op(#[from] tt_ops::OpError),
+    /// The mesh refused an allocation or a collective.
+    #[error("mesh: {0}")]
+    Mesh(#[from] tt_mesh::MeshError),
+    /// A token id is not a row of the embedding table.
+    #[error(
+        "token {token} at index {index} is out of range: the model's vocab_size is {vocab_size}; check that the tokenizer belongs to this model"
+    )]
+    TokenOutOfRange {
+        /// Index in the given sequence.
+        index: usize,
+        /// The id.
+        token: u32,
+        /// Rows of the embedding.
+        vocab_size: usize,
+    },
+    /// Nothing to run.
+    #[error("the prompt is empty: give at least one token")]
+    EmptyPrompt,
+    /// A sequence does not fit the KV cache.
+    #[error(
+        "the sequence needs {needed} positions but the KV cache holds {capacity}; raise --max-seq-len (memory permitting) or shorten the prompt"
+    )]
+    SequenceTooLong {
+        /// Positions needed.
+        needed: usize,
+        /// Positions the cache holds.
+        capacity: usize,
+    },
+    /// A cache row that does not exist.
+    #[error("user {user} is outside the KV cache's batch of {batch}")]
+    UserOutOfRange {
+        /// Requested row.
+        user: usize,
+        /// Rows in the cache.
+        batch: usize,
+    },
+    /// A decode call's batch does not match the cache.
+    #[error(
+        "{given} sequences were given but the KV cache was made for a batch of {batch}; raise the batch size"
+    )]
+    BatchMismatch {
+        /// Sequences given.
+        given: usize,
+        /// Cache rows.
+        batch: usize,
+    },
+    /// NaN or infinity appeared.
+    #[error(
+        "non-finite value {value} in {what} (element {index}); the checkpoint or the input is corrupt"
+    )]
+    NonFinite {
+        /// Where it was found (names the layer).
+        what: String,
+        /// Flat index of the first bad element.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
+    /// An invariant of this crate broke (a bug: please report it).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result with the crate's [`Error`] by default.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Problems in `config.json` / `generation_config.json`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// File that failed.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The text is not JSON (or not a JSON object).
+    #[error("{file} is not valid JSON: {message}; re-download or fix the file")]
+    Json {
+        /// Which file (`config.json`, `generation_config.json`).
+        file: &'static str,
+        /// Parser message with line and column.
+        message: String,
+    },
+    /// A key holds a value of the wrong type.
+    #[error("{file}: field `{field}` has the wrong type: {message}")]
+    WrongType {
+        /// Which file.
+        file: &'static str,
+        /// Path of the key, e.g. `hidden_size` or `rope_scaling.long_factor[3]`.
+        field: String,
+        /// What was expected and found.
+        message: String,
+    },
+    /// A required key is absent.
+    #[error("config.json: required field `{field}` is missing; is this a Phi-3 config.json?")]
+    MissingField {
+        /// The key.
+        field: &'static str,
+    },
+    /// A size is zero or negative.
+    #[error("config.json: `{field}` must be a positive integer, got {value}")]
+    NonPositive {
+        /// The key.
+        field: &'static str,
+        /// The value found.
+        value: i64,
+    },
+    /// A float parameter is not finite or out of its range.
+    #[error("config.json: `{field}` = {value} is invalid: {expected}")]
+    InvalidValue {
+        /// The key.
+        field: &'static str,
+        /// The value found.
+        value: f64,
+        /// What would be valid.
+        expected: &'static str,
+    },
+    /// `model_type` names another model family.
+    #[error(
+        "config.json describes a `{model_type}` model, not `phi3`; this tool only runs Phi-3 \
+         checkpoints (e.g. microsoft/Phi-3-mini-128k-instruct)"
+    )]
+    WrongModelType {
+        /// The family found.
+        model_type: String,
+    },
+    /// The hidden size does not split evenly into heads.
+    #[error(
+        "config.json: hidden_size {hidden_size} is not divisible by num_attention_heads {heads} \
+         (and no head_dim is given)"
+    )]
+    HiddenNotDivisibleByHeads {
+        /// hidden_size.
+        hidden_size: usize,
+        /// num_attention_heads.
+        heads: usize,
+    },
+    /// Query heads do not group evenly over KV heads.
+    #[error(
+        "config.json: num_attention_heads {heads} is not divisible by num_key_value_heads {kv_heads}"
+    )]
+    HeadsNotDivisibleByKvHeads {
+        /// num_attention_heads.
+        heads: usize,
+        /// num_key_value_heads.
+        kv_heads: usize,
+    },
+    /// Rotary embeddings need an even head dimension.
+    #[error("config.json: head_dim {head_dim} is odd; rotary embeddings need an even head_dim")]
+    OddHeadDim {
+        /// The head dimension.
+        head_dim: usize,
+    },
+    /// A rope type this crate does not implement.
+    #[error(
+        "config.json: rope type `{rope_type}` is not supported; Phi-3 uses no scaling (\"default\") \
+         or \"longrope\" (old name \"su\")"
+    )]
+    UnsupportedRopeType {
+        /// The type found.
+        rope_type: String,
+    },
+    /// Partial rotary embeddings are not supported.
+    #[error(
+        "config.json: partial_rotary_factor {value} is not supported; only full rotary embeddings \
+         (partial_rotary_factor = 1.0) are implemented"
+    )]
+    UnsupportedPartialRotary {
+        /// The factor found.
+        value: f64,
+    },
+    /// A key the chosen rope type needs is absent.
+    #[error("config.json: rope type `{rope_type}` needs `{key}` in its rope dictionary")]
+    MissingRopeKey {
+        /// The rope type.
+        rope_type: &'static str,
+        /// The missing key.
+        key: &'static str,
+    },
+    /// A LongRoPE factor list has the wrong length.
+    #[error(
+        "config.json: rope `{list}` has {actual} values, expected {expected} (head_dim / 2); the \
+         factor lists do not belong to this model's head size"
+    )]
+    FactorLength {
+        /// `short_factor` or `long_factor`.
+        list: &'static str,
+        /// head_dim / 2.
+        expected: usize,
+        /// Length found.
+        actual: usize,
+    },
+    /// A LongRoPE factor is not a positive finite number.
+    #[error("config.json: rope `{list}`[{index}] = {value} must be a positive finite number")]
+    BadFactor {
+        /// `short_factor` or `long_factor`.
+        list: &'static str,
+        /// Position in the list.
+        index: usize,
+        /// The value.
+        value: f64,
+    },
+    /// An activation the model does not implement.
+    #[error("config.json: hidden_act `{act}` is not supported; Phi-3 uses \"silu\"")]
+    UnsupportedActivation {
+        /// The activation found.
+        act: String,
+    },
+}
+
+/// Problems finding, opening or reading a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Neither a local directory nor a cached HF model id.
+    #[error(
+        "model `{model}` not found: it is not a local directory and not in the HuggingFace cache \
+         (looked in: {}); pass a checkpoint directory, or download the model first (this tool \
+         never goes online)",
+        display_paths(looked_in)
+    )]
+    ModelNotFound {
+        /// The argument given.
+        model: String,
+        /// Directories searched.
+        looked_in: Vec<PathBuf>,
+    },
+    /// A directory that holds no checkpoint files at all.
+    #[error(
+        "{dir} is not a checkpoint: it holds no config.json and no *.safetensors files; point \
+         --model at the directory that contains them"
+    )]
+    NotACheckpoint {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A checkpoint file the loader needs is absent.
+    #[error("{dir} has no {file}: {hint}")]
+    MissingFile {
+        /// The directory.
+        dir: PathBuf,
+        /// The file name.
+        file: &'static str,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// I/O error on a checkpoint file.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// File that failed.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file is shorter than its header says.
+    #[error(
+        "{path} is truncated: {expected} bytes expected, {actual} present; the download is \
+         probably incomplete, download it again"
+    )]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Bytes the header implies.
+        expected: u64,
+        /// Bytes present.
+        actual: u64,
+    },
+    /// The 8-byte header length points past the end of the file.
+    #[error(
+        "{path}: safetensors header length {header_len} runs past the end of the {file_len}-byte \
+         file; the file is truncated or not a safetensors file"
+    )]
+    HeaderPastEnd {
+        /// The file.
+        path: PathBuf,
+        /// Header length read from the first 8 bytes.
+        header_len: u64,
+        /// Total file length.
+        file_len: u64,
+    },
+    /// The JSON header is not valid.
+    #[error(
+        "{path}: malformed safetensors header: {message}; the file is corrupt, download it again"
+    )]
+    MalformedHeader {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A tensor dtype other than BF16, F16, F32.
+    #[error(
+        "{path}: tensor `{tensor}` has dtype {dtype}; only BF16, F16 and F32 checkpoints are \
+         supported (quantized checkpoints are not)"
+    )]
+    UnsupportedDtype {
+        /// The file.
+        path: PathBuf,
+        /// Tensor name.
+        tensor: String,
+        /// Dtype string from the header.
+        dtype: String,
+    },
+    /// The byte range does not match shape x dtype.
+    #[error(
+        "{path}: tensor `{tensor}` of shape {shape:?} needs {expected} bytes but its offsets give \
+         {actual}; the header is corrupt"
+    )]
+    SizeMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Tensor name.
+        tensor: String,
+        /// Shape from the header.
+        shape: Vec<usize>,
+        /// Bytes implied by shape and dtype.
+        expected: u64,
+        /// Bytes implied by the offsets.
+        actual: u64,
+    },
+    /// Offsets are reversed or beyond the data area.
+    #[error(
+        "{path}: tensor `{tensor}` has data offsets [{begin}, {end}) outside the {data_len}-byte \
+         data area; the header is corrupt"
+    )]
+    OffsetsOutOfRange {
+        /// The file.
+        path: PathBuf,
+        /// Tensor name.
+        tensor: String,
+        /// Start offset.
+        begin: u64,
+        /// End offset.
+        end: u64,
+        /// Size of the data area.
+        data_len: u64,
+    },
+    /// Two tensors share bytes.
+    #[error("{path}: tensors `{first}` and `{second}` overlap in the file; the header is corrupt")]
+    OverlappingTensors {
+        /// The file.
+        path: PathBuf,
+        /// One tensor.
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// The shard index is not usable.
+    #[error("{path}: malformed index: {message}")]
+    MalformedIndex {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The index names a shard file that is absent.
+    #[error(
+        "{index} names shard `{shard}` (holding {tensors} tensors, e.g. `{example}`) but the file \
+         is not there; the download is incomplete, fetch the missing shard"
+    )]
+    MissingShard {
+        /// The index file.
+        index: PathBuf,
+        /// Shard file name.
+        shard: String,
+        /// How many tensors the index puts in it.
+        tensors: usize,
+        /// One of them.
+        example: String,
+    },
+    /// The index puts a tensor in a shard whose header lacks it.
+    #[error("{index} says `{tensor}` is in {shard}, but that file does not contain it")]
+    TensorNotInShard {
+        /// The index file.
+        index: PathBuf,
+        /// Tensor name.
+        tensor: String,
+        /// Shard file name.
+        shard: String,
+    },
+    /// A tensor the model needs is absent.
+    #[error(
+        "tensor `{tensor}` is missing from the checkpoint in {dir}; is this a Phi-3 checkpoint?"
+    )]
+    MissingTensor {
+        /// Checkpoint directory.
+        dir: PathBuf,
+        /// Tensor name.
+        tensor: String,
+    },
+    /// A tensor has another shape than the config implies.
+    #[error(
+        "tensor `{tensor}` has shape {actual:?} but config.json implies {expected:?}; the weights \
+         do not belong to this config"
+    )]
+    WrongShape {
+        /// Tensor name.
+        tensor: String,
+        /// Shape from the config.
+        expected: Vec<usize>,
+        /// Shape in the file.
+        actual: Vec<usize>,
+    },
+    /// A block read outside the tensor, or into a wrongly sized buffer.
+    #[error("bad read of tensor `{tensor}` (shape {shape:?}): {message}")]
+    BadRead {
+        /// Tensor name.
+        tensor: String,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The config inside the checkpoint is unusable.
+    #[error("{dir}/config.json: {source}")]
+    Config {
+        /// Checkpoint directory.
+        dir: PathBuf,
+        /// The config problem.
+        source: ConfigError,
+    },
+}
+
+/// Problems loading or using the tokenizer.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    /// tokenizer.json could not be loaded.
+    #[error("cannot load tokenizer {path}: {message}")]
+    Load {
+        /// The file.
+        path: PathBuf,
+        /// Library message.
+        message: String,
+    },
+    /// Encoding or decoding failed inside the tokenizers library.
+    #[error("tokenizer failed: {0}")]
+    Library(String),
+    /// The tokenizer can produce ids the model has no embedding for.
+    #[error(
+        "the tokenizer has ids up to {max_id}, but the model's vocab_size is {vocab_size}; this \
+         tokenizer does not belong to this model"
+    )]
+    VocabTooLarge {
+        /// Largest id the tokenizer can emit.
+        max_id: u32,
+        /// Model vocabulary size.
+        vocab_size: usize,
+    },
+    /// A special token the chat format needs is not in the vocabulary.
+    #[error("the tokenizer has no `{token}` token; is this a Phi-3 tokenizer?")]
+    MissingSpecialToken {
+        /// The token text.
+        token: &'static str,
+    },
+}
+
+/// Problems with sampling settings or logits.
+#[derive(Debug, thiserror::Error)]
+pub enum SamplingError {
+    /// Temperature is not a positive finite number.
+    #[error("temperature must be a positive finite number, got {0}")]
+    BadTemperature(f32),
+    /// top_p outside (0, 1].
+    #[error("top_p must be in (0, 1], got {0}")]
+    BadTopP(f32),
+    /// top_k of zero.
+    #[error("top_k must be at least 1")]
+    BadTopK,
+    /// No logits were given.
+    #[error("cannot sample from an empty logits vector")]
+    EmptyLogits,
+    /// A NaN in the logits.
+    #[error("logits contain NaN at token {index}; the model produced invalid numbers")]
+    NanLogit {
+        /// First NaN position.
+        index: usize,
+    },
+    /// Every token is suppressed or has -inf logit.
+    #[error("every token is suppressed or has probability zero; nothing to sample")]
+    NoCandidates,
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    let parts: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    parts.join(", ")
+}

@@ -1,0 +1,76 @@
+//! From a Phi-3 config to the planner's numbers, and the runtime options of a mesh model.
+//!
+//! This is the only place where Phi-3's sizes meet `tt-shard`: the model never divides by the
+//! device count itself, it asks the [`Plan`] built here for every range it loads.
+
+use tt_mesh::{DeviceProfile, MeshShape, Topology};
+use tt_ops::Fidelity;
+use tt_shard::{DecoderDims, GateUpLayout, Plan, PlanOptions, QkvLayout};
+
+use crate::config::Phi3Config;
+use crate::error::Result;
+
+/// Bytes per stored weight value: the mesh keeps every matrix in bf16.
+pub const WEIGHT_DTYPE_BYTES: usize = 2;
+
+/// How a checkpoint is brought up: mesh, device profile, fidelity and cache size.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Mesh shape (devices in row-major order).
+    pub mesh: MeshShape,
+    /// Device constraints and memory budget.
+    pub profile: DeviceProfile,
+    /// Link topology used by the collectives.
+    pub topology: Topology,
+    /// Activations in f32 (reference) or rounded to bf16 between ops (device-like).
+    pub fidelity: Fidelity,
+    /// KV cache length in tokens (checked against device budgets before allocating).
+    pub max_seq_len: usize,
+    /// Sequences decoded together (KV cache rows).
+    pub max_batch: usize,
+}
+
+impl RuntimeOptions {
+    /// A 2x4 mesh of host devices, f32 activations, a 4096-token cache for one sequence.
+    pub fn new(mesh: MeshShape) -> Self {
+        Self {
+            mesh,
+            profile: DeviceProfile::host(),
+            topology: Topology::Linear,
+            fidelity: Fidelity::F32,
+            max_seq_len: 4096,
+            max_batch: 1,
+        }
+    }
+}
+
+/// Phi-3's sizes as the planner describes a decoder (fused `[Q|K|V]` and `[gate|up]` rows).
+pub fn decoder_dims(config: &Phi3Config) -> DecoderDims {
+    DecoderDims {
+        hidden: config.hidden_size,
+        heads: config.num_attention_heads,
+        kv_heads: config.num_key_value_heads,
+        head_dim: config.head_dim(),
+        intermediate: config.intermediate_size,
+        vocab: config.vocab_size,
+        layers: config.num_hidden_layers,
+        dtype_bytes: WEIGHT_DTYPE_BYTES,
+        tied_embeddings: config.tie_word_embeddings,
+        qkv_layout: QkvLayout::Fused,
+        gate_up_layout: GateUpLayout::Fused,
+    }
+}
+
+/// The tensor-parallel plan of `config` under `options` (refuses impossible meshes and budgets).
+pub fn plan(config: &Phi3Config, options: &RuntimeOptions) -> Result<Plan> {
+    let plan = Plan::new(
+        &decoder_dims(config),
+        options.mesh,
+        &options.profile,
+        PlanOptions {
+            seq_len: options.max_seq_len,
+            batch: options.max_batch,
+        },
+    )?;
+    Ok(plan)
+}

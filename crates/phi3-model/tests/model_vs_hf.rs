@@ -1,0 +1,190 @@
+//! The mesh model against HuggingFace fp32 references (fixtures made by `cargo xtask fixtures`).
+//!
+//! For every fixture and mesh: all-position logits for a sequence shorter and one longer than
+//! `original_max_position_embeddings` (PCC and max-abs error), HF's greedy `generate` tokens
+//! exactly (the generation crosses the LongRoPE switch), and per-layer hidden states.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use phi3_model::{
+    Checkpoint, GenerateOptions, Logits, Phi3Model, RuntimeOptions, Sampler, generate,
+};
+use safetensors::SafeTensors;
+use tt_mesh::MeshShape;
+use tt_ops::{Fidelity, Tensor};
+
+const FIXTURES: [&str; 4] = [
+    "phi3-tiny",
+    "phi3-tiny-gqa",
+    "phi3-tiny-window",
+    "phi3-tiny-tied",
+];
+const MESHES: [(usize, usize); 4] = [(1, 1), (1, 2), (1, 8), (2, 4)];
+
+fn fixture_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
+}
+
+struct Reference {
+    bytes: Vec<u8>,
+}
+
+impl Reference {
+    fn open(path: &Path) -> Self {
+        Self {
+            bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        }
+    }
+
+    fn f32(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        (v, t.shape().to_vec())
+    }
+
+    fn ids(&self, name: &str) -> Vec<u32> {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        let t = st.tensor(name).unwrap();
+        assert_eq!(t.dtype(), safetensors::Dtype::I64, "{name}");
+        t.data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
+            .collect()
+    }
+}
+
+/// Pearson correlation and max |a - b|.
+fn compare(a: &[f32], b: &[f32]) -> (f64, f64) {
+    assert_eq!(a.len(), b.len());
+    let n = a.len() as f64;
+    let (ma, mb) = (
+        a.iter().map(|&x| f64::from(x)).sum::<f64>() / n,
+        b.iter().map(|&x| f64::from(x)).sum::<f64>() / n,
+    );
+    let (mut sab, mut saa, mut sbb, mut max) = (0.0, 0.0, 0.0, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (f64::from(x) - ma, f64::from(y) - mb);
+        sab += dx * dy;
+        saa += dx * dx;
+        sbb += dy * dy;
+        max = max.max((f64::from(x) - f64::from(y)).abs());
+    }
+    (sab / (saa.sqrt() * sbb.sqrt()), max)
+}
+
+fn load(name: &str, mesh: (usize, usize), fidelity: Fidelity) -> Phi3Model {
+    let ckpt = Checkpoint::open_dir(&fixture_dir(name)).unwrap();
+    let mut opts = RuntimeOptions::new(MeshShape::new(mesh.0, mesh.1).unwrap());
+    opts.fidelity = fidelity;
+    opts.max_seq_len = 128;
+    Phi3Model::load(&ckpt, &opts).unwrap()
+}
+
+fn logits_of(model: &Phi3Model, ids: &[u32]) -> Tensor {
+    let mut cache = model.new_cache().unwrap();
+    model.prefill(&mut cache, 0, ids, Logits::All).unwrap()
+}
+
+#[test]
+fn f32_logits_match_hf_on_every_mesh() {
+    for name in FIXTURES {
+        let r = Reference::open(&fixture_dir(name).join("reference/logits.safetensors"));
+        for mesh in MESHES {
+            let model = load(name, mesh, Fidelity::F32);
+            for seq in ["short", "long"] {
+                let ids = r.ids(&format!("{seq}.input_ids"));
+                let (want, shape) = r.f32(&format!("{seq}.logits"));
+                let got = logits_of(&model, &ids);
+                assert_eq!(got.shape(), shape.as_slice());
+                let (pcc, max_err) = compare(&got.to_f32_vec(), &want);
+                let scale = want.iter().fold(0.0f64, |m, &x| m.max(f64::from(x).abs()));
+                assert!(
+                    pcc >= 0.99999 && max_err <= 1e-3 * scale,
+                    "{name} {mesh:?} {seq}: pcc {pcc}, max abs err {max_err} (max |logit| {scale})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bf16_logits_track_hf() {
+    for name in FIXTURES {
+        let r = Reference::open(&fixture_dir(name).join("reference/logits.safetensors"));
+        let model = load(name, (2, 4), Fidelity::Bf16);
+        for seq in ["short", "long"] {
+            let ids = r.ids(&format!("{seq}.input_ids"));
+            let (want, _) = r.f32(&format!("{seq}.logits"));
+            let (pcc, _) = compare(&logits_of(&model, &ids).to_f32_vec(), &want);
+            assert!(pcc >= 0.999, "{name} {seq}: bf16 pcc {pcc}");
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct GenerateRef {
+    prompt_ids: Vec<u32>,
+    max_new_tokens: usize,
+    eos_token_id: Vec<u32>,
+    output_ids: Vec<u32>,
+}
+
+#[test]
+fn greedy_generate_reproduces_hf_tokens_on_every_mesh() {
+    for name in FIXTURES {
+        let path = fixture_dir(name).join("reference/generate.json");
+        let r: GenerateRef = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        for mesh in MESHES {
+            let model = load(name, mesh, Fidelity::F32);
+            let mut cache = model.new_cache().unwrap();
+            let opts = GenerateOptions {
+                max_new_tokens: r.max_new_tokens,
+                min_new_tokens: 0,
+                stop_tokens: r.eos_token_id.clone(),
+            };
+            let (out, _) = generate(
+                &model,
+                &mut cache,
+                std::slice::from_ref(&r.prompt_ids),
+                &mut [Sampler::greedy()],
+                &opts,
+                &mut |_, _| {},
+            )
+            .unwrap();
+            assert_eq!(out[0].tokens, r.output_ids, "{name} on {mesh:?}");
+        }
+    }
+}
+
+#[test]
+fn hidden_states_match_hf_layer_by_layer() {
+    for name in FIXTURES {
+        let r = Reference::open(&fixture_dir(name).join("reference/hidden.safetensors"));
+        let ids = r.ids("input_ids");
+        let model = load(name, (2, 4), Fidelity::F32);
+        let mut cache = model.new_cache().unwrap();
+        let mut trace = Vec::new();
+        model
+            .prefill_traced(&mut cache, 0, &ids, Logits::All, Some(&mut trace))
+            .unwrap();
+        assert_eq!(trace.len(), model.config().num_hidden_layers + 2);
+        for (stage, got) in &trace {
+            let (want, shape) = r.f32(stage);
+            assert_eq!(got.shape(), shape.as_slice(), "{name} {stage}");
+            let (pcc, max_err) = compare(&got.to_f32_vec(), &want);
+            assert!(
+                pcc >= 0.9999,
+                "{name}: first disagreement at {stage}: pcc {pcc}, max abs err {max_err}"
+            );
+        }
+    }
+}

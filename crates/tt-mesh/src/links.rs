@@ -1,0 +1,98 @@
+//! Bytes carried per directed link `(src, dst)`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// Live counters, one per ordered device pair.
+#[derive(Debug)]
+pub(crate) struct LinkCounters {
+    n: usize,
+    bytes: Vec<AtomicU64>,
+}
+
+impl LinkCounters {
+    pub(crate) fn new(n: usize) -> Self {
+        Self {
+            n,
+            bytes: (0..n * n).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub(crate) fn add(&self, src: usize, dst: usize, bytes: u64) {
+        if let Some(c) = self.bytes.get(src * self.n + dst) {
+            c.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> LinkBytes {
+        LinkBytes {
+            devices: self.n,
+            bytes: self
+                .bytes
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        for c in &self.bytes {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A snapshot of bytes sent per directed link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkBytes {
+    devices: usize,
+    bytes: Vec<u64>,
+}
+
+impl LinkBytes {
+    /// Devices of the mesh.
+    pub fn devices(&self) -> usize {
+        self.devices
+    }
+
+    /// Bytes sent from `src` to `dst` (0 outside the mesh).
+    pub fn get(&self, src: usize, dst: usize) -> u64 {
+        if src >= self.devices || dst >= self.devices {
+            return 0;
+        }
+        self.bytes[src * self.devices + dst]
+    }
+
+    /// Bytes device `src` sent over all its links.
+    pub fn sent_by(&self, src: usize) -> u64 {
+        (0..self.devices).map(|dst| self.get(src, dst)).sum()
+    }
+
+    /// Bytes sent over all links.
+    pub fn total(&self) -> u64 {
+        self.bytes.iter().sum()
+    }
+
+    /// Links that carried bytes, as `(src, dst, bytes)`.
+    pub fn nonzero(&self) -> Vec<(usize, usize, u64)> {
+        (0..self.devices)
+            .flat_map(|s| (0..self.devices).map(move |d| (s, d)))
+            .map(|(s, d)| (s, d, self.get(s, d)))
+            .filter(|&(_, _, b)| b > 0)
+            .collect()
+    }
+
+    /// Bytes sent since `earlier` (a snapshot of the same mesh), link by link.
+    pub fn since(&self, earlier: &LinkBytes) -> LinkBytes {
+        LinkBytes {
+            devices: self.devices,
+            bytes: self
+                .bytes
+                .iter()
+                .zip(earlier.bytes.iter().chain(std::iter::repeat(&0)))
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Linear (matmul) kernels on Phi-3-mini shapes, judged against machine probes taken in the same run.
+//!
+//! Prints, besides criterion's own lines: the plain-sum read bandwidth sampled before and after
+//! (this machine flips between two bandwidth states within seconds), the register-only FMA peak,
+//! and one summary line per case:
+//! - decode: `m = 1` (and `m = 8`), `k = 3072`, `n = 9216`, bf16 weights, cycling over more than
+//!   1 GB of distinct weight matrices so caches cannot help; figure = GB/s of weight bytes;
+//! - prefill: `m = 128, 512` x `n = 1152, 9216`, `k = 3072`, bf16 weights; figure = GFLOP/s and its
+//!   share of the measured FMA peak.
+//!
+//! Run: `cargo bench -p tt-ops --bench linear` (about three minutes).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use half::bf16;
+use tt_ops::kernels::{matmul_bf16, probe};
+
+const K: usize = 3072;
+/// Bytes of distinct weights the decode case cycles through.
+const DECODE_SET_BYTES: usize = 1_100_000_000;
+/// Buffer for the read-bandwidth probe (past every cache level).
+const PROBE_BYTES: usize = 1 << 30;
+
+/// Deterministic pseudo-random values in [-1, 1) (a 64-bit LCG; speed matters for 1 GB of weights).
+fn fill(len: usize, seed: u64) -> impl Iterator<Item = f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len).map(move |_| {
+        s = s
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    })
+}
+
+/// Per-iteration times recorded from criterion's timing loop, so the summary uses the same samples.
+#[derive(Default)]
+struct Samples(Mutex<Vec<f64>>);
+
+impl Samples {
+    /// Times `iters` calls of `f`, records the per-call time, returns the total for criterion.
+    fn time(&self, iters: u64, mut f: impl FnMut()) -> Duration {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        let d = t.elapsed();
+        self.0.lock().unwrap().push(d.as_secs_f64() / iters as f64);
+        d
+    }
+
+    /// Median seconds per call.
+    fn median(&self) -> f64 {
+        let mut v = self.0.lock().unwrap().clone();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+}
+
+fn main() {
+    let threads = rayon::current_num_threads();
+    let bw_before = probe::read_bandwidth_gbs(PROBE_BYTES, 5);
+    let peak = probe::fma_peak_gflops();
+    eprintln!("probe: rayon threads {threads}");
+    eprintln!("probe: read bandwidth (plain parallel sum, 1 GiB) before: {bw_before:.1} GB/s");
+    eprintln!("probe: register-only FMA peak: {peak:.1} GFLOP/s");
+
+    let mut c = Criterion::default().configure_from_args();
+    let mut summary = Vec::new();
+
+    // Decode: GEMV over many distinct matrices.
+    {
+        let n = 9216;
+        let per = n * K;
+        let count = DECODE_SET_BYTES.div_ceil(per * 2);
+        let weights: Vec<bf16> = fill(per * count, 1).map(bf16::from_f32).collect();
+        let mut group = c.benchmark_group("linear_decode");
+        group.sample_size(30).warm_up_time(Duration::from_secs(2));
+        group.measurement_time(Duration::from_secs(6));
+        for m in [1usize, 8] {
+            let x: Vec<f32> = fill(m * K, 2).collect();
+            let mut out = vec![0.0f32; m * n];
+            let samples = Samples::default();
+            let mut next = 0;
+            group.throughput(Throughput::BytesDecimal((per * 2) as u64));
+            let bw_at = probe::read_bandwidth_gbs(PROBE_BYTES, 3);
+            group.bench_function(
+                BenchmarkId::new(format!("m{m}_k{K}_n{n}_bf16_cycled"), count),
+                |b| {
+                    b.iter_custom(|iters| {
+                        samples.time(iters, || {
+                            let w = &weights[next * per..(next + 1) * per];
+                            next = (next + 1) % count;
+                            matmul_bf16(&x, w, &mut out, m, K, n);
+                        })
+                    })
+                },
+            );
+            let bw_end = probe::read_bandwidth_gbs(PROBE_BYTES, 3);
+            let s = samples.median();
+            summary.push(format!(
+                "linear m={m} k={K} n={n} bf16, {count} distinct matrices ({:.2} GB): {:.3} ms/call, \
+                 {:.1} GB/s of weight bytes (plain-sum bandwidth around it: {bw_at:.1} / {bw_end:.1} GB/s)",
+                (per * 2 * count) as f64 / 1e9,
+                s * 1e3,
+                (per * 2) as f64 / s / 1e9
+            ));
+        }
+        group.finish();
+    }
+
+    // Prefill: packed GEMM.
+    {
+        let mut group = c.benchmark_group("linear_prefill");
+        group.sample_size(10).sampling_mode(SamplingMode::Flat);
+        group
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(4));
+        for n in [1152usize, 9216] {
+            let w: Vec<bf16> = fill(n * K, 3).map(bf16::from_f32).collect();
+            for m in [128usize, 512] {
+                let x: Vec<f32> = fill(m * K, 4).collect();
+                let mut out = vec![0.0f32; m * n];
+                let flops = 2 * m * K * n;
+                let samples = Samples::default();
+                group.throughput(Throughput::Elements(flops as u64));
+                group.bench_function(format!("m{m}_k{K}_n{n}_bf16_flop"), |b| {
+                    b.iter_custom(|iters| {
+                        samples.time(iters, || matmul_bf16(&x, &w, &mut out, m, K, n))
+                    })
+                });
+                let s = samples.median();
+                let gflops = flops as f64 / s / 1e9;
+                summary.push(format!(
+                    "linear m={m} k={K} n={n} bf16: {:.2} ms/call, {gflops:.1} GFLOP/s = {:.1}% of the \
+                     measured FMA peak ({peak:.1})",
+                    s * 1e3,
+                    100.0 * gflops / peak
+                ));
+            }
+        }
+        group.finish();
+    }
+
+    let bw_after = probe::read_bandwidth_gbs(PROBE_BYTES, 5);
+    eprintln!();
+    eprintln!("==== linear summary ({threads} threads) ====");
+    eprintln!(
+        "read bandwidth (plain parallel sum): before {bw_before:.1} GB/s, after {bw_after:.1} GB/s"
+    );
+    eprintln!("register-only FMA peak: {peak:.1} GFLOP/s");
+    for line in &summary {
+        eprintln!("{line}");
+    }
+    c.final_summary();
+}

@@ -1,0 +1,77 @@
+//! Activation fidelity: keep activations in f32, or round them to bf16 between ops as a device does.
+//!
+//! Design: activations are always *stored* as f32 tensors and every op computes in f32. Under
+//! [`Fidelity::Bf16`] the caller rounds each op's output to the nearest bf16 value (ties to even)
+//! with [`Fidelity::apply`], so the f32 buffer holds exactly the values a bf16 device buffer would,
+//! while kernels stay single-typed. Weights and KV caches carry their own dtype independently.
+
+use half::bf16;
+
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// Numerical fidelity of activations between ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Fidelity {
+    /// Activations stay f32 (compare with an fp32 reference).
+    #[default]
+    F32,
+    /// Activations are rounded to bf16 values after every op (what a bf16 device does).
+    Bf16,
+}
+
+impl Fidelity {
+    /// Round `values` in place to this fidelity (a no-op for [`Fidelity::F32`]).
+    pub fn round_slice(self, values: &mut [f32]) {
+        if self == Fidelity::Bf16 {
+            for v in values {
+                *v = round_bf16(*v);
+            }
+        }
+    }
+
+    /// Round an f32 tensor in place to this fidelity. Bf16-stored tensors are left unchanged
+    /// (their values already are bf16); copy-on-write applies if the storage is shared.
+    pub fn apply(self, t: &mut Tensor) -> Result<()> {
+        if self == Fidelity::Bf16 && t.dtype() == crate::DType::F32 {
+            self.round_slice(t.as_f32_mut()?);
+        }
+        Ok(())
+    }
+
+    /// Convenience: [`Fidelity::apply`] on an owned tensor, returning it.
+    pub fn round(self, mut t: Tensor) -> Result<Tensor> {
+        self.apply(&mut t)?;
+        Ok(t)
+    }
+}
+
+/// `x` rounded to the nearest bf16 value (ties to even), returned as f32.
+#[inline]
+pub fn round_bf16(x: f32) -> f32 {
+    bf16::from_f32(x).to_f32()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+
+    #[test]
+    fn f32_is_identity_and_bf16_rounds_to_nearest_even() {
+        let vals = vec![1.0f32 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, 0.1, -3.5];
+        let mut t = Tensor::from_f32(vals.clone(), &[4]).unwrap();
+        Fidelity::F32.apply(&mut t).unwrap();
+        assert_eq!(t.as_f32().unwrap(), vals.as_slice());
+        Fidelity::Bf16.apply(&mut t).unwrap();
+        let r = t.as_f32().unwrap();
+        // 1 + 2^-8 is a tie between 1 and 1 + 2^-7: even mantissa wins (1.0).
+        assert_eq!(r[0], 1.0);
+        // 1 + 3*2^-8 ties between 1+2^-7 and 1+2^-6: even is 1 + 2^-6.
+        assert_eq!(r[1], 1.0 + 1.0 / 64.0);
+        assert_eq!(r[2], 0.100_097_656);
+        assert_eq!(r[3], -3.5);
+        let b = Tensor::zeros(&[2], DType::Bf16);
+        assert_eq!(Fidelity::Bf16.round(b).unwrap().dtype(), DType::Bf16);
+    }
+}

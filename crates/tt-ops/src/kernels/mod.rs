@@ -1,0 +1,160 @@
+//! Dense matrix kernels on raw slices: `out = x @ w^T` with f32 accumulation.
+//!
+//! `w` is row-major `[n, k]` (the HF `nn.Linear` layout, one output feature per row), `x` is row-major
+//! `[m, k]` and `out` row-major `[m, n]`. Weights are bf16 or f32; activations and accumulation are f32.
+//!
+//! Two strategies, chosen by `m`:
+//! - `m <= GEMV_MAX_M` (decode): [`gemv`] streams each weight row once, widening bf16 to f32 in
+//!   registers, and serves every activation row from it. Bound by memory bandwidth.
+//! - larger `m` (prefill): [`gemm`] packs weight panels to f32 (the bf16 widening folded into the
+//!   packing) and runs a register-blocked [`microkernel`] over cache blocks. Bound by FMA throughput.
+//!
+//! Both split their work with rayon on the global pool (no pool of their own), so calling them from
+//! inside an outer `par_iter` (one task per simulated device) nests without oversubscribing cores.
+//! AVX2+FMA code is selected at run time ([`isa`]); a portable scalar path serves other CPUs and the
+//! tests check both against an f64 reference.
+
+mod elem;
+mod gemm;
+mod gemv;
+#[cfg(target_arch = "x86_64")]
+mod gemv_avx2;
+mod isa;
+mod microkernel;
+mod out;
+mod pack;
+pub mod probe;
+mod scratch;
+
+#[cfg(test)]
+mod reference;
+
+use elem::WeightElem;
+use isa::Isa;
+
+/// Largest `m` served by the streaming GEMV path; larger `m` uses the packed GEMM.
+pub(crate) const GEMV_MAX_M: usize = 8;
+
+/// `out[m*n] = x[m*k] @ w^T` where `w` is row-major `[n, k]` (HF `nn.Linear` layout) in bf16,
+/// with f32 accumulation. Overwrites `out`.
+///
+/// Parallel internally (rayon, global pool). Callers validate shapes.
+///
+/// # Panics
+/// If `x.len() != m*k`, `w.len() != n*k` or `out.len() != m*n` (a caller bug; checked once per call
+/// because the fast paths read through raw pointers).
+pub fn matmul_bf16(x: &[f32], w: &[half::bf16], out: &mut [f32], m: usize, k: usize, n: usize) {
+    matmul_with(Isa::detect(), x, w, out, m, k, n);
+}
+
+/// `out[m*n] = x[m*k] @ w^T` where `w` is row-major `[n, k]` in f32. Overwrites `out`.
+///
+/// Same contract, strategy and panics as [`matmul_bf16`].
+pub fn matmul_f32(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
+    matmul_with(Isa::detect(), x, w, out, m, k, n);
+}
+
+/// The dispatcher behind both entry points, with the instruction set chosen by the caller (tests force
+/// the scalar path through it).
+pub(crate) fn matmul_with<W: WeightElem>(
+    isa: Isa,
+    x: &[f32],
+    w: &[W],
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    // Checked in release builds too: the kernels below read and write through raw pointers.
+    assert!(
+        Some(x.len()) == m.checked_mul(k)
+            && Some(w.len()) == n.checked_mul(k)
+            && Some(out.len()) == m.checked_mul(n),
+        "matmul: slice lengths do not match m={m}, k={k}, n={n}"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out.fill(0.0);
+        return;
+    }
+    if m <= GEMV_MAX_M {
+        gemv::gemv(isa, x, w, out, m, k, n);
+    } else {
+        gemm::gemm(isa, x, w, out, m, k, n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reference::{assert_close, case_strategy, matmul_ref, random_case};
+    use super::*;
+    use proptest::prelude::*;
+
+    fn check_all_isas(m: usize, k: usize, n: usize, seed: u64) {
+        let (x, wf, wb) = random_case(m, k, n, seed);
+        let want_b = matmul_ref(&x, &wb, m, k, n);
+        let want_f = matmul_ref(&x, &wf, m, k, n);
+        for isa in Isa::available() {
+            let mut got = vec![f32::NAN; m * n];
+            matmul_with(isa, &x, &wb, &mut got, m, k, n);
+            assert_close(&got, &want_b, &format!("bf16 {isa:?} m={m} k={k} n={n}"));
+            let mut got = vec![f32::NAN; m * n];
+            matmul_with(isa, &x, &wf, &mut got, m, k, n);
+            assert_close(&got, &want_f, &format!("f32 {isa:?} m={m} k={k} n={n}"));
+        }
+    }
+
+    #[test]
+    fn public_entry_points_match_reference() {
+        let (m, k, n) = (3, 40, 7);
+        let (x, wf, wb) = random_case(m, k, n, 7);
+        let mut got = vec![0.0; m * n];
+        matmul_bf16(&x, &wb, &mut got, m, k, n);
+        assert_close(&got, &matmul_ref(&x, &wb, m, k, n), "matmul_bf16");
+        matmul_f32(&x, &wf, &mut got, m, k, n);
+        assert_close(&got, &matmul_ref(&x, &wf, m, k, n), "matmul_f32");
+    }
+
+    #[test]
+    fn degenerate_shapes() {
+        // k = 0: the empty sum is zero and out is overwritten.
+        let mut out = vec![5.0; 6];
+        matmul_f32(&[], &[], &mut out, 2, 0, 3);
+        assert_eq!(out, vec![0.0; 6]);
+        // m = 0 or n = 0: nothing to write.
+        matmul_bf16(&[], &[half::bf16::ONE; 4], &mut [], 0, 4, 1);
+        matmul_bf16(&[1.0; 4], &[], &mut [], 1, 4, 0);
+    }
+
+    #[test]
+    fn both_paths_on_block_boundaries() {
+        // Shapes straddling the GEMV/GEMM switch, the 16-wide chunks, KC and the 6x16 tile.
+        for &(m, k, n) in &[
+            (1, 16, 4),
+            (8, 33, 13),
+            (9, 16, 6),
+            (16, 257, 97),
+            (17, 512, 12),
+            (33, 300, 190),
+        ] {
+            check_all_isas(m, k, n, (m * 1000 + k * 10 + n) as u64);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "slice lengths")]
+    fn mismatched_lengths_panic() {
+        let mut out = vec![0.0; 2];
+        matmul_f32(&[1.0; 3], &[1.0; 4], &mut out, 1, 2, 2);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+        #[test]
+        fn random_shapes_match_reference((m, k, n, seed) in case_strategy()) {
+            check_all_isas(m, k, n, seed);
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! A shared handle on the output matrix for parallel tasks that each own disjoint elements.
+//!
+//! Tasks split `out[m, n]` by column ranges (GEMV) or by (row, column) tiles (GEMM), so no task's
+//! share is one contiguous slice and `par_chunks_mut` cannot hand them out. Each task instead asks
+//! for the row segments it owns; the disjointness argument lives with the caller.
+
+use std::marker::PhantomData;
+
+/// Raw view of `out` that parallel tasks write through, one disjoint segment each.
+pub(crate) struct DisjointOut<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _borrow: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: the handle is only a pointer plus the exclusive borrow it came from; all access goes
+// through `segment`, whose contract makes concurrent segments disjoint, so sharing it between
+// threads is no different from handing each thread its own `&mut` sub-slice.
+unsafe impl Send for DisjointOut<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for DisjointOut<'_> {}
+
+impl<'a> DisjointOut<'a> {
+    /// Takes the exclusive borrow of `out` for the lifetime of the handle.
+    pub(crate) fn new(out: &'a mut [f32]) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// The mutable segment `out[start..start + len]`.
+    ///
+    /// # Safety
+    /// While the returned slice lives, no other segment handed out by this handle may overlap it.
+    /// (Bounds are checked here, overlap is the caller's promise.)
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn segment(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(
+            start <= self.len && len <= self.len - start,
+            "segment out of bounds"
+        );
+        // SAFETY: in bounds (checked above) of a live exclusive borrow; non-overlap is promised by
+        // the caller, so this is the only reference to these elements.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}

@@ -1,0 +1,127 @@
+//! `linear`: `y = x @ W^T` with bf16 or f32 weights and f32 accumulation.
+//!
+//! TTNN counterpart: `ttnn.linear(x, w)` / `ttnn.matmul` (no bias; Phi-3 has none).
+//! Contract: `x [.., K]` (any leading dims, f32; bf16 is widened) and `w [N, K]` in the HF
+//! `nn.Linear` layout (one output feature per row) -> f32 `[.., N]`. The device stores the weight
+//! transposed; the host keeps HF's row-major layout and the kernels in [`crate::kernels`] read it
+//! as is: `matmul_bf16` widens bf16 to f32 in registers, so weights stay bf16 in memory.
+
+use crate::error::{OpError, Result};
+use crate::kernels::{matmul_bf16, matmul_f32};
+use crate::tensor::{DType, Tensor};
+
+const OP: &str = "linear";
+
+/// Checks `x [.., K]` against `w [N, K]`; returns `(m, k, n, output shape)`.
+fn plan(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize, Vec<usize>)> {
+    let [n, k] = w
+        .dims::<2>()
+        .map_err(|_| OpError::shape(OP, format!("weight must be [N, K], got {:?}", w.shape())))?;
+    let Some((&xk, lead)) = x.shape().split_last() else {
+        return Err(OpError::shape(OP, "x must have at least one dimension"));
+    };
+    if xk != k {
+        return Err(OpError::shape(
+            OP,
+            format!(
+                "x {:?} has K = {xk} but weight {:?} has K = {k}",
+                x.shape(),
+                w.shape()
+            ),
+        ));
+    }
+    let m = lead.iter().product();
+    let mut out = lead.to_vec();
+    out.push(n);
+    Ok((m, k, n, out))
+}
+
+/// `x [.., K] @ w^T` for `w [N, K]`: a new f32 tensor `[.., N]`.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (_, _, _, shape) = plan(x, w)?;
+    let mut out = Tensor::zeros(&shape, DType::F32);
+    linear_into(x, w, &mut out)?;
+    Ok(out)
+}
+
+/// `x [.., K] @ w^T` written into `out` (f32, shape `[.., N]`), reusing its buffer: the
+/// allocation-free form for decode loops.
+pub fn linear_into(x: &Tensor, w: &Tensor, out: &mut Tensor) -> Result<()> {
+    let (m, k, n, shape) = plan(x, w)?;
+    if out.shape() != shape.as_slice() {
+        return Err(OpError::shape(
+            OP,
+            format!("out must be {shape:?}, got {:?}", out.shape()),
+        ));
+    }
+    let xs = x.f32_values();
+    let dst = out.as_f32_mut()?;
+    match w.dtype() {
+        DType::Bf16 => matmul_bf16(&xs, w.as_bf16()?, dst, m, k, n),
+        DType::F32 => matmul_f32(&xs, w.as_f32()?, dst, m, k, n),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::rand_vec;
+    use proptest::prelude::*;
+
+    /// f64 products and, per output, the scale `sum_k |x_k w_k|` its rounding error is bounded by.
+    fn reference(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
+        let mut out = vec![0.0; m * n];
+        let mut mag = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let terms = (0..k).map(|p| x[i * k + p] as f64 * w[j * k + p] as f64);
+                out[i * n + j] = terms.clone().sum();
+                mag[i * n + j] = terms.map(f64::abs).sum();
+            }
+        }
+        (out, mag)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+        #[test]
+        fn matches_f64_reference(b in 1usize..3, s in 1usize..20, k in 1usize..70, n in 1usize..40, seed: u64) {
+            let x = rand_vec(b * s * k, seed);
+            let w = rand_vec(n * k, seed ^ 1);
+            let xt = Tensor::from_f32(x.clone(), &[b, s, k]).unwrap();
+            let wt = Tensor::from_f32(w, &[n, k]).unwrap();
+            for wd in [wt.clone(), wt.to_dtype(DType::Bf16)] {
+                let y = linear(&xt, &wd).unwrap();
+                prop_assert_eq!(y.shape(), &[b, s, n]);
+                let (want, mag) = reference(&x, &wd.to_f32_vec(), b * s, k, n);
+                for ((g, w), a) in y.as_f32().unwrap().iter().zip(&want).zip(&mag) {
+                    // f32 accumulation: error within a few k * eps of sum |x w| (k <= 70 here)
+                    prop_assert!((*g as f64 - w).abs() <= 1e-5 * a + 1e-30, "{g} vs {w} (scale {a})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_mismatched_shapes() {
+        let x = Tensor::zeros(&[2, 5], DType::F32);
+        let w = Tensor::zeros(&[3, 4], DType::Bf16);
+        assert!(matches!(linear(&x, &w), Err(OpError::Shape { .. })));
+        let w3 = Tensor::zeros(&[1, 3, 5], DType::Bf16);
+        assert!(matches!(linear(&x, &w3), Err(OpError::Shape { .. })));
+        let scalar = Tensor::zeros(&[], DType::F32);
+        assert!(matches!(linear(&scalar, &w), Err(OpError::Shape { .. })));
+        let w = Tensor::zeros(&[3, 5], DType::Bf16);
+        let mut out = Tensor::zeros(&[2, 4], DType::F32);
+        assert!(matches!(
+            linear_into(&x, &w, &mut out),
+            Err(OpError::Shape { .. })
+        ));
+        let mut out = Tensor::zeros(&[2, 3], DType::Bf16);
+        assert!(matches!(
+            linear_into(&x, &w, &mut out),
+            Err(OpError::DType { .. })
+        ));
+    }
+}

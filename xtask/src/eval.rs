@@ -1,0 +1,286 @@
+//! `cargo xtask eval`: the teacher-forcing eval of the mesh model against an HF reference.
+//!
+//! With no arguments it runs the bundled model (`fixtures/phi3-tiny-en`) on a 2x4 mesh against
+//! its bundled reference. With a prompt (`--prompt-file`, `--prompt-ids-file`, `--prefill-len`)
+//! it first makes a fresh reference with HF in Python. `--mode hf` scores HF against itself
+//! (Python). Prints the seed's accuracy lines and one `YT_METRICS={...}` line; a progress bar
+//! goes to stderr; the exit code is non-zero only on error.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use phi3_eval::{
+    EvalMode, EvalOptions, ModelError, PrefillMode, Reference, TeacherForcedModel,
+    run_teacher_forcing,
+};
+use phi3_model::{
+    Checkpoint, KvCache, LoadProgress, Logits, Phi3Model, Phi3Tokenizer, RuntimeOptions, bundled,
+};
+use tt_mesh::MeshShape;
+use tt_ops::Fidelity;
+
+use crate::reference::{run_make_reference, venv_python};
+
+/// Eval run mode, as run_eval.py names it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Mode {
+    /// The mesh model.
+    Tt,
+    /// HF scored against itself (Python).
+    Hf,
+}
+
+/// Activation fidelity.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FidelityArg {
+    /// f32 activations (reference).
+    F32,
+    /// bf16 between ops (device-like).
+    Bf16,
+}
+
+/// Arguments of `cargo xtask eval`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Checkpoint directory or HF id [default: the bundled model].
+    #[arg(long)]
+    model: Option<String>,
+    /// Mesh shape.
+    #[arg(long, default_value = "2x4")]
+    mesh: MeshShape,
+    /// Prompt text file (a fresh HF reference is made with Python).
+    #[arg(long, conflicts_with_all = ["prompt_ids_file", "prefill_len"])]
+    prompt_file: Option<PathBuf>,
+    /// Prompt token ids file (a fresh HF reference is made with Python).
+    #[arg(long, conflicts_with = "prefill_len")]
+    prompt_ids_file: Option<PathBuf>,
+    /// Synthetic prompt of this many tokens (run_eval.py's builder; a fresh reference is made).
+    #[arg(long)]
+    prefill_len: Option<usize>,
+    /// Tokens to score [default: all of the reference's].
+    #[arg(long, alias = "decode-len")]
+    max_new_tokens: Option<usize>,
+    /// KV cache length [default: prompt + generated tokens].
+    #[arg(long)]
+    max_seq_len: Option<usize>,
+    /// Feed the prompt token by token instead of one prefill.
+    #[arg(long)]
+    prefill_decode: bool,
+    /// Activation fidelity.
+    #[arg(long, value_enum, default_value = "f32")]
+    fidelity: FidelityArg,
+    /// Reference file [default: <model>/reference/eval_reference.json].
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// tt (the mesh model) or hf (HF against itself, through Python).
+    #[arg(long, value_enum, default_value = "tt")]
+    mode: Mode,
+    /// Also print the per-step table.
+    #[arg(long)]
+    table: bool,
+    /// Write the per-step report as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Python venv for references [default: $TT_PHI3_VENV or ~/.cache/tt-phi3/venv].
+    #[arg(long)]
+    venv: Option<PathBuf>,
+}
+
+/// The mesh model with its KV cache, driven one step at a time by the eval.
+struct MeshModel {
+    model: Phi3Model,
+    cache: KvCache,
+}
+
+impl TeacherForcedModel for MeshModel {
+    fn vocab_size(&self) -> usize {
+        self.model.config().vocab_size
+    }
+
+    fn reset(&mut self) -> Result<(), ModelError> {
+        self.cache.reset(0);
+        Ok(())
+    }
+
+    fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let logits = self
+            .model
+            .prefill(&mut self.cache, 0, tokens, Logits::Last)?;
+        Ok(logits.to_f32_vec())
+    }
+
+    fn decode(&mut self, token: u32) -> Result<Vec<f32>, ModelError> {
+        Ok(self
+            .model
+            .decode(&mut self.cache, &[Some(token)])?
+            .to_f32_vec())
+    }
+}
+
+/// An indicatif bar fed by checkpoint reads.
+struct LoadBar(ProgressBar);
+
+impl LoadProgress for LoadBar {
+    fn start(&self, total_bytes: u64) {
+        self.0.set_length(total_bytes);
+    }
+    fn advance(&self, _tensor: &str, bytes: u64) {
+        self.0.inc(bytes);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn bar(len: u64, template: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if std::io::stderr().is_terminal() {
+        bar.set_style(
+            ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+/// Script arguments naming the prompt, when one was given.
+fn prompt_args(args: &Args) -> Option<Vec<OsString>> {
+    let mut out: Vec<OsString> = Vec::new();
+    if let Some(f) = &args.prompt_file {
+        out.extend(["--prompt-file".into(), f.into()]);
+    } else if let Some(f) = &args.prompt_ids_file {
+        out.extend(["--prompt-ids-file".into(), f.into()]);
+    } else if let Some(n) = args.prefill_len {
+        out.extend(["--prefill-len".into(), n.to_string().into()]);
+    } else {
+        return None;
+    }
+    if let Some(n) = args.max_new_tokens {
+        out.extend(["--max-new-tokens".into(), n.to_string().into()]);
+    }
+    Some(out)
+}
+
+/// The reference to score against: given, bundled with the model, or made now with Python.
+fn reference_path(args: &Args, model: &str, dir: &Path) -> Result<PathBuf> {
+    if let Some(r) = &args.reference {
+        return Ok(r.clone());
+    }
+    match prompt_args(args) {
+        None => Ok(dir.join("reference").join("eval_reference.json")),
+        Some(prompt) => {
+            let out = crate::workspace_root()
+                .join("target")
+                .join("eval-references")
+                .join(format!("{}.json", model.replace(['/', '\\', '.'], "_")));
+            if let Some(parent) = out.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let mut script: Vec<OsString> = vec!["--model".into(), model.into()];
+            script.extend(prompt);
+            script.extend(["--out".into(), out.clone().into()]);
+            run_make_reference(&venv_python(args.venv.as_deref())?, &script)?;
+            Ok(out)
+        }
+    }
+}
+
+/// Runs the eval.
+pub fn run(args: Args) -> Result<()> {
+    let model_name = match &args.model {
+        Some(m) => m.clone(),
+        None => bundled::bundled_model_dir().display().to_string(),
+    };
+    if let Mode::Hf = args.mode {
+        let mut script: Vec<OsString> = vec!["--model".into(), model_name.clone().into()];
+        script.extend(prompt_args(&args).unwrap_or_default());
+        script.extend(["--mode".into(), "hf".into()]);
+        return run_make_reference(&venv_python(args.venv.as_deref())?, &script);
+    }
+
+    let mut ckpt = Checkpoint::open(&model_name)?;
+    let dir = ckpt.dir().to_path_buf();
+    let reference_file = reference_path(&args, &model_name, &dir)?;
+    let reference = Reference::load(&reference_file)
+        .with_context(|| format!("reading the reference {}", reference_file.display()))?;
+    reference.check_model_dir(&dir)?;
+    let tokenizer_json = ckpt
+        .tokenizer_path()
+        .unwrap_or_else(|| bundled::bundled_tokenizer_dir().join("tokenizer.json"));
+    reference.check_tokenizer_file(&tokenizer_json)?;
+    if let Some(file) = &args.prompt_file {
+        let text = std::fs::read(file)
+            .with_context(|| format!("reading the prompt file {}", file.display()))?;
+        let text = String::from_utf8(text)
+            .map_err(|e| anyhow::anyhow!("the prompt file {} is not UTF-8: {e}", file.display()))?;
+        let tokenizer = Phi3Tokenizer::from_file(&tokenizer_json)?;
+        let ids = tokenizer.encode(phi3_eval::prompt_text_of_file(&text))?;
+        reference.check_prompt(&ids)?;
+    }
+
+    let decode_len = args.max_new_tokens.unwrap_or(reference.max_new_tokens);
+    let needed = reference.prompt_len + decode_len;
+    let max_seq_len = args.max_seq_len.unwrap_or(needed);
+    if max_seq_len < needed {
+        bail!(
+            "--max-seq-len {max_seq_len} is shorter than the prompt ({}) plus {decode_len} scored tokens",
+            reference.prompt_len
+        );
+    }
+    let mut options = RuntimeOptions::new(args.mesh);
+    options.fidelity = match args.fidelity {
+        FidelityArg::F32 => Fidelity::F32,
+        FidelityArg::Bf16 => Fidelity::Bf16,
+    };
+    options.max_seq_len = max_seq_len;
+    let load_bar = bar(ckpt.total_bytes(), "loading {bar:40} {bytes}/{total_bytes}");
+    ckpt.set_progress(Arc::new(LoadBar(load_bar.clone())));
+    let model = Phi3Model::load(&ckpt, &options)?;
+    load_bar.finish_and_clear();
+    let cache = model.new_cache()?;
+    let mut mesh_model = MeshModel { model, cache };
+
+    let eval_options = EvalOptions {
+        prefill_mode: if args.prefill_decode {
+            PrefillMode::PrefillDecode
+        } else {
+            PrefillMode::Prefill
+        },
+        decode_len: Some(decode_len),
+    };
+    let steps = bar(0, "eval {bar:40} {pos}/{len} model calls");
+    let run = run_teacher_forcing(&mut mesh_model, &reference, &eval_options, &mut |p| {
+        steps.set_length(p.total as u64);
+        steps.set_position(p.done as u64);
+    })?;
+    steps.finish_and_clear();
+    let report = run.report;
+    tracing::info!(
+        prefill_s = run.prefill_time.as_secs_f64(),
+        decode_s = run.decode_time.as_secs_f64(),
+        mesh = %args.mesh,
+        "eval done"
+    );
+    if args.table {
+        let tokenizer = Phi3Tokenizer::from_file(&tokenizer_json).ok();
+        let text = |id: u32| {
+            tokenizer
+                .as_ref()
+                .and_then(|t| t.decode(&[id], false).ok())
+                .unwrap_or_default()
+        };
+        println!("{}", report.table(&text));
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, report.to_json_pretty())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    print!("{}", report.accuracy_lines());
+    println!("{}", report.yt_metrics(EvalMode::Tt, false, 1).to_line());
+    Ok(())
+}
