@@ -7,6 +7,7 @@ mod eval;
 mod fixtures;
 mod plan;
 mod reference;
+mod synth;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ enum Task {
     Plan(plan::Args),
     /// Make an HF reference (prompt + greedy tokens + HF top-5) for the eval, with Python transformers.
     Reference(reference::Args),
+    /// Write a random full-size checkpoint (bf16, sharded, HF layout) from an HF config.
+    Synth(synth::Args),
 }
 
 /// The workspace root (the parent of this crate's directory).
@@ -42,7 +45,7 @@ pub(crate) fn workspace_root() -> PathBuf {
     manifest.parent().map_or(manifest.clone(), PathBuf::from)
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -51,10 +54,19 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    match cli.task {
+    let result = match cli.task {
         Task::Eval(args) => eval::run(args),
         Task::Fixtures(args) => fixtures::run(args),
         Task::Plan(args) => plan::run(args),
         Task::Reference(args) => reference::run(args),
+        Task::Synth(args) => synth::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // One paragraph, no backtrace: the cause chain on one line.
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
