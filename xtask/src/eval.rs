@@ -284,3 +284,40 @@ pub fn run(args: Args) -> Result<()> {
     println!("{}", report.yt_metrics(EvalMode::Tt, false, 1).to_line());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bundled model on a 2x4 mesh against its bundled HF reference: the seed's lines and,
+    /// per step, the reference token, the mesh model's argmax and the hits.
+    #[test]
+    fn bundled_model_report_on_2x4() {
+        let dir = bundled::bundled_model_dir();
+        let ckpt = Checkpoint::open_dir(&dir).unwrap();
+        let reference = Reference::load(&dir.join("reference/eval_reference.json")).unwrap();
+        reference.check_model_dir(&dir).unwrap();
+        let mut options = RuntimeOptions::new(MeshShape::new(2, 4).unwrap());
+        options.max_seq_len = reference.prompt_len + reference.max_new_tokens;
+        let model = Phi3Model::load(&ckpt, &options).unwrap();
+        let cache = model.new_cache().unwrap();
+        let mut mesh_model = MeshModel { model, cache };
+        let run = run_teacher_forcing(
+            &mut mesh_model,
+            &reference,
+            &EvalOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        let report = run.report;
+        assert!(report.summary.top1 >= 0.99 && report.summary.top5 == 1.0);
+        let mut text = report.accuracy_lines();
+        for s in &report.steps {
+            text.push_str(&format!(
+                "step {:3} ref {:5} argmax {:5} top1 {} top5 {}\n",
+                s.step, s.reference_token, s.device_top5[0], s.top1, s.top5
+            ));
+        }
+        insta::assert_snapshot!(text);
+    }
+}
