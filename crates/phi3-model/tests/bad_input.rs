@@ -167,3 +167,41 @@ fn the_binary_exits_non_zero_with_one_paragraph() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
     }
 }
+
+/// A copy of the tiny fixture whose config.json is edited by `edit`.
+fn edited_copy(edit: impl Fn(&mut serde_json::Value)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(tiny()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let config_path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    dir
+}
+
+#[test]
+fn the_binary_refuses_bad_rope_configs() {
+    let unknown = edited_copy(|c| c["rope_scaling"]["type"] = "dynamic".into());
+    let short = edited_copy(|c| {
+        c["rope_scaling"]["long_factor"]
+            .as_array_mut()
+            .unwrap()
+            .pop();
+    });
+    for (dir, needle) in [(&unknown, "dynamic"), (&short, "long_factor")] {
+        let model = dir.path().display().to_string();
+        let (ok, stderr) = phi3(&["generate", "--model", &model, "--prompt-ids", "1,2"]);
+        assert!(!ok);
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(needle),
+            "{stderr}"
+        );
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
+}
