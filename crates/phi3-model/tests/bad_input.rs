@@ -186,7 +186,7 @@ fn edited_copy(edit: impl Fn(&mut serde_json::Value)) -> tempfile::TempDir {
 }
 
 #[test]
-fn the_binary_refuses_bad_rope_configs() {
+fn the_binary_refuses_bad_configs_and_misshaped_tensors() {
     let unknown = edited_copy(|c| c["rope_scaling"]["type"] = "dynamic".into());
     let short = edited_copy(|c| {
         c["rope_scaling"]["long_factor"]
@@ -194,7 +194,13 @@ fn the_binary_refuses_bad_rope_configs() {
             .unwrap()
             .pop();
     });
-    for (dir, needle) in [(&unknown, "dynamic"), (&short, "long_factor")] {
+    // The tensors no longer match the config: gate_up_proj is [1536, 384], the config says 1024 rows.
+    let misshaped = edited_copy(|c| c["intermediate_size"] = 512.into());
+    for (dir, needle) in [
+        (&unknown, "dynamic"),
+        (&short, "long_factor"),
+        (&misshaped, "gate_up_proj"),
+    ] {
         let model = dir.path().display().to_string();
         let (ok, stderr) = phi3(&["generate", "--model", &model, "--prompt-ids", "1,2"]);
         assert!(!ok);
