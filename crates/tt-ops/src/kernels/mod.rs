@@ -144,6 +144,38 @@ mod tests {
     }
 
     #[test]
+    fn nested_inside_an_outer_parallel_loop() {
+        // Eight simulated devices each calling the kernels from inside an outer rayon loop; shapes
+        // large enough that the inner calls split their work too.
+        use rayon::prelude::*;
+        let cases: Vec<_> = (0..8u64)
+            .map(|d| {
+                let (m, k, n) = if d % 2 == 0 {
+                    (1, 200, 700)
+                } else {
+                    (20, 130, 150)
+                };
+                (m, k, n, random_case(m, k, n, d))
+            })
+            .collect();
+        let outs: Vec<Vec<f32>> = cases
+            .par_iter()
+            .map(|(m, k, n, (x, _, wb))| {
+                let mut out = vec![f32::NAN; m * n];
+                matmul_bf16(x, wb, &mut out, *m, *k, *n);
+                out
+            })
+            .collect();
+        for ((m, k, n, (x, _, wb)), got) in cases.iter().zip(&outs) {
+            assert_close(
+                got,
+                &matmul_ref(x, wb, *m, *k, *n),
+                &format!("device m={m}"),
+            );
+        }
+    }
+
+    #[test]
     #[should_panic(expected = "slice lengths")]
     fn mismatched_lengths_panic() {
         let mut out = vec![0.0; 2];

@@ -3,8 +3,8 @@
 //! Layouts (`KC` = K block, `NR` = activation rows per micro-panel, `MR` = weight rows per tile):
 //! - activations, whole call: for each K block starting at `p0` (length `kc`), at offset `p0 * mp`,
 //!   micro-panel `g` (rows `16g..16g+16`) is `[kc][NR]` at `g * NR * kc`; rows past `m` are zero.
-//! - weights, per task and K block: row `r` of the task's `ncp` rows at `r * KC`, `kc` f32 each; rows
-//!   past the real `nc` are zero. Only widening, no transpose: the microkernel broadcasts weights.
+//! - weights, per task and K block: row `r` of the task's `ncp` rows at `r * WS`, `kc` f32 each;
+//!   rows past the real `nc` are zero. Only widening, no transpose: the microkernel broadcasts weights.
 
 use rayon::prelude::*;
 
@@ -15,8 +15,11 @@ use super::isa::Isa;
 pub(super) const MR: usize = 6;
 /// Activation rows per register tile (two 8-lane vectors).
 pub(super) const NR: usize = 16;
-/// K block: one weight row stride in a packed panel.
-pub(super) const KC: usize = 256;
+/// K block: the depth of one packed panel.
+pub(super) const KC: usize = 512;
+/// Row stride of packed weights: `KC` plus one cache line, so the six rows a tile broadcasts from
+/// fall in different L1 sets (a 2 KiB stride would put them in two sets only).
+pub(super) const WS: usize = KC + 16;
 
 /// Packs `x` (`[m, k]`) into `xt` (`mp * k`, `mp` = `m` rounded up to `NR`) as described above.
 pub(super) fn pack_xt(x: &[f32], m: usize, k: usize, mp: usize, xt: &mut [f32]) {
@@ -45,7 +48,7 @@ pub(super) fn pack_xt(x: &[f32], m: usize, k: usize, mp: usize, xt: &mut [f32]) 
 }
 
 /// Widens weight rows `j0..j0+nc`, columns `p0..p0+kc` of `w` (`[n, k]`) into `wp` (row stride
-/// `KC`), and zeroes rows `nc..ncp`.
+/// `WS`), and zeroes rows `nc..ncp`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn pack_w<W: WeightElem>(
     isa: Isa,
@@ -58,12 +61,11 @@ pub(super) fn pack_w<W: WeightElem>(
     kc: usize,
     wp: &mut [f32],
 ) {
-    debug_assert!(kc <= KC && wp.len() >= ncp * KC);
+    debug_assert!(kc <= KC && wp.len() >= ncp * WS);
     for r in 0..ncp {
-        let dst = &mut wp[r * KC..r * KC + kc];
+        let dst = &mut wp[r * WS..r * WS + kc];
         if r < nc {
-            let src = &w[(j0 + r) * k + p0..(j0 + r) * k + p0 + kc];
-            widen(isa, src, dst);
+            widen(isa, &w[(j0 + r) * k + p0..(j0 + r) * k + p0 + kc], dst);
         } else {
             dst.fill(0.0);
         }
@@ -129,7 +131,7 @@ mod tests {
         let (n, k) = (4, 21);
         let w: Vec<bf16> = (0..n * k).map(|v| bf16::from_f32(v as f32)).collect();
         for isa in Isa::available() {
-            let mut wp = vec![f32::NAN; MR * KC];
+            let mut wp = vec![f32::NAN; MR * WS];
             pack_w(isa, &w, k, 1, 3, MR, 2, 19, &mut wp);
             for r in 0..MR {
                 for kk in 0..19 {
@@ -138,7 +140,7 @@ mod tests {
                     } else {
                         0.0
                     };
-                    assert_eq!(wp[r * KC + kk], want, "{isa:?} r={r} kk={kk}");
+                    assert_eq!(wp[r * WS + kk], want, "{isa:?} r={r} kk={kk}");
                 }
             }
         }
