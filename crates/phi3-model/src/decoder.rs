@@ -2,10 +2,11 @@
 //!
 //! Sharding contract of a layer (checked at the block boundaries):
 //! - in: the residual stream `x [M, H]`, replicated (M = tokens of a prefill, users of a decode);
-//! - attention: every device computes its own heads from its `[Q_d | K_d | V_d]` rows, writes its
+//! - attention: every device computes its own heads from its Q, K and V rows (fused into one
+//!   `[M, (nq_d + 2 nkv_d) dh]` activation, the layout `nlp_create_qkv_heads` takes), writes its
 //!   KV heads into its cache shard, attends, and multiplies by its `o_proj` columns: a partial sum;
 //!   `all_reduce` makes the sum, replicated again;
-//! - MLP: every device computes its `[gate_d | up_d]` slice, `up * silu(gate)`, and its `down_proj`
+//! - MLP: every device computes its gate and up slices, `up * silu(gate)`, and its `down_proj`
 //!   columns: a partial sum; `all_reduce` again;
 //! - out: `x + attn + mlp`, replicated.
 //!
@@ -98,7 +99,10 @@ impl LayerContext<'_> {
             .par_iter_mut()
             .enumerate()
             .map(|(d, layer_cache)| {
-                let qkv = self.round(linear(&h, w.qkv.shard(d)?)?)?;
+                let q = linear(&h, w.q.shard(d)?)?;
+                let k = linear(&h, w.k.shard(d)?)?;
+                let v = linear(&h, w.v.shard(d)?)?;
+                let qkv = self.round(Tensor::cat(&[&q, &k, &v], 1)?)?;
                 let attn = self.attention(qkv, layer_cache, step)?;
                 Ok(linear(
                     &attn.reshape(&[m, attn.numel() / m.max(1)])?,
@@ -114,10 +118,8 @@ impl LayerContext<'_> {
         // MLP: column-parallel gate/up, row-parallel down.
         let h = self.round(rms_norm(x, w.mlp_norm.shard(0)?, self.eps)?)?;
         let partial = self.per_device(Distribution::PartialSum, |d| {
-            let gate_up = self.round(linear(&h, w.gate_up.shard(d)?)?)?;
-            let width = gate_up.dim(1)? / 2;
-            let gate = gate_up.narrow(1, 0, width)?;
-            let up = gate_up.narrow(1, width, width)?;
+            let gate = self.round(linear(&h, w.gate.shard(d)?)?)?;
+            let up = self.round(linear(&h, w.up.shard(d)?)?)?;
             let act = self.round(silu_mul(&gate, &up)?)?;
             Ok(linear(&act, w.down.shard(d)?)?)
         })?;

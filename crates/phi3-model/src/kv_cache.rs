@@ -91,6 +91,15 @@ impl KvCache {
         }
     }
 
+    /// Marks `user` as holding `len` tokens written with `variant` without computing them: the rows
+    /// keep whatever the cache holds (zeros at first). For benchmarks that need a long context (a
+    /// decode step attends over `len` rows whatever their values), never for real generation.
+    pub fn assume_filled(&mut self, user: usize, len: usize, variant: RopeVariant) -> Result<()> {
+        self.check_room(user, 0, len)?;
+        self.set(user, len, variant);
+        Ok(())
+    }
+
     /// Checks that `user` exists and can take `extra` more tokens after `start`.
     pub(crate) fn check_room(&self, user: usize, start: usize, extra: usize) -> Result<()> {
         if user >= self.batch() {

@@ -1,14 +1,19 @@
 //! The checkpoint's tensors, split into the shards the plan gives each device.
 //!
-//! Each device receives only its part: its own heads' Q, K and V rows (split out of the fused
-//! `qkv_proj` and re-fused per device as `[Q_d | K_d | V_d]`), its own slices of gate and of up
-//! (re-fused as `[gate_d | up_d]`), its column block of `o_proj` and `down_proj`, and its vocab
-//! rows of `lm_head`. Replicated tensors (embedding, norms) are read once and shared by every
-//! device's storage while their bytes are counted on each device. Every matrix is stored bf16.
+//! Each device receives only its part: its own heads' Q, K and V rows of the fused `qkv_proj`, its
+//! own rows of gate and of up in `gate_up_proj`, its column block of `o_proj` and `down_proj`, and
+//! its vocab rows of `lm_head`. Replicated tensors (embedding, norms) are shared by every device's
+//! storage while their bytes are counted on each device.
+//!
+//! Every matrix stays bf16 and, for a BF16 checkpoint, is not copied at all: each shard is a view
+//! (a row block, or a column block read with its row stride) of the tensor in the memory-mapped
+//! file ([`Checkpoint::bf16_tensor`]), so loading costs what reading the file from the page cache
+//! costs, and the process holds one copy of the weights (the page cache's). That is why Q, K and
+//! V (and gate and up) are separate per-device tensors rather than re-fused ones: a device's Q, K
+//! and V rows are three separate runs of the checkpoint tensor.
 
 use std::ops::Range;
 
-use half::bf16;
 use rayon::prelude::*;
 use tt_mesh::{Distribution, Mesh, MeshMapper, MeshTensor};
 use tt_ops::Tensor;
@@ -59,15 +64,21 @@ pub const LM_HEAD: &str = "lm_head.weight";
 pub struct LayerWeights {
     /// `[H]` f32, replicated.
     pub attn_norm: MeshTensor,
-    /// `[(nq_d + 2 nkv_d) * dh, H]` bf16 per device: the device's Q, K and V rows.
-    pub qkv: MeshTensor,
-    /// `[H, nq_d * dh]` bf16 per device: the device's input columns of `o_proj`.
+    /// `[nq_d * dh, H]` bf16 per device: the device's query rows of `qkv_proj`.
+    pub q: MeshTensor,
+    /// `[nkv_d * dh, H]` bf16 per device: the device's key rows of `qkv_proj`.
+    pub k: MeshTensor,
+    /// `[nkv_d * dh, H]` bf16 per device: the device's value rows of `qkv_proj`.
+    pub v: MeshTensor,
+    /// `[H, nq_d * dh]` bf16 per device: the device's input columns of `o_proj` (a column view).
     pub o: MeshTensor,
     /// `[H]` f32, replicated.
     pub mlp_norm: MeshTensor,
-    /// `[2 * I_d, H]` bf16 per device: `[gate_d | up_d]`.
-    pub gate_up: MeshTensor,
-    /// `[H, I_d]` bf16 per device: the device's input columns of `down_proj`.
+    /// `[I_d, H]` bf16 per device: the device's gate rows of `gate_up_proj`.
+    pub gate: MeshTensor,
+    /// `[I_d, H]` bf16 per device: the device's up rows of `gate_up_proj`.
+    pub up: MeshTensor,
+    /// `[H, I_d]` bf16 per device: the device's input columns of `down_proj` (a column view).
     pub down: MeshTensor,
 }
 
@@ -83,36 +94,6 @@ pub struct ModelWeights {
     pub lm_head: MeshTensor,
 }
 
-/// Reads `rows` of several row blocks of a 2-D tensor (all columns in `cols`) into one bf16
-/// matrix, blocks stacked in order.
-fn read_rows(
-    ckpt: &Checkpoint,
-    name: &str,
-    blocks: &[Range<usize>],
-    cols: Range<usize>,
-) -> Result<Tensor> {
-    let width = cols.len();
-    let rows: usize = blocks.iter().map(Range::len).sum();
-    let mut data = vec![bf16::ZERO; rows * width];
-    let mut at = 0;
-    for block in blocks {
-        let n = block.len() * width;
-        ckpt.read_block(name, block.clone(), cols.clone(), &mut data[at..at + n])?;
-        at += n;
-    }
-    Ok(Tensor::from_bf16(data, &[rows, width])?)
-}
-
-/// One block `rows` x `cols` of a 2-D tensor as a bf16 matrix.
-fn read_block(
-    ckpt: &Checkpoint,
-    name: &str,
-    rows: Range<usize>,
-    cols: Range<usize>,
-) -> Result<Tensor> {
-    read_rows(ckpt, name, std::slice::from_ref(&rows), cols)
-}
-
 /// A 1-D tensor read whole as f32.
 fn read_vector(ckpt: &Checkpoint, name: &str, len: usize) -> Result<Tensor> {
     let mut data = vec![0.0f32; len];
@@ -120,15 +101,10 @@ fn read_vector(ckpt: &Checkpoint, name: &str, len: usize) -> Result<Tensor> {
     Ok(Tensor::from_f32(data, &[len])?)
 }
 
-/// One shard per device, built in parallel and placed on the mesh.
-fn sharded(
-    mesh: &Mesh,
-    dim: usize,
-    build: impl Fn(usize) -> Result<Tensor> + Sync,
-) -> Result<MeshTensor> {
+/// One shard per device, each a view of `full`, placed on the mesh.
+fn sharded(mesh: &Mesh, dim: usize, view: impl Fn(usize) -> Result<Tensor>) -> Result<MeshTensor> {
     let shards = (0..mesh.num_devices())
-        .into_par_iter()
-        .map(&build)
+        .map(view)
         .collect::<Result<Vec<_>>>()?;
     Ok(MeshTensor::from_shards(
         mesh,
@@ -137,63 +113,74 @@ fn sharded(
     )?)
 }
 
+/// Rows `rows` of a matrix (a view).
+fn row_block(full: &Tensor, rows: Range<usize>) -> Result<Tensor> {
+    Ok(full.narrow(0, rows.start, rows.len())?)
+}
+
+/// Columns `cols` of a matrix (a strided view).
+fn column_block(full: &Tensor, cols: Range<usize>) -> Result<Tensor> {
+    Ok(full.columns(cols.start, cols.len())?)
+}
+
+/// Each device's rows of `kind` in `full`, as a mesh tensor sharded along dim 0.
+fn rows_of(mesh: &Mesh, plan: &Plan, full: &Tensor, kind: WeightKind) -> Result<MeshTensor> {
+    sharded(mesh, 0, |d| row_block(full, plan.shard_of(kind, d)?.rows()))
+}
+
+/// Each device's columns of `kind` in `full`, as a mesh tensor sharded along dim 1.
+fn columns_of(mesh: &Mesh, plan: &Plan, full: &Tensor, kind: WeightKind) -> Result<MeshTensor> {
+    sharded(mesh, 1, |d| {
+        column_block(full, plan.shard_of(kind, d)?.cols())
+    })
+}
+
+impl LayerWeights {
+    /// Layer `i`'s shards of every device.
+    fn load(ckpt: &Checkpoint, plan: &Plan, mesh: &Mesh, i: usize) -> Result<Self> {
+        let names = LayerNames::new(i);
+        let hidden = ckpt.config().hidden_size;
+        let replicate = |t: Tensor| mesh.distribute(&t, MeshMapper::Replicate);
+        let qkv = ckpt.bf16_tensor(&names.qkv)?;
+        let o = ckpt.bf16_tensor(&names.o)?;
+        let gate_up = ckpt.bf16_tensor(&names.gate_up)?;
+        let down = ckpt.bf16_tensor(&names.down)?;
+        Ok(Self {
+            attn_norm: replicate(read_vector(ckpt, &names.attn_norm, hidden)?)?,
+            q: rows_of(mesh, plan, &qkv, WeightKind::Q)?,
+            k: rows_of(mesh, plan, &qkv, WeightKind::K)?,
+            v: rows_of(mesh, plan, &qkv, WeightKind::V)?,
+            o: columns_of(mesh, plan, &o, WeightKind::O)?,
+            mlp_norm: replicate(read_vector(ckpt, &names.mlp_norm, hidden)?)?,
+            gate: rows_of(mesh, plan, &gate_up, WeightKind::Gate)?,
+            up: rows_of(mesh, plan, &gate_up, WeightKind::Up)?,
+            down: columns_of(mesh, plan, &down, WeightKind::Down)?,
+        })
+    }
+}
+
 impl ModelWeights {
-    /// Loads and shards every tensor of `ckpt` onto `mesh` following `plan`.
+    /// Places every tensor of `ckpt` on `mesh` following `plan` (views of the mapped file for a
+    /// BF16 checkpoint; layers in parallel, so their pages are made resident on every core).
     pub fn load(ckpt: &Checkpoint, plan: &Plan, mesh: &Mesh) -> Result<Self> {
         let config = ckpt.config();
         let hidden = config.hidden_size;
         ckpt.check_phi3_tensors()?;
         let replicate = |t: Tensor| mesh.distribute(&t, MeshMapper::Replicate);
-        let all = 0..hidden;
 
-        let embed = replicate(read_block(ckpt, EMBED, 0..config.vocab_size, all.clone())?)?;
+        let embed_full = ckpt.bf16_tensor(EMBED)?;
+        let embed = replicate(embed_full.clone())?;
         let final_norm = replicate(read_vector(ckpt, FINAL_NORM, hidden)?)?;
-
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
-            let names = LayerNames::new(i);
-            let qkv = sharded(mesh, 0, |d| {
-                let blocks = [
-                    plan.shard_of(WeightKind::Q, d)?.rows(),
-                    plan.shard_of(WeightKind::K, d)?.rows(),
-                    plan.shard_of(WeightKind::V, d)?.rows(),
-                ];
-                read_rows(ckpt, &names.qkv, &blocks, all.clone())
-            })?;
-            let o = sharded(mesh, 1, |d| {
-                let cols = plan.shard_of(WeightKind::O, d)?.cols();
-                read_block(ckpt, &names.o, 0..hidden, cols)
-            })?;
-            let gate_up = sharded(mesh, 0, |d| {
-                let blocks = [
-                    plan.shard_of(WeightKind::Gate, d)?.rows(),
-                    plan.shard_of(WeightKind::Up, d)?.rows(),
-                ];
-                read_rows(ckpt, &names.gate_up, &blocks, all.clone())
-            })?;
-            let down = sharded(mesh, 1, |d| {
-                let cols = plan.shard_of(WeightKind::Down, d)?.cols();
-                read_block(ckpt, &names.down, 0..hidden, cols)
-            })?;
-            layers.push(LayerWeights {
-                attn_norm: replicate(read_vector(ckpt, &names.attn_norm, hidden)?)?,
-                qkv,
-                o,
-                mlp_norm: replicate(read_vector(ckpt, &names.mlp_norm, hidden)?)?,
-                gate_up,
-                down,
-            });
-        }
-
-        let head_name = if config.tie_word_embeddings {
-            EMBED
+        let layers = (0..config.num_hidden_layers)
+            .into_par_iter()
+            .map(|i| LayerWeights::load(ckpt, plan, mesh, i))
+            .collect::<Result<Vec<_>>>()?;
+        let head_full = if config.tie_word_embeddings {
+            embed_full
         } else {
-            LM_HEAD
+            ckpt.bf16_tensor(LM_HEAD)?
         };
-        let lm_head = sharded(mesh, 0, |d| {
-            let rows = plan.shard_of(WeightKind::LmHead, d)?.rows();
-            read_block(ckpt, head_name, rows, all.clone())
-        })?;
+        let lm_head = rows_of(mesh, plan, &head_full, WeightKind::LmHead)?;
         Ok(Self {
             embed,
             layers,

@@ -36,6 +36,7 @@ pub mod sdpa_decode;
 mod simd;
 #[cfg(target_arch = "x86_64")]
 mod simd_avx2;
+pub mod storage;
 pub mod tensor;
 #[cfg(test)]
 mod testutil;
@@ -54,4 +55,5 @@ pub use norm::{rms_norm, rms_norm_into};
 pub use rotary::{RotaryPadding, rope_tables, rotary_embedding, rotary_embedding_decode};
 pub use sdpa::{SdpaOptions, scaled_dot_product_attention};
 pub use sdpa_decode::{SdpaDecodeOptions, sdpa_decode};
+pub use storage::SharedElements;
 pub use tensor::{DType, Element, Tensor};

@@ -4,10 +4,11 @@
 //! Contract: `x [.., K]` (any leading dims, f32; bf16 is widened) and `w [N, K]` in the HF
 //! `nn.Linear` layout (one output feature per row) -> f32 `[.., N]`. The device stores the weight
 //! transposed; the host keeps HF's row-major layout and the kernels in [`crate::kernels`] read it
-//! as is: `matmul_bf16` widens bf16 to f32 in registers, so weights stay bf16 in memory.
+//! as is: `matmul_bf16` widens bf16 to f32 in registers, so weights stay bf16 in memory. `w` may be
+//! a column view of a wider matrix ([`Tensor::columns`]): the kernels read its rows in place.
 
 use crate::error::{OpError, Result};
-use crate::kernels::{matmul_bf16, matmul_f32};
+use crate::kernels::{matmul_bf16_strided, matmul_f32_strided};
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "linear";
@@ -57,8 +58,14 @@ pub fn linear_into(x: &Tensor, w: &Tensor, out: &mut Tensor) -> Result<()> {
     let xs = x.f32_values();
     let dst = out.as_f32_mut()?;
     match w.dtype() {
-        DType::Bf16 => matmul_bf16(&xs, w.as_bf16()?, dst, m, k, n),
-        DType::F32 => matmul_f32(&xs, w.as_f32()?, dst, m, k, n),
+        DType::Bf16 => {
+            let (ws, ldw) = w.bf16_rows()?;
+            matmul_bf16_strided(&xs, ws, ldw, dst, m, k, n);
+        }
+        DType::F32 => {
+            let (ws, ldw) = w.f32_rows()?;
+            matmul_f32_strided(&xs, ws, ldw, dst, m, k, n);
+        }
     }
     Ok(())
 }
@@ -100,6 +107,21 @@ mod tests {
                     prop_assert!((*g as f64 - w).abs() <= 1e-5 * a + 1e-30, "{g} vs {w} (scale {a})");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn column_view_weights_match_copied_blocks() {
+        // A row-parallel shard: columns 96..192 of a [70, 288] bf16 matrix, read in place.
+        let (n, full, k0, k) = (70, 288, 96, 96);
+        let wide = Tensor::from_f32_as(&rand_vec(n * full, 1), &[n, full], DType::Bf16).unwrap();
+        let view = wide.columns(k0, k).unwrap();
+        let copy = view.contiguous();
+        for m in [1, 3, 8, 9, 40] {
+            let x = Tensor::from_f32(rand_vec(m * k, m as u64), &[m, k]).unwrap();
+            let got = linear(&x, &view).unwrap();
+            let want = linear(&x, &copy).unwrap();
+            assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap(), "m={m}");
         }
     }
 

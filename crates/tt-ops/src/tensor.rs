@@ -6,6 +6,13 @@
 //! Mutable access is copy-on-write: if the buffer is shared, the view's elements are copied into a
 //! fresh buffer first, so writing through one tensor never changes another.
 //!
+//! One exception to contiguity: [`Tensor::columns`] of a matrix is a view whose rows lie
+//! [`Tensor::row_stride`] elements apart (a row-parallel weight shard read in place). Only
+//! [`crate::linear`] reads such views directly; every other access copies them to a contiguous
+//! tensor first ([`Tensor::contiguous`]), and [`Tensor::as_f32`]/[`Tensor::as_bf16`] refuse them.
+//! Storage may also be borrowed from a longer-lived owner ([`Tensor::from_shared_bf16`]), e.g. a
+//! memory-mapped checkpoint, so weights need not be copied into fresh memory.
+//!
 //! Activations are f32 tensors (see [`crate::Fidelity`] for bf16 rounding between ops); weights
 //! and KV caches may be bf16 tensors.
 
@@ -14,6 +21,7 @@ use std::sync::Arc;
 use half::bf16;
 
 use crate::error::{OpError, Result};
+use crate::storage::{Store, owned, unique};
 
 /// Element type of a tensor's storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,8 +102,8 @@ impl Element for bf16 {
 
 #[derive(Debug, Clone)]
 enum Buffer {
-    F32(Arc<Vec<f32>>),
-    Bf16(Arc<Vec<bf16>>),
+    F32(Arc<Store<f32>>),
+    Bf16(Arc<Store<bf16>>),
 }
 
 /// A device-local, row-major tensor with f32 or bf16 storage.
@@ -104,6 +112,8 @@ pub struct Tensor {
     buf: Buffer,
     offset: usize,
     shape: Vec<usize>,
+    /// Distance between the rows of a 2-D column view; `None` for a contiguous tensor.
+    row_stride: Option<usize>,
 }
 
 fn numel_of(shape: &[usize]) -> usize {
@@ -120,13 +130,14 @@ impl Tensor {
     pub fn full(shape: &[usize], value: f32, dtype: DType) -> Self {
         let n = numel_of(shape);
         let buf = match dtype {
-            DType::F32 => Buffer::F32(Arc::new(vec![value; n])),
-            DType::Bf16 => Buffer::Bf16(Arc::new(vec![bf16::from_f32(value); n])),
+            DType::F32 => Buffer::F32(owned(vec![value; n])),
+            DType::Bf16 => Buffer::Bf16(owned(vec![bf16::from_f32(value); n])),
         };
         Self {
             buf,
             offset: 0,
             shape: shape.to_vec(),
+            row_stride: None,
         }
     }
 
@@ -134,9 +145,10 @@ impl Tensor {
     pub fn from_f32(data: Vec<f32>, shape: &[usize]) -> Result<Self> {
         check_len(data.len(), shape)?;
         Ok(Self {
-            buf: Buffer::F32(Arc::new(data)),
+            buf: Buffer::F32(owned(data)),
             offset: 0,
             shape: shape.to_vec(),
+            row_stride: None,
         })
     }
 
@@ -144,9 +156,10 @@ impl Tensor {
     pub fn from_bf16(data: Vec<bf16>, shape: &[usize]) -> Result<Self> {
         check_len(data.len(), shape)?;
         Ok(Self {
-            buf: Buffer::Bf16(Arc::new(data)),
+            buf: Buffer::Bf16(owned(data)),
             offset: 0,
             shape: shape.to_vec(),
+            row_stride: None,
         })
     }
 
@@ -208,6 +221,9 @@ impl Tensor {
 
     /// The elements of an f32 tensor; errors for a bf16 tensor.
     pub fn as_f32(&self) -> Result<&[f32]> {
+        if !self.is_contiguous() {
+            return Err(self.not_contiguous("Tensor::as_f32"));
+        }
         let n = self.numel();
         match &self.buf {
             Buffer::F32(v) => Ok(&v[self.offset..self.offset + n]),
@@ -217,6 +233,9 @@ impl Tensor {
 
     /// The elements of a bf16 tensor; errors for an f32 tensor.
     pub fn as_bf16(&self) -> Result<&[bf16]> {
+        if !self.is_contiguous() {
+            return Err(self.not_contiguous("Tensor::as_bf16"));
+        }
         let n = self.numel();
         match &self.buf {
             Buffer::Bf16(v) => Ok(&v[self.offset..self.offset + n]),
@@ -226,6 +245,9 @@ impl Tensor {
 
     /// Mutable elements of an f32 tensor (copy-on-write if the storage is shared).
     pub fn as_f32_mut(&mut self) -> Result<&mut [f32]> {
+        if !self.is_contiguous() {
+            *self = self.contiguous();
+        }
         let n = self.numel();
         let (off, shape_dtype) = (self.offset, self.dtype());
         match &mut self.buf {
@@ -244,6 +266,9 @@ impl Tensor {
 
     /// Mutable elements of a bf16 tensor (copy-on-write if the storage is shared).
     pub fn as_bf16_mut(&mut self) -> Result<&mut [bf16]> {
+        if !self.is_contiguous() {
+            *self = self.contiguous();
+        }
         let n = self.numel();
         let (off, shape_dtype) = (self.offset, self.dtype());
         match &mut self.buf {
@@ -262,6 +287,9 @@ impl Tensor {
 
     /// The elements widened to f32 in a new vector.
     pub fn to_f32_vec(&self) -> Vec<f32> {
+        if !self.is_contiguous() {
+            return self.contiguous().to_f32_vec();
+        }
         let n = self.numel();
         match &self.buf {
             Buffer::F32(v) => v[self.offset..self.offset + n].to_vec(),
@@ -285,20 +313,24 @@ impl Tensor {
         if dtype == self.dtype() {
             return self.clone();
         }
+        if !self.is_contiguous() {
+            return self.contiguous().to_dtype(dtype);
+        }
         let n = self.numel();
         let buf = match &self.buf {
-            Buffer::F32(v) => Buffer::Bf16(Arc::new(
+            Buffer::F32(v) => Buffer::Bf16(owned(
                 v[self.offset..self.offset + n]
                     .iter()
                     .map(|&x| bf16::from_f32(x))
                     .collect(),
             )),
-            Buffer::Bf16(_) => Buffer::F32(Arc::new(self.to_f32_vec())),
+            Buffer::Bf16(_) => Buffer::F32(owned(self.to_f32_vec())),
         };
         Tensor {
             buf,
             offset: 0,
             shape: self.shape.clone(),
+            row_stride: None,
         }
     }
 
@@ -311,15 +343,22 @@ impl Tensor {
                 format!("cannot reshape {:?} to {:?}", self.shape, shape),
             ));
         }
+        if !self.is_contiguous() {
+            return self.contiguous().reshape(shape);
+        }
         Ok(Tensor {
             buf: self.buf.clone(),
             offset: self.offset,
             shape: shape.to_vec(),
+            row_stride: None,
         })
     }
 
     /// Index `index` of the leading dimension, with that dimension dropped (a view).
     pub fn select(&self, index: usize) -> Result<Tensor> {
+        if !self.is_contiguous() {
+            return self.contiguous().select(index);
+        }
         let Some((&lead, rest)) = self.shape.split_first() else {
             return Err(OpError::shape(
                 "Tensor::select",
@@ -339,6 +378,7 @@ impl Tensor {
             buf: self.buf.clone(),
             offset: self.offset + index * inner,
             shape: rest.to_vec(),
+            row_stride: None,
         })
     }
 
@@ -347,6 +387,9 @@ impl Tensor {
     /// A view (no copy) when every dimension before `dim` has size 1, which includes the leading
     /// dimension; otherwise the slice is copied into a new buffer.
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Tensor> {
+        if !self.is_contiguous() {
+            return self.contiguous().narrow(dim, start, len);
+        }
         let size = self.dim(dim)?;
         if start.checked_add(len).is_none_or(|end| end > size) {
             return Err(OpError::out_of_range(
@@ -365,6 +408,7 @@ impl Tensor {
                 buf: self.buf.clone(),
                 offset: self.offset + start * inner,
                 shape,
+                row_stride: None,
             });
         }
         let pick = |o: usize| {
@@ -372,10 +416,10 @@ impl Tensor {
             base..base + len * inner
         };
         let buf = match &self.buf {
-            Buffer::F32(v) => Buffer::F32(Arc::new(
+            Buffer::F32(v) => Buffer::F32(owned(
                 (0..outer).flat_map(|o| v[pick(o)].to_vec()).collect(),
             )),
-            Buffer::Bf16(v) => Buffer::Bf16(Arc::new(
+            Buffer::Bf16(v) => Buffer::Bf16(owned(
                 (0..outer).flat_map(|o| v[pick(o)].to_vec()).collect(),
             )),
         };
@@ -383,6 +427,7 @@ impl Tensor {
             buf,
             offset: 0,
             shape,
+            row_stride: None,
         })
     }
 
@@ -428,7 +473,8 @@ impl Tensor {
             inner: usize,
             dim: usize,
         ) -> Result<Vec<T>> {
-            let slices = ts.iter().map(|t| T::slice(t)).collect::<Result<Vec<_>>>()?;
+            let ts: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect();
+            let slices = ts.iter().map(T::slice).collect::<Result<Vec<_>>>()?;
             let mut out = Vec::new();
             for o in 0..outer {
                 for (t, s) in ts.iter().zip(&slices) {
@@ -462,16 +508,6 @@ impl Tensor {
     }
 }
 
-/// Make `v` uniquely owned, copying only the `[off, off + n)` window if it is shared.
-/// Returns the vector and the new offset of the window.
-fn unique<T: Clone>(v: &mut Arc<Vec<T>>, off: usize, n: usize) -> (&mut Vec<T>, usize) {
-    if Arc::get_mut(v).is_some() {
-        return (Arc::make_mut(v), off);
-    }
-    *v = Arc::new(v[off..off + n].to_vec());
-    (Arc::make_mut(v), 0)
-}
-
 fn check_len(len: usize, shape: &[usize]) -> Result<()> {
     let expected = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if expected != Some(len) {
@@ -483,6 +519,9 @@ fn check_len(len: usize, shape: &[usize]) -> Result<()> {
     }
     Ok(())
 }
+
+#[path = "tensor_views.rs"]
+mod views;
 
 #[cfg(test)]
 #[path = "tensor_tests.rs"]

@@ -1,5 +1,6 @@
 //! Tests of the tensor type: constructors, views, copy-on-write, concatenation, errors.
 use super::*;
+use crate::SharedElements;
 
 fn iota(shape: &[usize]) -> Tensor {
     let n = numel_of(shape);
@@ -125,4 +126,88 @@ fn cat_inverts_narrow() {
         Tensor::cat(&[&a], 3),
         Err(OpError::OutOfRange { .. })
     ));
+}
+
+/// A borrowed run of bf16 elements standing in for a memory-mapped file.
+struct Pages(Vec<bf16>);
+
+impl SharedElements<bf16> for Pages {
+    fn elements(&self) -> &[bf16] {
+        &self.0
+    }
+}
+
+fn shared_iota(len: usize) -> Arc<Pages> {
+    Arc::new(Pages((0..len).map(|i| bf16::from_f32(i as f32)).collect()))
+}
+
+#[test]
+fn shared_storage_is_read_in_place_and_copied_on_write() {
+    let pages = shared_iota(20);
+    let t = Tensor::from_shared_bf16(pages.clone(), 4, &[2, 3]).unwrap();
+    assert_eq!(t.to_f32_vec(), vec![4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    assert_eq!(t.as_bf16().unwrap().as_ptr(), pages.0[4..].as_ptr());
+    let mut w = t.clone();
+    w.as_bf16_mut().unwrap()[0] = bf16::from_f32(-1.0);
+    assert_eq!(w.to_f32_vec()[0], -1.0);
+    assert_eq!(t.to_f32_vec()[0], 4.0, "the shared pages are never written");
+    assert_eq!(pages.0[4].to_f32(), 4.0);
+    let err = Tensor::from_shared_bf16(pages, 15, &[2, 3]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OpError::DataLength {
+                expected: 6,
+                got: 5,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn column_views_read_rows_in_place() {
+    let m = iota(&[3, 5]);
+    let v = m.columns(1, 3).unwrap();
+    assert!(!v.is_contiguous());
+    assert_eq!((v.shape(), v.row_stride()), (&[3, 3][..], 5));
+    assert_eq!(
+        v.to_f32_vec(),
+        vec![1.0, 2.0, 3.0, 6.0, 7.0, 8.0, 11.0, 12.0, 13.0]
+    );
+    let (rows, stride) = v.f32_rows().unwrap();
+    assert_eq!((rows.len(), stride), (13, 5));
+    assert_eq!(rows[5..8], [6.0, 7.0, 8.0]);
+    // A view of a view keeps the matrix's stride.
+    let vv = v.columns(1, 2).unwrap();
+    assert_eq!(vv.to_f32_vec(), vec![2.0, 3.0, 7.0, 8.0, 12.0, 13.0]);
+    // Contiguous accessors refuse the view; copying accessors serve it.
+    let err = v.as_f32().unwrap_err();
+    assert!(err.to_string().contains("not contiguous"), "{err}");
+    assert!(v.contiguous().is_contiguous());
+    assert_eq!(v.reshape(&[9]).unwrap().to_f32_vec(), v.to_f32_vec());
+    assert_eq!(v.select(2).unwrap().to_f32_vec(), vec![11.0, 12.0, 13.0]);
+    assert_eq!(v.narrow(0, 1, 1).unwrap().to_f32_vec(), vec![6.0, 7.0, 8.0]);
+    assert_eq!(
+        Tensor::cat(&[&v, &v], 0).unwrap().to_f32_vec()[9..12],
+        [1.0, 2.0, 3.0]
+    );
+    let mut w = v.clone();
+    w.as_f32_mut().unwrap()[0] = 100.0;
+    assert_eq!(w.to_f32_vec()[..2], [100.0, 2.0]);
+    assert_eq!(m.to_f32_vec()[1], 1.0, "writing a view copies it");
+    // Range and rank errors.
+    assert!(m.columns(3, 3).is_err());
+    assert!(iota(&[2, 2, 2]).columns(0, 1).is_err());
+    assert_eq!(
+        iota(&[2, 4])
+            .columns(0, 0)
+            .unwrap()
+            .f32_rows()
+            .unwrap()
+            .0
+            .len(),
+        0
+    );
 }

@@ -5,6 +5,11 @@
 //! `model.safetensors.index.json`. Nothing is read eagerly: reads copy a row x column block of
 //! a 2-D tensor (or a flat range) straight from the mapped file into the caller's buffer,
 //! converting BF16/F16/F32 to bf16 or f32, so each device receives only its shard.
+//!
+//! [`Checkpoint::bf16_tensor`] instead hands out a BF16 tensor in place: a [`Tensor`] whose
+//! storage is the mapped pages themselves (shared with the OS page cache, so a warm checkpoint
+//! loads without copying 7.6 GB into fresh memory). The map stays alive as long as any such
+//! tensor does.
 
 mod element;
 mod format;
@@ -18,7 +23,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::Mmap;
+use half::bf16;
+use memmap2::{Advice, Mmap};
+use tt_ops::{SharedElements, Tensor};
 
 pub use element::Element;
 pub use format::{Dtype, TensorInfo, TensorRecord, parse_header};
@@ -52,7 +59,20 @@ pub struct Checkpoint {
 
 struct MappedFile {
     path: PathBuf,
-    map: Mmap,
+    map: Arc<Mmap>,
+}
+
+/// A tensor's BF16 bytes inside a mapped file, viewed as elements.
+struct MappedBf16 {
+    map: Arc<Mmap>,
+    bytes: Range<usize>,
+}
+
+impl SharedElements<bf16> for MappedBf16 {
+    fn elements(&self) -> &[bf16] {
+        // Alignment and length were checked when this was made; an empty slice is unreachable.
+        bytemuck::try_cast_slice(&self.map[self.bytes.clone()]).unwrap_or(&[])
+    }
 }
 
 struct Entry {
@@ -300,6 +320,39 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// The whole tensor `name` as a bf16 [`Tensor`] of its shape. A BF16 tensor is not copied: the
+    /// result reads the mapped file in place, and its pages are made resident now (so the first
+    /// forward pass does not fault them in one by one). Other dtypes are converted into a new
+    /// buffer.
+    pub fn bf16_tensor(&self, name: &str) -> Result<Tensor, CheckpointError> {
+        let e = self.entry(name)?;
+        let shape = e.info.shape.clone();
+        let bad = |message: String| CheckpointError::BadRead {
+            tensor: name.to_string(),
+            shape: shape.clone(),
+            message,
+        };
+        let file = &self.files[e.file];
+        let in_place = e.info.dtype == Dtype::BF16
+            && cfg!(target_endian = "little")
+            && (file.map.as_ptr() as usize + e.bytes.start).is_multiple_of(align_of::<bf16>());
+        if !in_place {
+            let data = self.read_all::<bf16>(name)?;
+            return Tensor::from_bf16(data, &shape).map_err(|err| bad(err.to_string()));
+        }
+        // Only a hint: without it the pages fault in on first use instead.
+        let _ = file
+            .map
+            .advise_range(Advice::PopulateRead, e.bytes.start, e.bytes.len());
+        let owner = Arc::new(MappedBf16 {
+            map: Arc::clone(&file.map),
+            bytes: e.bytes.clone(),
+        });
+        let t = Tensor::from_shared_bf16(owner, 0, &shape).map_err(|err| bad(err.to_string()))?;
+        self.progress.advance(name, e.bytes.len() as u64);
+        Ok(t)
+    }
+
     /// Reads a whole tensor (any rank) into a new vector.
     pub fn read_all<T: Element>(&self, name: &str) -> Result<Vec<T>, CheckpointError> {
         let numel = self.tensor_info(name)?.numel();
@@ -419,14 +472,47 @@ fn map_file(path: &Path) -> Result<(MappedFile, Vec<TensorRecord>), CheckpointEr
     };
     let file = std::fs::File::open(path).map_err(io)?;
     // SAFETY: the mapping is read-only and private to this process; like every reader of
-    // memory-mapped checkpoints we assume the file is not truncated or rewritten while open.
+    // memory-mapped checkpoints we assume the file is not truncated or rewritten while open (or
+    // while a model loaded from it lives: its BF16 weights are read from the mapping in place).
     let map = unsafe { Mmap::map(&file) }.map_err(io)?;
     let records = parse_header(path, &map)?;
     Ok((
         MappedFile {
             path: path.to_path_buf(),
-            map,
+            map: Arc::new(map),
         },
         records,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Checkpoint {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/phi3-tiny");
+        Checkpoint::open_dir(&dir).unwrap()
+    }
+
+    #[test]
+    fn bf16_tensors_are_read_in_place_and_match_a_copy() {
+        let ckpt = tiny();
+        for name in ["model.layers.0.self_attn.qkv_proj.weight", "lm_head.weight"] {
+            let a = ckpt.bf16_tensor(name).unwrap();
+            let b = ckpt.bf16_tensor(name).unwrap();
+            assert_eq!(a.shape(), ckpt.tensor_info(name).unwrap().shape.as_slice());
+            assert_eq!(
+                a.as_bf16().unwrap().as_ptr(),
+                b.as_bf16().unwrap().as_ptr(),
+                "{name}: both views read the same mapped bytes"
+            );
+            let copy = ckpt.read_all::<bf16>(name).unwrap();
+            assert_eq!(a.as_bf16().unwrap(), copy.as_slice(), "{name}");
+        }
+        let err = ckpt.bf16_tensor("model.no_such.weight").unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::MissingTensor { .. }),
+            "{err}"
+        );
+    }
 }

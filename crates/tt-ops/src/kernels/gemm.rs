@@ -36,6 +36,8 @@ struct Dims {
     m: usize,
     k: usize,
     n: usize,
+    /// Distance between weight rows (`>= k`).
+    ldw: usize,
     /// `m` rounded up to `NR`.
     mp: usize,
     /// Activation rows per task.
@@ -43,10 +45,12 @@ struct Dims {
 }
 
 /// `out = x @ w^T` for any `m` (used for `m > GEMV_MAX_M`).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn gemm<W: WeightElem>(
     isa: Isa,
     x: &[f32],
     w: &[W],
+    ldw: usize,
     out: &mut [f32],
     m: usize,
     k: usize,
@@ -57,6 +61,7 @@ pub(super) fn gemm<W: WeightElem>(
         m,
         k,
         n,
+        ldw,
         mp,
         mc: MC.min(mp),
     };
@@ -98,12 +103,12 @@ fn task<W: WeightElem>(
     let nc = NC.min(d.n - j0);
     let ncp = nc.next_multiple_of(MR);
     let mc = d.mc.min(d.mp - i0);
-    let rows = &w[j0 * d.k..(j0 + nc) * d.k];
+    let rows = &w[j0 * d.ldw..(j0 + nc - 1) * d.ldw + d.k];
     with_scratch(ncp * WS + ncp * mc, |buf| {
         let (wp, ct) = buf.split_at_mut(ncp * WS);
         for p0 in (0..d.k).step_by(KC) {
             let kc = KC.min(d.k - p0);
-            pack_w(isa, w, d.k, j0, nc, ncp, p0, kc, wp);
+            pack_w(isa, w, d.ldw, j0, nc, ncp, p0, kc, wp);
             // This K block's activation panels for rows i0..i0+mc.
             let xb = &xt[p0 * d.mp + i0 * kc..p0 * d.mp + (i0 + mc) * kc];
             let blk = Block {
@@ -117,7 +122,8 @@ fn task<W: WeightElem>(
             // The raw weights of the next K block, fetched while this one computes.
             let ahead = Ahead {
                 rows,
-                k: d.k,
+                nrows: nc,
+                ldw: d.ldw,
                 p0: p0 + KC,
                 len: KC.min(d.k.saturating_sub(p0 + KC)),
             };
@@ -171,12 +177,13 @@ fn block_scalar(b: &Block<'_>, ct: &mut [f32]) {
     }
 }
 
-/// The task's raw weight rows (`[nc, k]`) and the column range `p0..p0+len` the next K block will
+/// The task's raw weight rows (`nc` rows `ldw` apart) and the column range `p0..p0+len` the next K block will
 /// pack: prefetched a few cache lines per tile so that packing finds them in cache instead of
 /// stalling on memory.
 struct Ahead<'a, W> {
     rows: &'a [W],
-    k: usize,
+    nrows: usize,
+    ldw: usize,
     p0: usize,
     len: usize,
 }
@@ -192,7 +199,7 @@ impl<W> Ahead<'_, W> {
         if self.len == 0 {
             0
         } else {
-            self.rows.len() / self.k * self.lines_per_row()
+            self.nrows * self.lines_per_row()
         }
     }
 
@@ -203,7 +210,7 @@ impl<W> Ahead<'_, W> {
     fn touch(&self, i: usize) {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         let per = self.lines_per_row();
-        let idx = (i / per) * self.k + self.p0 + (i % per) * 64 / size_of::<W>();
+        let idx = (i / per) * self.ldw + self.p0 + (i % per) * 64 / size_of::<W>();
         if idx < self.rows.len() {
             // SAFETY: a prefetch is only a hint and never faults; the address is inside `rows`.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(self.rows.as_ptr().add(idx).cast::<i8>()) };
@@ -251,13 +258,13 @@ mod tests {
             let (x, wf, wb) = random_case(m, k, n, (m + k + n) as u64);
             for isa in Isa::available() {
                 let mut got = vec![f32::NAN; m * n];
-                gemm(isa, &x, &wb, &mut got, m, k, n);
+                gemm(isa, &x, &wb, k, &mut got, m, k, n);
                 assert_close(
                     &got,
                     &matmul_ref(&x, &wb, m, k, n),
                     &format!("bf16 {isa:?} {m} {k} {n}"),
                 );
-                gemm(isa, &x, &wf, &mut got, m, k, n);
+                gemm(isa, &x, &wf, k, &mut got, m, k, n);
                 assert_close(
                     &got,
                     &matmul_ref(&x, &wf, m, k, n),

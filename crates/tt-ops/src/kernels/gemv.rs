@@ -24,11 +24,13 @@ const PAR_MIN_WEIGHTS: usize = 1 << 17;
 /// Results of one block: `res[mi * BLOCK_ROWS + r]` is `out[mi, j0 + r]`.
 pub(super) type BlockResult = [f32; GEMV_MAX_M * BLOCK_ROWS];
 
-/// `out = x @ w^T` for `m <= GEMV_MAX_M`.
+/// `out = x @ w^T` for `m <= GEMV_MAX_M`; weight row `j` starts at `j * ldw`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn gemv<W: WeightElem>(
     isa: Isa,
     x: &[f32],
     w: &[W],
+    ldw: usize,
     out: &mut [f32],
     m: usize,
     k: usize,
@@ -37,10 +39,10 @@ pub(super) fn gemv<W: WeightElem>(
     debug_assert!(m <= GEMV_MAX_M);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma(token) => super::gemv_avx2::gemv(token, x, w, out, m, k, n),
+        Isa::Avx2Fma(token) => super::gemv_avx2::gemv(token, x, w, ldw, out, m, k, n),
         Isa::Scalar => for_row_blocks(out, m, n, k, |j0, rows, res| {
             for r in 0..rows {
-                let wr = &w[(j0 + r) * k..(j0 + r + 1) * k];
+                let wr = &w[(j0 + r) * ldw..(j0 + r) * ldw + k];
                 for mi in 0..m {
                     res[mi * BLOCK_ROWS + r] = dot_scalar(&x[mi * k..(mi + 1) * k], wr);
                 }
@@ -117,13 +119,13 @@ mod tests {
                 let (x, wf, wb) = random_case(m, k, n, (m * 7919 + k * 31 + n) as u64);
                 for isa in Isa::available() {
                     let mut got = vec![f32::NAN; m * n];
-                    gemv(isa, &x, &wb, &mut got, m, k, n);
+                    gemv(isa, &x, &wb, k, &mut got, m, k, n);
                     assert_close(
                         &got,
                         &matmul_ref(&x, &wb, m, k, n),
                         &format!("bf16 {isa:?} {m} {k} {n}"),
                     );
-                    gemv(isa, &x, &wf, &mut got, m, k, n);
+                    gemv(isa, &x, &wf, k, &mut got, m, k, n);
                     assert_close(
                         &got,
                         &matmul_ref(&x, &wf, m, k, n),
@@ -141,7 +143,7 @@ mod tests {
         let (x, _, wb) = random_case(m, k, n, 3);
         for isa in Isa::available() {
             let mut got = vec![f32::NAN; m * n];
-            gemv(isa, &x, &wb, &mut got, m, k, n);
+            gemv(isa, &x, &wb, k, &mut got, m, k, n);
             assert_close(&got, &matmul_ref(&x, &wb, m, k, n), &format!("{isa:?}"));
         }
     }

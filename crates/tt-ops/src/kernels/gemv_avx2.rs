@@ -17,10 +17,12 @@ use super::isa::Avx2Fma;
 use super::scratch::with_scratch;
 
 /// `out = x @ w^T` for `1 <= m <= GEMV_MAX_M` with AVX2+FMA (the token proves the CPU has them).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn gemv<W: WeightElem>(
     token: Avx2Fma,
     x: &[f32],
     w: &[W],
+    ldw: usize,
     out: &mut [f32],
     m: usize,
     k: usize,
@@ -37,9 +39,9 @@ pub(super) fn gemv<W: WeightElem>(
             m,
         };
         for_row_blocks(out, m, n, k, |j0, nrows, res| {
-            let w = &w[j0 * k..(j0 + nrows) * k];
+            let w = &w[j0 * ldw..(j0 + nrows - 1) * ldw + k];
             // SAFETY: `token` exists only if AVX2 and FMA were detected on this CPU.
-            unsafe { block(token, &rows, w, nrows, res) }
+            unsafe { block(token, &rows, w, ldw, nrows, res) }
         });
     };
     if W::PAIRS_EVEN_ODD && kv > 0 {
@@ -84,8 +86,8 @@ fn relayout_even_odd(x: &[f32], m: usize, k: usize, kv: usize, xr: &mut [f32]) {
 /// `m = 1`, both cores); 0.5-2 KiB all work, 1 KiB was best.
 const PREFETCH_BYTES: usize = 1024;
 
-/// Computes one block of `nrows` weight rows (`w` holds exactly those rows) for all `m` activation
-/// rows.
+/// Computes one block of `nrows` weight rows (`w` holds those rows, `ldw` apart) for all `m`
+/// activation rows.
 ///
 /// Weight rows go `NR` at a time (chosen by `m`); for each group, the activation rows go in chunks
 /// of at most 4, so the group's weights come from memory once and from L1 for later chunks.
@@ -97,6 +99,7 @@ unsafe fn block<W: WeightElem>(
     _token: Avx2Fma,
     rows: &Rows<'_>,
     w: &[W],
+    ldw: usize,
     nrows: usize,
     res: &mut BlockResult,
 ) {
@@ -114,11 +117,11 @@ unsafe fn block<W: WeightElem>(
     };
     for g in 0..groups {
         // Rows g, g + gap, .., g + (nr-1)*gap of the block.
-        let wr = &w[g * k..(g + (nr - 1) * gap) * k + k];
+        let wr = &w[g * ldw..(g + (nr - 1) * gap) * ldw + k];
         let mut i0 = 0;
         while i0 < rows.m {
             let mr = (rows.m - i0).min(4);
-            chunk(rows, i0, mr, wr, gap * k, nr, i0 == 0, &mut |i, q, v| {
+            chunk(rows, i0, mr, wr, gap * ldw, nr, i0 == 0, &mut |i, q, v| {
                 res[(i0 + i) * BLOCK_ROWS + g + q * gap] = v
             });
             i0 += mr;
@@ -194,9 +197,9 @@ fn tile<W: WeightElem, const MR: usize, const NR: usize, const SPLIT: bool>(
     let mut c = 0;
     while c < kv {
         for r in 0..NR {
-            if prefetch {
-                // A hint that never faults; wrapping_add keeps the address computation defined even
-                // past the end of `w` (the last rows prefetch lines that may not be ours).
+            if prefetch && c + ahead < k {
+                // A hint that never faults. Only inside the row: past its end lie other columns
+                // (of a column view) or rows another tile reads, so fetching there wastes bandwidth.
                 _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(r * rs + c + ahead).cast::<i8>());
             }
             // SAFETY: c + 16 <= kv <= k, so the 16 weights r*rs + c.. lie inside row r of w.

@@ -44,22 +44,57 @@ pub(crate) const GEMV_MAX_M: usize = 8;
 /// If `x.len() != m*k`, `w.len() != n*k` or `out.len() != m*n` (a caller bug; checked once per call
 /// because the fast paths read through raw pointers).
 pub fn matmul_bf16(x: &[f32], w: &[half::bf16], out: &mut [f32], m: usize, k: usize, n: usize) {
-    matmul_with(Isa::detect(), x, w, out, m, k, n);
+    matmul_with(Isa::detect(), x, w, k, out, m, k, n);
+}
+
+/// [`matmul_bf16`] with weight rows `ldw >= k` elements apart: row `j` of the `[n, k]` matrix is
+/// `w[j*ldw .. j*ldw + k]`. Serves column blocks of a wider matrix without copying them (a
+/// row-parallel shard read straight from a checkpoint).
+///
+/// # Panics
+/// If `ldw < k`, `x.len() != m*k`, `w` is shorter than `(n-1)*ldw + k` or `out.len() != m*n`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bf16_strided(
+    x: &[f32],
+    w: &[half::bf16],
+    ldw: usize,
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    matmul_with(Isa::detect(), x, w, ldw, out, m, k, n);
 }
 
 /// `out[m*n] = x[m*k] @ w^T` where `w` is row-major `[n, k]` in f32. Overwrites `out`.
 ///
 /// Same contract, strategy and panics as [`matmul_bf16`].
 pub fn matmul_f32(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
-    matmul_with(Isa::detect(), x, w, out, m, k, n);
+    matmul_with(Isa::detect(), x, w, k, out, m, k, n);
+}
+
+/// [`matmul_f32`] with weight rows `ldw >= k` elements apart (see [`matmul_bf16_strided`]).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_f32_strided(
+    x: &[f32],
+    w: &[f32],
+    ldw: usize,
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    matmul_with(Isa::detect(), x, w, ldw, out, m, k, n);
 }
 
 /// The dispatcher behind both entry points, with the instruction set chosen by the caller (tests force
 /// the scalar path through it).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_with<W: WeightElem>(
     isa: Isa,
     x: &[f32],
     w: &[W],
+    ldw: usize,
     out: &mut [f32],
     m: usize,
     k: usize,
@@ -68,9 +103,11 @@ pub(crate) fn matmul_with<W: WeightElem>(
     // Checked in release builds too: the kernels below read and write through raw pointers.
     assert!(
         Some(x.len()) == m.checked_mul(k)
-            && Some(w.len()) == n.checked_mul(k)
+            && ldw >= k
+            && (n == 0
+                || n.checked_mul(ldw).and_then(|e| (e - ldw).checked_add(k)) <= Some(w.len()))
             && Some(out.len()) == m.checked_mul(n),
-        "matmul: slice lengths do not match m={m}, k={k}, n={n}"
+        "matmul: slice lengths do not match m={m}, k={k}, n={n}, ldw={ldw}"
     );
     if m == 0 || n == 0 {
         return;
@@ -80,9 +117,9 @@ pub(crate) fn matmul_with<W: WeightElem>(
         return;
     }
     if m <= GEMV_MAX_M {
-        gemv::gemv(isa, x, w, out, m, k, n);
+        gemv::gemv(isa, x, w, ldw, out, m, k, n);
     } else {
-        gemm::gemm(isa, x, w, out, m, k, n);
+        gemm::gemm(isa, x, w, ldw, out, m, k, n);
     }
 }
 
@@ -98,10 +135,10 @@ mod tests {
         let want_f = matmul_ref(&x, &wf, m, k, n);
         for isa in Isa::available() {
             let mut got = vec![f32::NAN; m * n];
-            matmul_with(isa, &x, &wb, &mut got, m, k, n);
+            matmul_with(isa, &x, &wb, k, &mut got, m, k, n);
             assert_close(&got, &want_b, &format!("bf16 {isa:?} m={m} k={k} n={n}"));
             let mut got = vec![f32::NAN; m * n];
-            matmul_with(isa, &x, &wf, &mut got, m, k, n);
+            matmul_with(isa, &x, &wf, k, &mut got, m, k, n);
             assert_close(&got, &want_f, &format!("f32 {isa:?} m={m} k={k} n={n}"));
         }
     }
@@ -115,6 +152,68 @@ mod tests {
         assert_close(&got, &matmul_ref(&x, &wb, m, k, n), "matmul_bf16");
         matmul_f32(&x, &wf, &mut got, m, k, n);
         assert_close(&got, &matmul_ref(&x, &wf, m, k, n), "matmul_f32");
+    }
+
+    /// A column block `c0..c0+k` of a wider `[n, ldw]` matrix, read in place (`ldw` apart) on
+    /// every ISA and both paths, equals the product with the block copied out.
+    fn check_strided(m: usize, k: usize, n: usize, extra: usize, c0: usize, seed: u64) {
+        let ldw = k + extra;
+        let c0 = c0.min(extra);
+        let (x, _, _) = random_case(m, k, n, seed);
+        let (_, wide_f, wide_b) = random_case(1, ldw, n, seed ^ 0x5eed);
+        let block = |w: &[half::bf16]| -> Vec<half::bf16> {
+            (0..n)
+                .flat_map(|j| w[j * ldw + c0..j * ldw + c0 + k].to_vec())
+                .collect()
+        };
+        let block_f: Vec<f32> = (0..n)
+            .flat_map(|j| wide_f[j * ldw + c0..j * ldw + c0 + k].to_vec())
+            .collect();
+        let want_b = matmul_ref(&x, &block(&wide_b), m, k, n);
+        let want_f = matmul_ref(&x, &block_f, m, k, n);
+        // The view ends k elements into the last row: nothing past it may be read.
+        let end = (n - 1) * ldw + c0 + k;
+        for isa in Isa::available() {
+            let mut got = vec![f32::NAN; m * n];
+            matmul_with(isa, &x, &wide_b[c0..end], ldw, &mut got, m, k, n);
+            assert_close(
+                &got,
+                &want_b,
+                &format!("strided bf16 {isa:?} m={m} k={k} n={n} ldw={ldw}"),
+            );
+            let mut got = vec![f32::NAN; m * n];
+            matmul_with(isa, &x, &wide_f[c0..end], ldw, &mut got, m, k, n);
+            assert_close(
+                &got,
+                &want_f,
+                &format!("strided f32 {isa:?} m={m} k={k} n={n} ldw={ldw}"),
+            );
+        }
+    }
+
+    #[test]
+    fn strided_weights_on_both_paths() {
+        for &(m, k, n, extra, c0) in &[
+            (1, 96, 70, 288, 96),
+            (1, 17, 3, 5, 5),
+            (4, 384, 130, 1152, 384),
+            (8, 33, 65, 1, 1),
+            (9, 64, 13, 192, 128),
+            (40, 520, 100, 8, 3),
+            (130, 96, 7, 96, 0),
+        ] {
+            check_strided(m, k, n, extra, c0, (m * 31 + k + n) as u64);
+        }
+        let (x, _, wb) = random_case(2, 8, 3, 1);
+        let mut got = vec![0.0; 6];
+        matmul_bf16_strided(&x, &wb, 8, &mut got, 2, 8, 3);
+        assert_close(&got, &matmul_ref(&x, &wb, 2, 8, 3), "matmul_bf16_strided");
+    }
+
+    #[test]
+    #[should_panic(expected = "ldw=3")]
+    fn stride_shorter_than_a_row_panics() {
+        matmul_bf16_strided(&[1.0; 4], &[half::bf16::ONE; 16], 3, &mut [0.0; 4], 1, 4, 4);
     }
 
     #[test]
@@ -187,6 +286,15 @@ mod tests {
         #[test]
         fn random_shapes_match_reference((m, k, n, seed) in case_strategy()) {
             check_all_isas(m, k, n, seed);
+        }
+
+        #[test]
+        fn random_column_blocks_match_reference(
+            (m, k, n, seed) in case_strategy(),
+            extra in 0usize..200,
+            c0 in 0usize..200,
+        ) {
+            check_strided(m, k, n, extra, c0, seed);
         }
     }
 }

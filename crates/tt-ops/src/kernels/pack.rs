@@ -47,13 +47,13 @@ pub(super) fn pack_xt(x: &[f32], m: usize, k: usize, mp: usize, xt: &mut [f32]) 
         });
 }
 
-/// Widens weight rows `j0..j0+nc`, columns `p0..p0+kc` of `w` (`[n, k]`) into `wp` (row stride
-/// `WS`), and zeroes rows `nc..ncp`.
+/// Widens weight rows `j0..j0+nc`, columns `p0..p0+kc` of `w` (rows `ldw` apart) into `wp` (row
+/// stride `WS`), and zeroes rows `nc..ncp`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn pack_w<W: WeightElem>(
     isa: Isa,
     w: &[W],
-    k: usize,
+    ldw: usize,
     j0: usize,
     nc: usize,
     ncp: usize,
@@ -65,7 +65,7 @@ pub(super) fn pack_w<W: WeightElem>(
     for r in 0..ncp {
         let dst = &mut wp[r * WS..r * WS + kc];
         if r < nc {
-            widen(isa, &w[(j0 + r) * k + p0..(j0 + r) * k + p0 + kc], dst);
+            widen(isa, &w[(j0 + r) * ldw + p0..(j0 + r) * ldw + p0 + kc], dst);
         } else {
             dst.fill(0.0);
         }
