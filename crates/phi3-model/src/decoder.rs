@@ -17,8 +17,9 @@ use rayon::prelude::*;
 use tt_mesh::{Collectives, Distribution, Mesh, MeshTensor};
 use tt_ops::{
     Fidelity, KvCache as LayerCache, SdpaDecodeOptions, SdpaOptions, Tensor, add_inplace, linear,
-    nlp_concat_heads, nlp_concat_heads_decode, nlp_create_qkv_heads, nlp_create_qkv_heads_decode,
-    rms_norm, rotary_embedding, rotary_embedding_decode, scaled_dot_product_attention, silu_mul,
+    linear_column_blocks, nlp_concat_heads, nlp_concat_heads_decode, nlp_create_qkv_heads,
+    nlp_create_qkv_heads_decode, rms_norm, rotary_embedding, rotary_embedding_decode,
+    scaled_dot_product_attention, silu_mul,
 };
 
 use crate::error::{Error, Result};
@@ -58,16 +59,31 @@ pub(crate) struct LayerContext<'a> {
 }
 
 impl LayerContext<'_> {
-    /// Runs `f` on every device concurrently and places the results on the mesh.
-    fn per_device<F>(&self, distribution: Distribution, f: F) -> Result<MeshTensor>
-    where
-        F: Fn(usize) -> Result<Tensor> + Sync,
-    {
-        let shards = (0..self.mesh.num_devices())
-            .into_par_iter()
-            .map(&f)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(MeshTensor::from_shards(self.mesh, shards, distribution)?)
+    /// Every device's row-parallel product `xs[d] @ w_d^T`, as partial sums on the mesh. With the
+    /// whole matrix at hand (`blocks`: device `d` holds its `d`-th column block) all devices run in
+    /// one pass over it; otherwise each device multiplies by its own column view.
+    fn row_parallel(
+        &self,
+        xs: &[Tensor],
+        w: &MeshTensor,
+        blocks: Option<&Tensor>,
+    ) -> Result<MeshTensor> {
+        let partials = match blocks {
+            Some(full) => {
+                let refs: Vec<&Tensor> = xs.iter().collect();
+                linear_column_blocks(&refs, full)?
+            }
+            None => xs
+                .par_iter()
+                .enumerate()
+                .map(|(d, x)| Ok(linear(x, w.shard(d)?)?))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        Ok(MeshTensor::from_shards(
+            self.mesh,
+            partials,
+            Distribution::PartialSum,
+        )?)
     }
 
     /// Sums row-parallel partials over the mesh; returns the (replicated) sum, rounded.
@@ -95,7 +111,7 @@ impl LayerContext<'_> {
         let h = self.round(rms_norm(x, w.attn_norm.shard(0)?, self.eps)?)?;
 
         // Attention: column-parallel QKV, local heads, row-parallel o_proj.
-        let partials = cache
+        let attns = cache
             .par_iter_mut()
             .enumerate()
             .map(|(d, layer_cache)| {
@@ -104,26 +120,26 @@ impl LayerContext<'_> {
                 let v = linear(&h, w.v.shard(d)?)?;
                 let qkv = self.round(Tensor::cat(&[&q, &k, &v], 1)?)?;
                 let attn = self.attention(qkv, layer_cache, step)?;
-                Ok(linear(
-                    &attn.reshape(&[m, attn.numel() / m.max(1)])?,
-                    w.o.shard(d)?,
-                )?)
+                Ok(attn.reshape(&[m, attn.numel() / m.max(1)])?)
             })
             .collect::<Result<Vec<_>>>()?;
-        let partial = MeshTensor::from_shards(self.mesh, partials, Distribution::PartialSum)?;
-        let attn_out = self.all_reduce(partial)?;
+        let partials = self.row_parallel(&attns, &w.o, w.o_blocks.as_ref())?;
+        let attn_out = self.all_reduce(partials)?;
         add_inplace(x, &attn_out)?;
         self.fidelity.apply(x)?;
 
         // MLP: column-parallel gate/up, row-parallel down.
         let h = self.round(rms_norm(x, w.mlp_norm.shard(0)?, self.eps)?)?;
-        let partial = self.per_device(Distribution::PartialSum, |d| {
-            let gate = self.round(linear(&h, w.gate.shard(d)?)?)?;
-            let up = self.round(linear(&h, w.up.shard(d)?)?)?;
-            let act = self.round(silu_mul(&gate, &up)?)?;
-            Ok(linear(&act, w.down.shard(d)?)?)
-        })?;
-        let mlp_out = self.all_reduce(partial)?;
+        let acts = (0..self.mesh.num_devices())
+            .into_par_iter()
+            .map(|d| {
+                let gate = self.round(linear(&h, w.gate.shard(d)?)?)?;
+                let up = self.round(linear(&h, w.up.shard(d)?)?)?;
+                self.round(silu_mul(&gate, &up)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let partials = self.row_parallel(&acts, &w.down, w.down_blocks.as_ref())?;
+        let mlp_out = self.all_reduce(partials)?;
         add_inplace(x, &mlp_out)?;
         self.fidelity.apply(x)?;
         Ok(())

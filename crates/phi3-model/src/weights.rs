@@ -80,6 +80,12 @@ pub struct LayerWeights {
     pub up: MeshTensor,
     /// `[H, I_d]` bf16 per device: the device's input columns of `down_proj` (a column view).
     pub down: MeshTensor,
+    /// The whole `o_proj`, when device `d` holds exactly its `d`-th equal column block: then all
+    /// devices' products can run as one pass over it (`tt_ops::linear_column_blocks`). A host
+    /// handle on the same storage as `o`'s views; its bytes are counted through `o`.
+    pub o_blocks: Option<Tensor>,
+    /// The whole `down_proj` under the same condition as `o_blocks`.
+    pub down_blocks: Option<Tensor>,
 }
 
 /// Every weight of the model, placed on the mesh as the plan says.
@@ -128,6 +134,22 @@ fn rows_of(mesh: &Mesh, plan: &Plan, full: &Tensor, kind: WeightKind) -> Result<
     sharded(mesh, 0, |d| row_block(full, plan.shard_of(kind, d)?.rows()))
 }
 
+/// `full` itself if device `d`'s columns of `kind` are its `d`-th equal block, in device order.
+fn in_device_blocks(plan: &Plan, full: &Tensor, kind: WeightKind) -> Result<Option<Tensor>> {
+    let devices = plan.num_devices();
+    let width = full.dim(1)?;
+    let blocks = (0..devices)
+        .map(|d| Ok(plan.shard_of(kind, d)?.cols()))
+        .collect::<Result<Vec<_>>>()?;
+    let kb = width / devices.max(1);
+    let equal = kb * devices == width
+        && blocks
+            .iter()
+            .enumerate()
+            .all(|(d, c)| c.start == d * kb && c.len() == kb);
+    Ok((equal && full.is_contiguous()).then(|| full.clone()))
+}
+
 /// Each device's columns of `kind` in `full`, as a mesh tensor sharded along dim 1.
 fn columns_of(mesh: &Mesh, plan: &Plan, full: &Tensor, kind: WeightKind) -> Result<MeshTensor> {
     sharded(mesh, 1, |d| {
@@ -155,6 +177,8 @@ impl LayerWeights {
             gate: rows_of(mesh, plan, &gate_up, WeightKind::Gate)?,
             up: rows_of(mesh, plan, &gate_up, WeightKind::Up)?,
             down: columns_of(mesh, plan, &down, WeightKind::Down)?,
+            o_blocks: in_device_blocks(plan, &o, WeightKind::O)?,
+            down_blocks: in_device_blocks(plan, &down, WeightKind::Down)?,
         })
     }
 }

@@ -7,10 +7,11 @@
 //!
 //! | module | ops |
 //! |---|---|
-//! | [`tensor`] | [`Tensor`], [`DType`], [`Element`] |
+//! | [`tensor`] | [`Tensor`], [`DType`], [`Element`] (contiguous tensors, and column views of matrices) |
+//! | [`storage`] | [`SharedElements`]: storage borrowed from elsewhere, e.g. a mapped checkpoint |
 //! | [`fidelity`] | [`Fidelity`] |
 //! | [`mod@embedding`] | [`embedding()`] |
-//! | [`mod@linear`] | [`linear()`], [`linear_into`] (dense kernels in [`kernels`]) |
+//! | [`mod@linear`] | [`linear()`], [`linear_into`], [`linear_column_blocks`] (dense kernels in [`kernels`]) |
 //! | [`norm`] | [`rms_norm`], [`rms_norm_into`] |
 //! | [`eltwise`] | [`add`], [`add_inplace`], [`mul`], [`silu`], [`silu_mul`] |
 //! | [`rotary`] | [`rotary_embedding`], [`rotary_embedding_decode`], [`rope_tables`], [`RotaryPadding`] |
@@ -50,7 +51,7 @@ pub use heads::{
     nlp_concat_heads, nlp_concat_heads_decode, nlp_create_qkv_heads, nlp_create_qkv_heads_decode,
 };
 pub use kv_cache::KvCache;
-pub use linear::{linear, linear_into};
+pub use linear::{linear, linear_column_blocks, linear_into};
 pub use norm::{rms_norm, rms_norm_into};
 pub use rotary::{RotaryPadding, rope_tables, rotary_embedding, rotary_embedding_decode};
 pub use sdpa::{SdpaOptions, scaled_dot_product_attention};

@@ -8,7 +8,7 @@
 //! a column view of a wider matrix ([`Tensor::columns`]): the kernels read its rows in place.
 
 use crate::error::{OpError, Result};
-use crate::kernels::{matmul_bf16_strided, matmul_f32_strided};
+use crate::kernels::{matmul_bf16_column_blocks, matmul_bf16_strided, matmul_f32_strided};
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "linear";
@@ -70,6 +70,72 @@ pub fn linear_into(x: &Tensor, w: &Tensor, out: &mut Tensor) -> Result<()> {
     Ok(())
 }
 
+/// The row-parallel `linear` of several devices at once: `xs[b] [.., kb] @ w[:, b*kb..(b+1)*kb]^T`
+/// for every block `b` of `w [N, blocks * kb]`, each an f32 `[.., N]` partial sum.
+///
+/// Device `b` of a row-parallel layer holds columns `b*kb ..` of the weight; computing every
+/// device's product in one call lets the kernel stream the whole matrix once, contiguously,
+/// instead of each device striding over its column block (see
+/// [`crate::kernels::matmul_bf16_column_blocks`]). Each result depends only on its own block, as
+/// if every device had run [`linear`] on its shard. Errors unless every `xs[b]` has the same
+/// leading dims and last dim `kb`, and `blocks` divides `w`'s width.
+pub fn linear_column_blocks(xs: &[&Tensor], w: &Tensor) -> Result<Vec<Tensor>> {
+    const OP: &str = "linear_column_blocks";
+    let Some(first) = xs.first() else {
+        return Err(OpError::invalid(OP, "no activations given"));
+    };
+    let blocks = xs.len();
+    let [n, k] = w
+        .dims::<2>()
+        .map_err(|_| OpError::shape(OP, format!("weight must be [N, K], got {:?}", w.shape())))?;
+    if !k.is_multiple_of(blocks) {
+        return Err(OpError::shape(
+            OP,
+            format!("{blocks} column blocks do not divide the weight's K = {k}"),
+        ));
+    }
+    let kb = k / blocks;
+    let Some((_, lead)) = first.shape().split_last() else {
+        return Err(OpError::shape(
+            OP,
+            "activations must have at least one dimension",
+        ));
+    };
+    for x in xs {
+        if x.shape().split_last() != Some((&kb, lead)) {
+            return Err(OpError::shape(
+                OP,
+                format!(
+                    "every activation must be {:?} (K = {k} over {blocks} blocks), got {:?}",
+                    [lead, &[kb]].concat(),
+                    x.shape()
+                ),
+            ));
+        }
+    }
+    if w.dtype() != DType::Bf16 || !w.is_contiguous() {
+        return xs
+            .iter()
+            .enumerate()
+            .map(|(b, x)| linear(x, &w.columns(b * kb, kb)?))
+            .collect();
+    }
+    let m: usize = lead.iter().product();
+    let mut x_all = vec![0.0f32; m * k];
+    for (b, x) in xs.iter().enumerate() {
+        let xv = x.f32_values();
+        for i in 0..m {
+            x_all[i * k + b * kb..i * k + (b + 1) * kb].copy_from_slice(&xv[i * kb..(i + 1) * kb]);
+        }
+    }
+    let mut out = vec![0.0f32; blocks * m * n];
+    matmul_bf16_column_blocks(&x_all, w.as_bf16()?, &mut out, m, k, n, blocks);
+    let shape = [lead, &[n]].concat();
+    out.chunks_exact(m * n)
+        .map(|part| Tensor::from_f32(part.to_vec(), &shape))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +189,47 @@ mod tests {
             let want = linear(&x, &copy).unwrap();
             assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap(), "m={m}");
         }
+    }
+
+    #[test]
+    fn column_blocks_equal_each_device_alone() {
+        // 8 devices' row-parallel shards of a [70, 8 * 48] matrix, in both dtypes and both paths.
+        let (n, kb, blocks) = (70, 48, 8);
+        for dtype in [DType::Bf16, DType::F32] {
+            let w = Tensor::from_f32_as(&rand_vec(n * kb * blocks, 9), &[n, kb * blocks], dtype)
+                .unwrap();
+            for m in [1, 5, 12] {
+                let xs: Vec<Tensor> = (0..blocks)
+                    .map(|b| Tensor::from_f32(rand_vec(m * kb, b as u64), &[m, kb]).unwrap())
+                    .collect();
+                let refs: Vec<&Tensor> = xs.iter().collect();
+                let got = linear_column_blocks(&refs, &w).unwrap();
+                for (b, x) in xs.iter().enumerate() {
+                    let alone = linear(x, &w.columns(b * kb, kb).unwrap().contiguous()).unwrap();
+                    let (g, a) = (got[b].as_f32().unwrap(), alone.as_f32().unwrap());
+                    let worst = g
+                        .iter()
+                        .zip(a)
+                        .map(|(p, q)| (p - q).abs())
+                        .fold(0.0, f32::max);
+                    assert!(worst <= 1e-5, "{dtype:?} m={m} b={b}: {worst}");
+                    assert_eq!(got[b].shape(), &[m, n]);
+                }
+            }
+        }
+        let w = Tensor::zeros(&[4, 10], DType::Bf16);
+        let x = Tensor::zeros(&[1, 5], DType::F32);
+        assert!(linear_column_blocks(&[], &w).is_err());
+        assert!(
+            linear_column_blocks(&[&x, &x, &x], &w).is_err(),
+            "3 blocks of 10"
+        );
+        let y = Tensor::zeros(&[2, 5], DType::F32);
+        let err = linear_column_blocks(&[&x, &y], &w).unwrap_err();
+        assert!(
+            err.to_string().contains("every activation must be [1, 5]"),
+            "{err}"
+        );
     }
 
     #[test]

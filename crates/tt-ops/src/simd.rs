@@ -157,7 +157,7 @@ pub(crate) fn widen<E: Element>(src: &[E], dst: &mut [f32]) {
     }
 }
 
-/// Largest value (`-inf` for an empty slice).
+/// Largest value (`-inf` for an empty slice; NaN if any value is NaN).
 #[inline(always)]
 pub(crate) fn max<const FMA: bool>(x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
@@ -176,7 +176,11 @@ pub(crate) fn max<const FMA: bool>(x: &[f32]) -> f32 {
     for &v in r {
         out = out.max(v);
     }
-    out
+    if x.iter().any(|v| v.is_nan()) {
+        f32::NAN
+    } else {
+        out
+    }
 }
 
 /// `x[i] = exp(x[i] - shift)` in place, returning the sum of the results.
@@ -210,6 +214,10 @@ pub(crate) fn exp_shifted_sum<const FMA: bool>(x: &mut [f32], shift: f32) -> f32
 #[inline(always)]
 pub(crate) fn exp_approx<const FMA: bool>(x: f32) -> f32 {
     use exp_consts as k;
+    if x.is_nan() {
+        // NaN in, NaN out: a corrupt score must not vanish from a softmax.
+        return x;
+    }
     let lo_ok = x >= k::LO;
     let xc = x.clamp(k::LO, k::HI);
     let t = fmadd::<FMA>(xc, k::LOG2E, k::ROUND);
@@ -259,7 +267,13 @@ pub(crate) mod exp_consts {
 /// `exp(m_old - m_new)` by which the caller must rescale its running output.
 #[inline(always)]
 pub(crate) fn online_softmax_step<const FMA: bool>(m: &mut f32, l: &mut f32, s: &mut [f32]) -> f32 {
-    let m_new = m.max(max::<FMA>(s));
+    let block_max = max::<FMA>(s);
+    // A NaN score poisons the row (f32::max alone would skip it).
+    let m_new = if block_max.is_nan() {
+        block_max
+    } else {
+        m.max(block_max)
+    };
     if m_new == f32::NEG_INFINITY {
         s.fill(0.0);
         return 1.0;
@@ -305,6 +319,40 @@ mod tests {
             dispatch_portable(ExpCheck(xs)),
         ] {
             assert!(worst < 4e-7, "worst relative error {worst}");
+        }
+    }
+
+    /// A NaN or infinite score anywhere in a block (vector lanes and scalar tail) makes the
+    /// softmax NaN instead of vanishing; masked (-inf) scores still give 0.
+    struct NanCheck(usize);
+    impl Kernel for NanCheck {
+        type Out = (bool, bool, f32);
+        fn run<const FMA: bool>(self) -> Self::Out {
+            let mut s: Vec<f32> = (0..11).map(|i| i as f32 * 0.1).collect();
+            s[self.0] = f32::NAN;
+            let (mut m, mut l) = (f32::NEG_INFINITY, 0.0);
+            online_softmax_step::<FMA>(&mut m, &mut l, &mut s);
+            let nan_out = l.is_nan() && s[self.0].is_nan();
+            let mut t: Vec<f32> = (0..11).map(|i| i as f32).collect();
+            t[self.0] = f32::INFINITY;
+            let (mut m2, mut l2) = (f32::NEG_INFINITY, 0.0);
+            online_softmax_step::<FMA>(&mut m2, &mut l2, &mut t);
+            let mut masked = vec![f32::NEG_INFINITY; 11];
+            masked[0] = 0.0;
+            let (mut m3, mut l3) = (f32::NEG_INFINITY, 0.0);
+            online_softmax_step::<FMA>(&mut m3, &mut l3, &mut masked);
+            (nan_out, l2.is_nan(), l3)
+        }
+    }
+
+    #[test]
+    fn non_finite_scores_poison_the_softmax() {
+        for at in [0, 5, 10] {
+            for (nan, inf, masked) in [dispatch(NanCheck(at)), dispatch_portable(NanCheck(at))] {
+                assert!(nan, "a NaN score at {at} vanished");
+                assert!(inf, "an infinite score at {at} vanished");
+                assert_eq!(masked, 1.0, "masked scores must still give 0");
+            }
         }
     }
 

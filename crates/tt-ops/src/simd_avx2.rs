@@ -164,7 +164,9 @@ unsafe fn exp8(x: __m256) -> __m256 {
             ni,
             _mm256_set1_epi32(127),
         )));
-        _mm256_and_ps(_mm256_mul_ps(e, pow2), lo_ok)
+        let out = _mm256_and_ps(_mm256_mul_ps(e, pow2), lo_ok);
+        // NaN in, NaN out: a corrupt score must not vanish from a softmax.
+        _mm256_blendv_ps(out, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x))
     }
 }
 
@@ -196,7 +198,7 @@ pub(crate) unsafe fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
     }
 }
 
-/// Largest value (`-inf` for an empty slice).
+/// Largest value (`-inf` for an empty slice; NaN if any value is NaN).
 ///
 /// # Safety
 /// AVX must be available.
@@ -206,17 +208,22 @@ pub(crate) unsafe fn max(x: &[f32]) -> f32 {
     // SAFETY: loads stay below `n`; AVX by contract.
     unsafe {
         let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut nan = _mm256_setzero_ps();
         let mut i = 0;
         while i + 8 <= n {
-            m = _mm256_max_ps(m, _mm256_loadu_ps(x.as_ptr().add(i)));
+            let v = _mm256_loadu_ps(x.as_ptr().add(i));
+            m = _mm256_max_ps(m, v);
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
             i += 8;
         }
         let mut lanes = [0.0f32; 8];
         _mm256_storeu_ps(lanes.as_mut_ptr(), m);
         let mut out = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut any_nan = _mm256_movemask_ps(nan) != 0;
         for &v in &x[i..] {
             out = out.max(v);
+            any_nan |= v.is_nan();
         }
-        out
+        if any_nan { f32::NAN } else { out }
     }
 }

@@ -31,7 +31,11 @@ pub(super) fn gemv<W: WeightElem>(
     let kv = k - k % 16;
     let mut run = |xv: &[f32], xs: usize| {
         let rows = Rows {
+            ldw,
+            base: 0,
+            rowlen: k,
             x,
+            xk: k,
             xv,
             xs,
             k,
@@ -55,20 +59,29 @@ pub(super) fn gemv<W: WeightElem>(
 }
 
 /// The activations as a kernel sees them.
-struct Rows<'a> {
-    /// Original rows, `[m, k]` (used for the scalar tail).
-    x: &'a [f32],
+pub(super) struct Rows<'a> {
+    /// Distance between weight rows (not an activation property, but every tile needs it).
+    pub ldw: usize,
+    /// Column of the weight rows where the tile's `w` starts (non-zero for a column block read as
+    /// part of a longer row).
+    pub base: usize,
+    /// Length of the run of each weight row that is streamed in order (`k`, or the whole row when
+    /// its column blocks are read one after another): prefetches past it continue on the next row.
+    pub rowlen: usize,
+    /// Original rows, row stride `xk` (used for the scalar tail).
+    pub x: &'a [f32],
+    pub xk: usize,
     /// Rows as the vector loop reads them (re-laid out, or `x` itself), row stride `xs`.
-    xv: &'a [f32],
-    xs: usize,
-    k: usize,
+    pub xv: &'a [f32],
+    pub xs: usize,
+    pub k: usize,
     /// `k` rounded down to a multiple of 16: the vectorised part.
-    kv: usize,
-    m: usize,
+    pub kv: usize,
+    pub m: usize,
 }
 
 /// Writes each 16-chunk of each row as its 8 even elements then its 8 odd ones.
-fn relayout_even_odd(x: &[f32], m: usize, k: usize, kv: usize, xr: &mut [f32]) {
+pub(super) fn relayout_even_odd(x: &[f32], m: usize, k: usize, kv: usize, xr: &mut [f32]) {
     for i in 0..m {
         let src = &x[i * k..i * k + kv];
         let dst = &mut xr[i * kv..(i + 1) * kv];
@@ -84,7 +97,7 @@ fn relayout_even_odd(x: &[f32], m: usize, k: usize, kv: usize, xr: &mut [f32]) {
 /// How far ahead of the loads each weight row is prefetched, in bytes. Without it one core keeps
 /// too few misses in flight on this machine's high-latency memory (measured: 12 -> 19 GB/s at
 /// `m = 1`, both cores); 0.5-2 KiB all work, 1 KiB was best.
-const PREFETCH_BYTES: usize = 1024;
+pub(super) const PREFETCH_BYTES: usize = 1024;
 
 /// Computes one block of `nrows` weight rows (`w` holds those rows, `ldw` apart) for all `m`
 /// activation rows.
@@ -138,7 +151,7 @@ unsafe fn block<W: WeightElem>(
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-fn chunk<W: WeightElem>(
+pub(super) fn chunk<W: WeightElem>(
     rows: &Rows<'_>,
     i0: usize,
     mr: usize,
@@ -187,7 +200,7 @@ fn tile<W: WeightElem, const MR: usize, const NR: usize, const SPLIT: bool>(
     let (k, kv, xs) = (rows.k, rows.kv, rows.xs);
     // These bounds make every raw read below in range.
     assert!(i0 + MR <= rows.m && rs >= k && w.len() >= (NR - 1) * rs + k);
-    assert!(rows.x.len() >= rows.m * k);
+    assert!(rows.xk >= k && rows.x.len() >= (rows.m - 1) * rows.xk + k);
     assert!(kv <= k && kv.is_multiple_of(16) && rows.xv.len() >= (rows.m - 1) * xs + kv);
     let wp = w.as_ptr();
     let xp = rows.xv.as_ptr().wrapping_add(i0 * xs);
@@ -197,10 +210,14 @@ fn tile<W: WeightElem, const MR: usize, const NR: usize, const SPLIT: bool>(
     let mut c = 0;
     while c < kv {
         for r in 0..NR {
-            if prefetch && c + ahead < k {
-                // A hint that never faults. Only inside the row: past its end lie other columns
-                // (of a column view) or rows another tile reads, so fetching there wastes bandwidth.
-                _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(r * rs + c + ahead).cast::<i8>());
+            if prefetch {
+                // A hint that never faults (wrapping_add keeps the address arithmetic defined
+                // when it points past `w`). The tile's later groups read the next rows, so a
+                // position past the end of this row continues into those rows (`ldw` apart),
+                // never into the columns beyond the row: they belong to another device's view.
+                let p = rows.base + c + ahead;
+                let off = (p / rows.rowlen) * rows.ldw + p % rows.rowlen - rows.base;
+                _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(r * rs + off).cast::<i8>());
             }
             // SAFETY: c + 16 <= kv <= k, so the 16 weights r*rs + c.. lie inside row r of w.
             let (we, wo) = unsafe { W::load16_avx2(wp.add(r * rs + c)) };
@@ -227,7 +244,7 @@ fn tile<W: WeightElem, const MR: usize, const NR: usize, const SPLIT: bool>(
         for r in 0..NR {
             let mut s = hsum(_mm256_add_ps(ae[i][r], ao[i][r]));
             for kk in kv..k {
-                s += rows.x[(i0 + i) * k + kk] * w[r * rs + kk].to_f32();
+                s += rows.x[(i0 + i) * rows.xk + kk] * w[r * rs + kk].to_f32();
             }
             out[i][r] = s;
         }

@@ -19,6 +19,8 @@ mod gemm;
 mod gemv;
 #[cfg(target_arch = "x86_64")]
 mod gemv_avx2;
+#[cfg(target_arch = "x86_64")]
+mod gemv_blocks;
 mod isa;
 mod microkernel;
 mod out;
@@ -64,6 +66,76 @@ pub fn matmul_bf16_strided(
     n: usize,
 ) {
     matmul_with(Isa::detect(), x, w, ldw, out, m, k, n);
+}
+
+/// The row-parallel products of `blocks` devices in one pass: for each block `b`,
+/// `out[b] = x[:, b*kb..(b+1)*kb] @ w[:, b*kb..(b+1)*kb]^T` with `kb = k / blocks`, `x [m, k]`
+/// (the devices' activations side by side), `w [n, k]` contiguous bf16 and `out [blocks, m, n]`.
+///
+/// For small `m` with `kb` a multiple of 16 (on AVX2) it streams `w` once, left to right, instead
+/// of reading each device's column block with a stride (see the `gemv_blocks` module); otherwise
+/// it runs one strided [`matmul_bf16_strided`] per block. Results are the same either way.
+///
+/// # Panics
+/// If `blocks` is 0 or does not divide `k`, or the slice lengths do not match.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bf16_column_blocks(
+    x: &[f32],
+    w: &[half::bf16],
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    blocks: usize,
+) {
+    column_blocks_with(Isa::detect(), x, w, out, m, k, n, blocks);
+}
+
+/// [`matmul_bf16_column_blocks`] with the instruction set chosen by the caller.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn column_blocks_with<W: WeightElem>(
+    isa: Isa,
+    x: &[f32],
+    w: &[W],
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    blocks: usize,
+) {
+    assert!(
+        blocks > 0
+            && k.is_multiple_of(blocks)
+            && Some(x.len()) == m.checked_mul(k)
+            && Some(w.len()) == n.checked_mul(k)
+            && Some(out.len()) == m.checked_mul(n).and_then(|e| e.checked_mul(blocks)),
+        "matmul_column_blocks: slice lengths do not match m={m}, k={k}, n={n}, blocks={blocks}"
+    );
+    let kb = k / blocks;
+    if m == 0 || n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Isa::Avx2Fma(token) = isa
+        && m <= GEMV_MAX_M
+        && kb > 0
+        && kb.is_multiple_of(16)
+    {
+        gemv_blocks::gemv_column_blocks(token, x, w, out, m, k, n, blocks);
+        return;
+    }
+    let mut xb = vec![0.0f32; m * kb];
+    for (b, out_b) in out.chunks_exact_mut(m * n).enumerate() {
+        for (i, row) in xb.chunks_exact_mut(kb.max(1)).enumerate().take(m) {
+            row.copy_from_slice(&x[i * k + b * kb..i * k + (b + 1) * kb]);
+        }
+        let wb = if kb == 0 {
+            &w[..0]
+        } else {
+            &w[b * kb..(n - 1) * k + (b + 1) * kb]
+        };
+        matmul_with(isa, &xb, wb, k.max(kb), out_b, m, kb, n);
+    }
 }
 
 /// `out[m*n] = x[m*k] @ w^T` where `w` is row-major `[n, k]` in f32. Overwrites `out`.
@@ -210,6 +282,49 @@ mod tests {
         assert_close(&got, &matmul_ref(&x, &wb, 2, 8, 3), "matmul_bf16_strided");
     }
 
+    /// Every block's product against the reference on the block copied out.
+    fn check_column_blocks(m: usize, kb: usize, n: usize, blocks: usize, seed: u64) {
+        let k = kb * blocks;
+        let (x, wf, wb) = random_case(m, k, n, seed);
+        let block = |b: usize| -> (Vec<f32>, Vec<half::bf16>) {
+            let xb = (0..m).flat_map(|i| x[i * k + b * kb..i * k + (b + 1) * kb].to_vec());
+            let wbk = (0..n).flat_map(|j| wb[j * k + b * kb..j * k + (b + 1) * kb].to_vec());
+            (xb.collect(), wbk.collect())
+        };
+        for isa in Isa::available() {
+            let mut got = vec![f32::NAN; blocks * m * n];
+            column_blocks_with(isa, &x, &wb, &mut got, m, k, n, blocks);
+            let mut got_f = vec![f32::NAN; blocks * m * n];
+            column_blocks_with(isa, &x, &wf, &mut got_f, m, k, n, blocks);
+            for b in 0..blocks {
+                let (xb, wbb) = block(b);
+                let at = b * m * n..(b + 1) * m * n;
+                let what = format!("{isa:?} m={m} kb={kb} n={n} blocks={blocks} b={b}");
+                assert_close(&got[at.clone()], &matmul_ref(&xb, &wbb, m, kb, n), &what);
+                let wfb: Vec<f32> = (0..n)
+                    .flat_map(|j| wf[j * k + b * kb..j * k + (b + 1) * kb].to_vec())
+                    .collect();
+                assert_close(&got_f[at], &matmul_ref(&xb, &wfb, m, kb, n), &what);
+            }
+        }
+    }
+
+    #[test]
+    fn column_blocks_match_each_device_alone() {
+        for &(m, kb, n, blocks) in &[
+            (1, 384, 200, 8),
+            (1, 16, 5, 3),
+            (2, 32, 130, 4),
+            (3, 48, 64, 2),
+            (8, 96, 70, 8),
+            (1, 17, 9, 3),
+            (9, 32, 40, 2),
+            (5, 0, 4, 3),
+        ] {
+            check_column_blocks(m, kb, n, blocks, (m * 131 + kb + n + blocks) as u64);
+        }
+    }
+
     #[test]
     #[should_panic(expected = "ldw=3")]
     fn stride_shorter_than_a_row_panics() {
@@ -295,6 +410,13 @@ mod tests {
             c0 in 0usize..200,
         ) {
             check_strided(m, k, n, extra, c0, seed);
+        }
+
+        #[test]
+        fn random_column_blocks(m in 1usize..=12, kb16 in 0usize..6, odd in 0usize..2, n in 1usize..150,
+                                blocks in 1usize..9, seed: u64) {
+            let kb = kb16 * 16 + odd * 5;
+            check_column_blocks(m, kb, n, blocks, seed);
         }
     }
 }
