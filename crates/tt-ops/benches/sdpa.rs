@@ -56,10 +56,11 @@ impl Samples {
         d
     }
 
-    fn median(&self) -> f64 {
+    /// Median seconds per call; `None` if criterion skipped the case (a filter).
+    fn median(&self) -> Option<f64> {
         let mut v = self.0.lock().unwrap().clone();
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        v.get(v.len() / 2).copied()
     }
 }
 
@@ -135,7 +136,9 @@ fn main() {
                 })
             });
             let bw_end = probe::read_bandwidth_gbs(PROBE_BYTES, 3);
-            let s = samples.median();
+            let Some(s) = samples.median() else {
+                continue;
+            };
             summary.push(format!(
                 "sdpa_decode {name}: {LEN} positions, {NH} heads, dh {DH}, bf16 cache ({:.1} MB K+V, {LAYERS} \
                  layers cycled): {:.3} ms/call, {:.1} GB/s of cache bytes read (plain-sum bandwidth around it: \
@@ -171,14 +174,15 @@ fn main() {
             })
         });
         group.finish();
-        let s = samples.median();
-        summary.push(format!(
+        if let Some(s) = samples.median() {
+            summary.push(format!(
             "sdpa prefill causal S={s_len}, {NH} heads, dh {DH}, f32: {:.2} ms/call, {:.1} GFLOP/s \
              ({:.0}% of the measured FMA peak {peak:.1})",
             s * 1e3,
             flops / s / 1e9,
             100.0 * flops / s / 1e9 / peak
         ));
+        }
     }
 
     let bw_after = probe::read_bandwidth_gbs(PROBE_BYTES, 5);

@@ -73,6 +73,14 @@ impl<E: Lanes> Kernel for DecodeChunk<'_, E> {
             let (off, run) = self.geom.locate(b, h, r);
             let n = run.min(r1 - r).min(BLOCK_ROWS - r % BLOCK_ROWS);
             let (kb, vb) = (&self.k[off..off + n * dh], &self.v[off..off + n * dh]);
+            // Ask for the next block's K and V rows now, so that their misses overlap this
+            // block's arithmetic (one core alone keeps too few misses in flight otherwise).
+            if r + n < r1 {
+                let (next, _) = self.geom.locate(b, h, r + n);
+                let len = BLOCK_ROWS.min(r1 - r - n) * dh;
+                prefetch(&self.k[next..(next + len).min(self.k.len())]);
+                prefetch(&self.v[next..(next + len).min(self.v.len())]);
+            }
             // Scores: one pass over the block's K rows for every query head of the group.
             for (j, krow) in kb.chunks_exact(dh).enumerate() {
                 if g == 1 {
@@ -101,6 +109,23 @@ impl<E: Lanes> Kernel for DecodeChunk<'_, E> {
             o[2..].copy_from_slice(&acc[i * dh..(i + 1) * dh]);
         }
     }
+}
+
+/// Hints the CPU to fetch every cache line of `x` (no effect off x86-64).
+#[inline(always)]
+fn prefetch<E>(x: &[E]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let bytes = std::mem::size_of_val(x);
+        let p = x.as_ptr().cast::<i8>();
+        for at in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch is only a hint and never faults; the address is inside `x`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(at)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
 /// Decode attention of `q [1, B, nh, dh]` over a KV cache; see the module docs for the contract.
