@@ -17,10 +17,12 @@ use phi3_eval::{
     EvalMode, EvalOptions, ModelError, PrefillMode, Reference, TeacherForcedModel,
     run_teacher_forcing,
 };
+use phi3_model::tokenizer::read_prompt_file;
 use phi3_model::{
     Checkpoint, KvCache, LoadProgress, Logits, Phi3Model, Phi3Tokenizer, RuntimeOptions, bundled,
 };
 use tt_mesh::MeshShape;
+use tt_mesh::memory::host_profile_within_memory;
 use tt_ops::Fidelity;
 
 use crate::reference::{run_make_reference, venv_python};
@@ -190,8 +192,17 @@ fn reference_path(args: &Args, model: &str, dir: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Runs the eval.
+/// Runs the eval. An error comes back as one paragraph: its causes on one line, each once.
 pub fn run(args: Args) -> Result<()> {
+    run_eval(args).map_err(|e| anyhow::anyhow!(phi3_model::error::one_paragraph(e.as_ref())))
+}
+
+fn run_eval(args: Args) -> Result<()> {
+    // The prompt file is checked before any Python runs or any model is read.
+    let prompt_text = match &args.prompt_file {
+        Some(file) => Some(read_prompt_file(file)?),
+        None => None,
+    };
     let model_name = match &args.model {
         Some(m) => m.clone(),
         None => bundled::bundled_model_dir().display().to_string(),
@@ -213,13 +224,9 @@ pub fn run(args: Args) -> Result<()> {
         .tokenizer_path()
         .unwrap_or_else(|| bundled::bundled_tokenizer_dir().join("tokenizer.json"));
     reference.check_tokenizer_file(&tokenizer_json)?;
-    if let Some(file) = &args.prompt_file {
-        let text = std::fs::read(file)
-            .with_context(|| format!("reading the prompt file {}", file.display()))?;
-        let text = String::from_utf8(text)
-            .map_err(|e| anyhow::anyhow!("the prompt file {} is not UTF-8: {e}", file.display()))?;
+    if let Some(text) = &prompt_text {
         let tokenizer = Phi3Tokenizer::from_file(&tokenizer_json)?;
-        let ids = tokenizer.encode(phi3_eval::prompt_text_of_file(&text))?;
+        let ids = tokenizer.encode(phi3_eval::prompt_text_of_file(text))?;
         reference.check_prompt(&ids)?;
     }
 
@@ -233,6 +240,8 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let mut options = RuntimeOptions::new(args.mesh);
+    // Simulated devices live in host memory: a cache that cannot fit is refused, not attempted.
+    options.profile = host_profile_within_memory(args.mesh.num_devices());
     options.fidelity = match args.fidelity {
         FidelityArg::F32 => Fidelity::F32,
         FidelityArg::Bf16 => Fidelity::Bf16,
@@ -287,7 +296,173 @@ pub fn run(args: Args) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    /// `cargo xtask eval` arguments, parsed as the command line would be.
+    #[derive(Debug, Parser)]
+    struct EvalCli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// Runs the eval with `args` and returns what `main` would print: the error chain on one
+    /// line (`error: {err:#}`), which must be a single paragraph.
+    fn eval_error(args: &[&str]) -> String {
+        let cli =
+            EvalCli::try_parse_from(std::iter::once("eval").chain(args.iter().copied())).unwrap();
+        let err = run(cli.args).expect_err("the eval should refuse this input");
+        let message = format!("error: {err:#}");
+        assert_eq!(message.lines().count(), 1, "{message}");
+        message
+    }
+
+    fn assert_contains(message: &str, needles: &[&str]) {
+        for needle in needles {
+            assert!(message.contains(needle), "missing {needle:?} in: {message}");
+        }
+    }
+
+    /// A copy of the bundled model's files in a temporary directory.
+    fn bundled_copy() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(bundled::bundled_model_dir()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        dir
+    }
+
+    fn bundled_reference() -> String {
+        bundled::bundled_model_dir()
+            .join("reference/eval_reference.json")
+            .display()
+            .to_string()
+    }
+
+    #[test]
+    fn missing_model_or_not_a_checkpoint() {
+        let message = eval_error(&["--model", "/nonexistent/model"]);
+        assert_contains(&message, &["model `/nonexistent/model` not found"]);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
+        let model = dir.path().display().to_string();
+        let message = eval_error(&["--model", &model]);
+        assert_contains(&message, &["is not a checkpoint: it holds no config.json"]);
+    }
+
+    #[test]
+    fn a_reference_for_another_model_or_tokenizer() {
+        let tiny = crate::workspace_root().join("fixtures/phi3-tiny");
+        let tiny = tiny.display().to_string();
+        let reference = bundled_reference();
+        let message = eval_error(&["--model", &tiny, "--reference", &reference]);
+        assert_contains(
+            &message,
+            &[
+                "the reference was made for another model",
+                "make a reference for this model",
+            ],
+        );
+        // Same weights, another tokenizer.json (one more space: another hash).
+        let dir = bundled_copy();
+        let tok = dir.path().join("tokenizer.json");
+        let mut bytes = std::fs::read(&tok).unwrap();
+        bytes.push(b' ');
+        std::fs::write(&tok, bytes).unwrap();
+        let model = dir.path().display().to_string();
+        let message = eval_error(&["--model", &model, "--reference", &reference]);
+        assert_contains(&message, &["the reference was made with another tokenizer"]);
+    }
+
+    #[test]
+    fn a_reference_that_is_not_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("reference.json");
+        std::fs::write(&file, "{\"format\": ").unwrap();
+        let reference = file.display().to_string();
+        let message = eval_error(&["--reference", &reference]);
+        assert_contains(
+            &message,
+            &[
+                "reading the reference",
+                "the reference is not valid JSON: EOF while parsing",
+            ],
+        );
+    }
+
+    /// The prompt file is checked before any Python runs (no venv is needed to get this error).
+    #[test]
+    fn a_prompt_file_that_is_not_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prompt.txt");
+        std::fs::write(&file, b"\xff\xfe prompt").unwrap();
+        let prompt = file.display().to_string();
+        for extra in [&[][..], &["--reference", &bundled_reference()][..]] {
+            let mut args = vec![
+                "--prompt-file",
+                prompt.as_str(),
+                "--venv",
+                "/nonexistent/venv",
+            ];
+            args.extend_from_slice(extra);
+            let message = eval_error(&args);
+            assert_contains(
+                &message,
+                &[&format!(
+                    "the prompt file {prompt} is not UTF-8 text (invalid byte at offset 0)"
+                )],
+            );
+        }
+    }
+
+    #[test]
+    fn a_corrupt_checkpoint() {
+        let dir = bundled_copy();
+        let shard = dir.path().join("model-00002-of-00002.safetensors");
+        let bytes = std::fs::read(&shard).unwrap();
+        std::fs::write(&shard, &bytes[..bytes.len() / 2]).unwrap();
+        let model = dir.path().display().to_string();
+        assert_contains(
+            &eval_error(&["--model", &model]),
+            &["is truncated", "download it again"],
+        );
+
+        let dir = bundled_copy();
+        let config = dir.path().join("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("num_attention_heads");
+        std::fs::write(&config, v.to_string()).unwrap();
+        let model = dir.path().display().to_string();
+        assert_contains(
+            &eval_error(&["--model", &model]),
+            &["config.json: required field `num_attention_heads` is missing"],
+        );
+    }
+
+    #[test]
+    fn mesh_cache_and_prompt_length() {
+        assert_contains(
+            &eval_error(&["--mesh", "1x3"]),
+            &["8 query heads do not divide over 3 devices"],
+        );
+        assert_contains(
+            &eval_error(&["--max-seq-len", "10"]),
+            &["--max-seq-len 10 is shorter than the prompt (149) plus 100 scored tokens"],
+        );
+        // The host's memory bounds the simulated devices: a 200M-token cache is refused by the
+        // plan, before any weight or cache byte is allocated.
+        if tt_mesh::memory::host_memory_bytes().is_some_and(|m| m < 400_000_000_000) {
+            assert_contains(
+                &eval_error(&["--max-seq-len", "200000000"]),
+                &["KV cache for 200000000 tokens x batch 1) but profile host has"],
+            );
+        }
+    }
 
     /// The bundled model on a 2x4 mesh against its bundled HF reference: the seed's lines and,
     /// per step, the reference token, the mesh model's argmax and the hits.

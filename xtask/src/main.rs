@@ -3,6 +3,7 @@
 //! Each task lives in its own module with an `Args` struct and a `pub fn run(args) -> Result<()>`;
 //! this file only parses the command line and dispatches.
 
+mod bench;
 mod eval;
 mod fixtures;
 mod plan;
@@ -27,6 +28,8 @@ struct Cli {
 /// One `cargo xtask` subcommand.
 #[derive(Debug, Subcommand)]
 enum Task {
+    /// Load time, peak RSS, prefill and decode speed per mesh and fidelity, beside machine probes.
+    Bench(bench::Args),
     /// Teacher-forcing eval of the mesh model against an HF reference (default: the bundled model).
     Eval(eval::Args),
     /// Regenerate fixtures/ (tiny Phi-3 checkpoints and HF references) with Python transformers.
@@ -55,6 +58,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.task {
+        Task::Bench(args) => bench::run(args),
         Task::Eval(args) => eval::run(args),
         Task::Fixtures(args) => fixtures::run(args),
         Task::Plan(args) => plan::run(args),

@@ -418,6 +418,15 @@ fn validate_hf_step(i: usize, step: &HfStep, generated: u32, vocab: usize) -> Re
             step.probs.len()
         ));
     }
+    // A number beyond f32's range parses as infinity (and would be written back as null).
+    if let Some(v) = step.logits.iter().find(|v| !v.is_finite()) {
+        return Err(format!(
+            "hf_top5[{i}] has logit {v}, which is not a finite f32"
+        ));
+    }
+    if let Some(v) = step.probs.iter().find(|v| !(**v >= 0.0 && **v <= 1.0)) {
+        return Err(format!("hf_top5[{i}] has probability {v}, outside [0, 1]"));
+    }
     if let Some(&t) = step.ids.iter().find(|&&t| !below(t, vocab)) {
         return Err(format!(
             "hf_top5[{i}] has id {t} outside the vocabulary of {vocab}"

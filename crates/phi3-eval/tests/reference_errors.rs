@@ -99,10 +99,15 @@ fn wrong_version() {
 fn malformed_fields_name_their_path() {
     let mut v = valid_json();
     v["generated_tokens"][1] = json!("x");
-    match parse(&v).unwrap_err() {
+    let e = parse(&v).unwrap_err();
+    match &e {
         ReferenceError::Malformed { path, .. } => assert_eq!(path, "generated_tokens[1]"),
         e => panic!("{e}"),
     }
+    assert_eq!(
+        e.to_string(),
+        "malformed reference at `generated_tokens[1]`: invalid type: string \"x\", expected u32"
+    );
     let mut v = valid_json();
     v.as_object_mut().unwrap().remove("model");
     assert!(matches!(parse(&v), Err(ReferenceError::Malformed { .. })));
@@ -149,6 +154,34 @@ fn inconsistent_fields() {
     );
     assert!(
         inconsistent(|v| v["hf_top5"][0]["probs"] = json!([1.0])).contains("1 probs for 5 ids")
+    );
+}
+
+/// Numbers beyond f32's range parse as infinity (and would be written back as null): refused.
+/// The fuzzer found this (fuzz/regressions/reference/).
+#[test]
+fn logits_and_probabilities_out_of_range() {
+    let mut v = valid_json();
+    v["hf_top5"][0]["logits"] = json!([1e39, 2.0, 1.0, 0.0, -1.0]);
+    let reason = match parse(&v) {
+        Err(ReferenceError::Inconsistent { reason }) => reason,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        reason,
+        "hf_top5[0] has logit inf, which is not a finite f32"
+    );
+    assert_eq!(
+        parse(&v).unwrap_err().to_string(),
+        "inconsistent reference: hf_top5[0] has logit inf, which is not a finite f32"
+    );
+    assert_eq!(
+        inconsistent(|v| v["hf_top5"][1]["probs"] = json!([0.5, 1.5, 0.0, 0.0, 0.0])),
+        "hf_top5[1] has probability 1.5, outside [0, 1]"
+    );
+    assert_eq!(
+        inconsistent(|v| v["hf_top5"][1]["probs"] = json!([0.5, -0.1, 0.0, 0.0, 0.0])),
+        "hf_top5[1] has probability -0.1, outside [0, 1]"
     );
 }
 

@@ -19,6 +19,16 @@ const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 const DEFAULT_ORIGINAL_MAX: i64 = 4096;
 /// Largest size accepted for any dimension (keeps every derived product far from overflow).
 const MAX_DIM: i64 = 1 << 31;
+/// Accepted `rope_theta` (real models use 1e4 to 1e7). With the factor range below, the RoPE
+/// tables, which HF and this crate compute in f32, stay finite at every supported position:
+/// `ext * theta^(2i/d)` lies in [1e-6, 1e36] and `position / (ext * theta^(2i/d))` below 1e16.
+const ROPE_THETA_RANGE: (f64, f64) = (1e-3, 1e30);
+/// Accepted LongRoPE factors (Phi-3 uses 1 to about 60).
+pub const ROPE_FACTOR_RANGE: (f64, f64) = (1e-3, 1e6);
+/// Accepted explicit LongRoPE `attention_factor` (Phi-3's default is about 1.19).
+const ATTENTION_FACTOR_RANGE: (f64, f64) = (1e-6, 1e6);
+/// Accepted `rms_norm_eps` (real models use 1e-6 to 1e-5); below 1e-30 it rounds to 0 in f32.
+const RMS_NORM_EPS_RANGE: (f64, f64) = (1e-30, 1.0);
 
 /// Phi-3 hyper-parameters, validated.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -274,6 +284,24 @@ fn positive(value: i64, field: &'static str) -> Result<usize, ConfigError> {
     usize::try_from(value).map_err(|_| ConfigError::NonPositive { field, value })
 }
 
+/// `value` if it lies in the closed range `lo..=hi` (NaN never does).
+fn in_range(
+    value: f64,
+    field: &'static str,
+    (lo, hi): (f64, f64),
+    expected: &'static str,
+) -> Result<f64, ConfigError> {
+    if value >= lo && value <= hi {
+        Ok(value)
+    } else {
+        Err(ConfigError::InvalidValue {
+            field,
+            value,
+            expected,
+        })
+    }
+}
+
 fn positive_float(value: f64, field: &'static str) -> Result<f64, ConfigError> {
     if value.is_finite() && value > 0.0 {
         Ok(value)
@@ -336,7 +364,12 @@ impl RawConfig {
             self.max_position_embeddings.unwrap_or(DEFAULT_ORIGINAL_MAX),
             "max_position_embeddings",
         )?;
-        let rms_norm_eps = positive_float(self.rms_norm_eps.unwrap_or(1e-5), "rms_norm_eps")?;
+        let rms_norm_eps = in_range(
+            self.rms_norm_eps.unwrap_or(1e-5),
+            "rms_norm_eps",
+            RMS_NORM_EPS_RANGE,
+            "a number between 1e-30 and 1 (typically 1e-5)",
+        )?;
         let sliding_window = self
             .sliding_window
             .map(|v| positive(v, "sliding_window"))
@@ -352,6 +385,7 @@ impl RawConfig {
             self.partial_rotary_factor,
             self.original_max_position_embeddings,
             head_dim,
+            max_position_embeddings,
         )?;
         Ok(Phi3Config {
             model_type,
@@ -387,6 +421,7 @@ fn parse_rope(
     top_partial: Option<f64>,
     top_original_max: Option<i64>,
     head_dim: usize,
+    max_position_embeddings: usize,
 ) -> Result<RopeConfig, ConfigError> {
     // `rope_scaling` wins when it is a non-empty dict (HF: `rope_scaling or rope_parameters`).
     let dict = match (rope_scaling, rope_parameters) {
@@ -394,9 +429,11 @@ fn parse_rope(
         (_, Some(p)) => p,
         _ => RawRope::default(),
     };
-    let theta = positive_float(
+    let theta = in_range(
         dict.rope_theta.or(top_theta).unwrap_or(DEFAULT_ROPE_THETA),
         "rope_theta",
+        ROPE_THETA_RANGE,
+        "a number between 1e-3 and 1e30 (Phi-3 uses 10000)",
     )?;
     let partial = dict.partial_rotary_factor.or(top_partial).unwrap_or(1.0);
     if partial != 1.0 {
@@ -442,12 +479,36 @@ fn parse_rope(
     let original_max_position_embeddings = positive(original, "original_max_position_embeddings")?;
     let attention_factor = dict
         .attention_factor
-        .map(|v| positive_float(v, "attention_factor"))
+        .map(|v| {
+            in_range(
+                v,
+                "attention_factor",
+                ATTENTION_FACTOR_RANGE,
+                "a number between 1e-6 and 1e6 (Phi-3's default is about 1.19)",
+            )
+        })
         .transpose()?;
     let factor = dict
         .factor
         .map(|v| positive_float(v, "factor"))
         .transpose()?;
+    if attention_factor.is_none() {
+        // HF's default divides by ln(original_max_position_embeddings): with an original
+        // context of 1 and a scale above 1 it is infinite (HF raises ZeroDivisionError).
+        let scale = factor
+            .unwrap_or(max_position_embeddings as f64 / original_max_position_embeddings as f64);
+        let default =
+            crate::rope::default_attention_factor(scale, original_max_position_embeddings);
+        if !default.is_finite() {
+            return Err(ConfigError::InvalidValue {
+                field: "original_max_position_embeddings",
+                value: original_max_position_embeddings as f64,
+                expected: "at least 2 when LongRoPE extends the context (the default \
+                           attention factor divides by its logarithm), or an explicit \
+                           attention_factor",
+            });
+        }
+    }
     Ok(RopeConfig {
         theta,
         long_rope: Some(LongRopeConfig {
@@ -477,10 +538,11 @@ fn factor_list(
             actual: list.len(),
         });
     }
+    let (lo, hi) = ROPE_FACTOR_RANGE;
     if let Some((index, &value)) = list
         .iter()
         .enumerate()
-        .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+        .find(|(_, v)| !(**v >= lo && **v <= hi))
     {
         return Err(ConfigError::BadFactor {
             list: name,

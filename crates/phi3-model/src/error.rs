@@ -136,7 +136,7 @@ pub enum ConfigError {
         value: i64,
     },
     /// A float parameter is not finite or out of its range.
-    #[error("config.json: `{field}` = {value} is invalid: {expected}")]
+    #[error("config.json: `{field}` = {} is invalid: {expected}", show_number(*value))]
     InvalidValue {
         /// The key.
         field: &'static str,
@@ -220,8 +220,12 @@ pub enum ConfigError {
         /// Length found.
         actual: usize,
     },
-    /// A LongRoPE factor is not a positive finite number.
-    #[error("config.json: rope `{list}`[{index}] = {value} must be a positive finite number")]
+    /// A LongRoPE factor is outside [`crate::config::ROPE_FACTOR_RANGE`].
+    #[error(
+        "config.json: rope `{list}`[{index}] = {} is outside [0.001, 1e6]; LongRoPE factors \
+         are positive frequency divisors (Phi-3 uses 1 to about 60)",
+        show_number(*value)
+    )]
     BadFactor {
         /// `short_factor` or `long_factor`.
         list: &'static str,
@@ -440,8 +444,8 @@ pub enum CheckpointError {
         /// What is wrong.
         message: String,
     },
-    /// The config inside the checkpoint is unusable.
-    #[error("{dir}/config.json: {source}")]
+    /// The config inside the checkpoint is unusable (the message names the file).
+    #[error("{dir}: {source}")]
     Config {
         /// Checkpoint directory.
         dir: PathBuf,
@@ -475,6 +479,25 @@ pub enum TokenizerError {
         /// Model vocabulary size.
         vocab_size: usize,
     },
+    /// A prompt file could not be read.
+    #[error("cannot read the prompt file {path}: {source}")]
+    PromptIo {
+        /// The file.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// A prompt file holds bytes that are not UTF-8 text.
+    #[error(
+        "the prompt file {path} is not UTF-8 text (invalid byte at offset {offset}); save it as \
+         UTF-8"
+    )]
+    PromptNotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// Offset of the first byte that is not valid UTF-8.
+        offset: usize,
+    },
     /// A special token the chat format needs is not in the vocabulary.
     #[error("the tokenizer has no `{token}` token; is this a Phi-3 tokenizer?")]
     MissingSpecialToken {
@@ -507,6 +530,33 @@ pub enum SamplingError {
     /// Every token is suppressed or has -inf logit.
     #[error("every token is suppressed or has probability zero; nothing to sample")]
     NoCandidates,
+}
+
+/// `err` and its causes on one line, as the binaries print it after `error: `. Each cause is
+/// appended after `": "` unless its text is already part of the message (many errors quote
+/// their source in their own text), and line breaks become spaces.
+pub fn one_paragraph(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out.replace(['\r', '\n'], " ")
+}
+
+/// A number as a config file would hold it: whole numbers without a fraction, others in Rust's
+/// shortest form (`1e-310`, not 310 zeros).
+fn show_number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e16 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:?}")
+    }
 }
 
 fn display_paths(paths: &[PathBuf]) -> String {

@@ -204,6 +204,19 @@ impl Phi3Tokenizer {
     }
 }
 
+/// Reads a prompt file as text: a typed error when it cannot be read or is not UTF-8 (naming
+/// the offset of the first bad byte). The text is returned as it is in the file.
+pub fn read_prompt_file(path: &Path) -> Result<String, TokenizerError> {
+    let bytes = std::fs::read(path).map_err(|source| TokenizerError::PromptIo {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| TokenizerError::PromptNotUtf8 {
+        path: path.to_path_buf(),
+        offset: e.utf8_error().valid_up_to(),
+    })
+}
+
 /// Turns a stream of generated ids into text deltas. Byte-fallback pieces that do not yet
 /// form a whole UTF-8 character are held back until they do, and the concatenated deltas (plus
 /// [`StreamDecoder::flush`]) equal decoding all ids at once.

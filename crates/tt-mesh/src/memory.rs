@@ -154,6 +154,31 @@ impl Drop for Allocation {
     }
 }
 
+/// Physical memory of this machine in bytes (`MemTotal` of `/proc/meminfo`), if the OS reports
+/// it.
+pub fn host_memory_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_total(&info)
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The host profile with a budget: this machine's physical memory split evenly over `devices`
+/// (unbounded when the size is unknown). Simulated devices all live in host memory, so a plan
+/// (weights plus KV cache) that cannot fit in it is refused with the bytes needed and available
+/// before anything is allocated, instead of ending the process when an allocation fails.
+pub fn host_profile_within_memory(devices: usize) -> DeviceProfile {
+    match host_memory_bytes() {
+        Some(total) => DeviceProfile::host_with_budget(total / devices.max(1) as u64),
+        None => DeviceProfile::host(),
+    }
+}
+
 /// Memory counters of one device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryStats {
@@ -169,4 +194,33 @@ pub struct MemoryStats {
     pub allocations: u64,
     /// Allocations freed.
     pub frees: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_total_is_read_in_bytes() {
+        let info = "MemTotal:       24576000 kB\nMemFree:         1000 kB\n";
+        assert_eq!(parse_mem_total(info), Some(24_576_000 * 1024));
+        assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
+        assert_eq!(parse_mem_total("MemTotal: lots kB\n"), None);
+    }
+
+    #[test]
+    fn the_host_budget_is_split_over_the_devices() {
+        let one = host_profile_within_memory(1);
+        let eight = host_profile_within_memory(8);
+        assert_eq!(one.name, "host");
+        match (one.dram_bytes, eight.dram_bytes, host_memory_bytes()) {
+            (Some(a), Some(b), Some(total)) => {
+                assert_eq!(a, total);
+                assert_eq!(b, total / 8);
+            }
+            (None, None, None) => {}
+            other => panic!("inconsistent budgets {other:?}"),
+        }
+        assert_eq!(host_profile_within_memory(0).dram_bytes, one.dram_bytes);
+    }
 }

@@ -5,6 +5,10 @@
 //! - `phi3 plan`: the sharding planner's report for a checkpoint on a mesh.
 //!
 //! Errors end the process with a non-zero exit code and one paragraph on stderr.
+//!
+//! Under the `host` profile each simulated device's budget is this machine's physical memory
+//! split over the devices, so a KV cache (or model) that cannot fit in memory is refused with
+//! the bytes needed and available before anything is allocated.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -13,8 +17,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use phi3_model::tokenizer::read_prompt_file;
 use phi3_model::{
     ChatMessage, Checkpoint, GenerateOptions, LoadProgress, Logits, Phi3Model, Phi3Tokenizer,
     RuntimeOptions, Sampler, Sampling, SamplingParams, StreamDecoder, bundled, generate,
@@ -64,7 +69,7 @@ struct ModelArgs {
     /// Activation fidelity.
     #[arg(long, value_enum, default_value = "f32")]
     fidelity: FidelityArg,
-    /// Device profile: host or wormhole_b0.
+    /// Device profile: host (this machine's memory split over the devices) or wormhole_b0.
     #[arg(long, default_value = "host")]
     profile: String,
     /// KV cache length (default: enough for the request).
@@ -73,18 +78,20 @@ struct ModelArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("input").required(true).args(["prompt", "prompt_file", "prompt_ids"])))]
+#[command(group(ArgGroup::new("text").args(["prompt", "prompt_file"])))]
 struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Prompt text.
-    #[arg(
-        long,
-        conflicts_with = "prompt_ids",
-        required_unless_present = "prompt_ids"
-    )]
+    #[arg(long)]
     prompt: Option<String>,
-    /// Wrap the prompt in the Phi-3 chat template.
-    #[arg(long, requires = "prompt")]
+    /// Prompt text from a UTF-8 file (trailing newlines are dropped, as `cargo xtask
+    /// reference` does).
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
+    /// Wrap the prompt text in the Phi-3 chat template.
+    #[arg(long, requires = "text")]
     chat: bool,
     /// Prompt token ids, comma separated.
     #[arg(long, value_delimiter = ',')]
@@ -132,7 +139,7 @@ struct PlanArgs {
     /// Mesh shape, rows x cols.
     #[arg(long, default_value = "2x4")]
     mesh: MeshShape,
-    /// Device profile: host or wormhole_b0.
+    /// Device profile: host (this machine's memory split over the devices) or wormhole_b0.
     #[arg(long, default_value = "wormhole_b0")]
     profile: String,
     /// KV cache length.
@@ -169,7 +176,13 @@ fn open_checkpoint(model: Option<&str>) -> Result<Checkpoint> {
     Ok(Checkpoint::open(&name)?)
 }
 
-fn profile(name: &str) -> Result<DeviceProfile> {
+/// The named profile; `host` gets this machine's memory split over the mesh's devices.
+fn profile(name: &str, mesh: MeshShape) -> Result<DeviceProfile> {
+    if name == "host" {
+        return Ok(tt_mesh::memory::host_profile_within_memory(
+            mesh.num_devices(),
+        ));
+    }
     DeviceProfile::by_name(name)
         .with_context(|| format!("unknown device profile {name:?}; use host or wormhole_b0"))
 }
@@ -189,7 +202,7 @@ fn load(args: &ModelArgs, needed_len: usize) -> Result<(Checkpoint, Phi3Model, f
     }
     ckpt.set_progress(Arc::new(Bar(bar.clone())));
     let mut options = RuntimeOptions::new(args.mesh);
-    options.profile = profile(&args.profile)?;
+    options.profile = profile(&args.profile, args.mesh)?;
     options.fidelity = match args.fidelity {
         FidelityArg::F32 => Fidelity::F32,
         FidelityArg::Bf16 => Fidelity::Bf16,
@@ -218,13 +231,23 @@ fn peak_rss_bytes() -> Option<u64> {
 }
 
 fn run_generate(args: GenerateArgs) -> Result<()> {
+    // User input first (the prompt file), then the checkpoint.
+    let text = match (&args.prompt, &args.prompt_file) {
+        (Some(text), _) => Some(text.clone()),
+        (None, Some(file)) => Some(
+            read_prompt_file(file)?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
     // The prompt needs the tokenizer, which lives beside the checkpoint: peek at it first.
     let ckpt = open_checkpoint(args.model.model.as_deref())?;
-    let tokenizer = match (&args.prompt, &args.prompt_ids) {
-        (Some(_), _) => Some(tokenizer_for(&ckpt)?),
-        _ => tokenizer_for(&ckpt).ok(),
+    let tokenizer = match &text {
+        Some(_) => Some(tokenizer_for(&ckpt)?),
+        None => tokenizer_for(&ckpt).ok(),
     };
-    let prompt = match (&args.prompt, &args.prompt_ids) {
+    let prompt = match (&text, &args.prompt_ids) {
         (Some(text), _) => {
             let tok = tokenizer.as_ref().context("no tokenizer")?;
             if args.chat {
@@ -234,16 +257,15 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
             }
         }
         (None, Some(ids)) => ids.clone(),
-        (None, None) => bail!("give --prompt or --prompt-ids"),
+        (None, None) => bail!("give --prompt, --prompt-file or --prompt-ids"),
     };
     if prompt.is_empty() {
-        bail!("the prompt is empty: give at least one token");
+        return Err(phi3_model::Error::EmptyPrompt.into());
     }
     let stop_tokens = ckpt.generation_config().eos_token_ids;
     drop(ckpt);
 
     let needed = prompt.len() + args.max_new_tokens;
-    let (_, model, load_s) = load(&args.model, needed)?;
     if let Some(cap) = args.model.max_seq_len
         && needed > cap
     {
@@ -263,6 +285,7 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         }),
     };
     let mut samplers = [Sampler::new(sampling)?];
+    let (_, model, load_s) = load(&args.model, needed)?;
     let options = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         min_new_tokens: args.min_new_tokens,
@@ -343,7 +366,7 @@ fn write_logits(path: &Path, values: &[f32], shape: &[usize]) -> Result<()> {
 fn run_plan(args: PlanArgs) -> Result<()> {
     let ckpt = open_checkpoint(args.model.as_deref())?;
     let mut options = RuntimeOptions::new(args.mesh);
-    options.profile = profile(&args.profile)?;
+    options.profile = profile(&args.profile, args.mesh)?;
     options.max_seq_len = args.seq_len;
     options.max_batch = args.batch;
     let plan = phi3_model::plan(ckpt.config(), &options)?;
@@ -372,7 +395,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", phi3_model::error::one_paragraph(err.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -158,6 +158,8 @@ fn missing_and_misshaped_phi3_tensors() {
     assert!(
         matches!(&err, CheckpointError::MissingTensor { tensor, .. } if tensor == "lm_head.weight")
     );
+    let msg = "tensor `lm_head.weight` is missing from the checkpoint in";
+    assert!(err.to_string().starts_with(msg), "{err}");
     // With tied embeddings, lm_head is not needed.
     std::fs::write(
         dir.path().join("config.json"),
@@ -231,6 +233,8 @@ fn sharded_checkpoint_with_index() {
         matches!(&err, CheckpointError::TensorNotInShard { tensor, .. } if tensor == "c"),
         "{err:?}"
     );
+    let msg = "says `c` is in model-00001-of-00002.safetensors, but that file does not contain it";
+    assert!(err.to_string().ends_with(msg), "{err}");
 
     // The index names a shard that is not there.
     let bad = json!({"weight_map": {"a": "model-00001-of-00002.safetensors",
@@ -338,6 +342,8 @@ fn header_length_past_end() {
         ),
         "{err:?}"
     );
+    let msg = "header length 1000 runs past the end of the 10-byte file; the file is truncated";
+    assert!(err.to_string().contains(msg), "{err}");
     // An absurd length (e.g. a file that is not safetensors at all).
     let mut bytes = u64::MAX.to_le_bytes().to_vec();
     bytes.extend_from_slice(b"PK\x03\x04");
@@ -409,6 +415,8 @@ fn offsets_out_of_range_overlapping_or_mis_sized() {
         ),
         "{err:?}"
     );
+    let msg = "tensor `w` has data offsets [8, 4) outside the 8-byte data area; the header";
+    assert!(err.to_string().contains(msg), "{err}");
     // Beyond the data area with a gap before it: a corrupt header, not a truncation.
     let err = weights_error(
         r#"{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
@@ -418,6 +426,11 @@ fn offsets_out_of_range_overlapping_or_mis_sized() {
     assert!(
         matches!(&err, CheckpointError::OffsetsOutOfRange { tensor, data_len: 8, .. } if tensor == "w"),
         "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("tensor `w` has data offsets [100, 104) outside the 8-byte data area"),
+        "{err}"
     );
     // An empty tensor placed past the end.
     let err = weights_error(
@@ -438,6 +451,8 @@ fn offsets_out_of_range_overlapping_or_mis_sized() {
         matches!(&err, CheckpointError::OverlappingTensors { first, second, .. } if first == "a" && second == "b"),
         "{err:?}"
     );
+    let msg = "tensors `a` and `b` overlap in the file; the header is corrupt";
+    assert!(err.to_string().ends_with(msg), "{err}");
     // Shape x dtype disagrees with the byte range.
     let err = weights_error(
         r#"{"w": {"dtype": "BF16", "shape": [3], "data_offsets": [0, 8]}}"#,
@@ -454,6 +469,8 @@ fn offsets_out_of_range_overlapping_or_mis_sized() {
         ),
         "{err:?}"
     );
+    let msg = "tensor `w` of shape [3] needs 6 bytes but its offsets give 8; the header is";
+    assert!(err.to_string().contains(msg), "{err}");
     // A shape whose size overflows.
     let err = weights_error(
         r#"{"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 8]}}"#,
@@ -492,6 +509,8 @@ fn directories_that_are_not_checkpoints() {
         ),
         "{err:?}"
     );
+    let msg = "has no config.json: download the model's config.json next to its weights";
+    assert!(err.to_string().ends_with(msg), "{err}");
 
     // config.json with PyTorch weights only.
     let dir = tempfile::tempdir().unwrap();

@@ -248,6 +248,11 @@ fn wrong_types_name_the_key() {
         ConfigError::WrongType { field, .. } => assert_eq!(field, "hidden_size"),
         other => panic!("{other:?}"),
     }
+    assert_eq!(
+        err.to_string(),
+        "config.json: field `hidden_size` has the wrong type: invalid type: string \"8\", \
+         expected i64"
+    );
     let mut v = tiny_config();
     v["rope_scaling"]["long_factor"] = json!([2.0, "x"]);
     match parse(&v).unwrap_err() {
@@ -416,4 +421,106 @@ fn bad_floats_and_activations() {
     ));
     let err = parse(&with(tiny_config(), "hidden_act", json!("gelu"))).unwrap_err();
     assert!(matches!(&err, ConfigError::UnsupportedActivation { act } if act == "gelu"));
+}
+
+/// Numbers that would make the f32 RoPE tables NaN or infinite are refused (the fuzzer found
+/// a subnormal factor, a subnormal theta and an original context of 1: fuzz/regressions/).
+#[test]
+fn rope_numbers_that_break_f32_tables() {
+    let mut v = tiny_config();
+    v["rope_scaling"]["long_factor"] = json!([1e-310, 3.0]);
+    let err = parse(&v).unwrap_err();
+    assert!(
+        matches!(err, ConfigError::BadFactor { list: "long_factor", index: 0, value } if value == 1e-310),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "config.json: rope `long_factor`[0] = 1e-310 is outside [0.001, 1e6]; LongRoPE factors \
+         are positive frequency divisors (Phi-3 uses 1 to about 60)"
+    );
+    let mut v = tiny_config();
+    v["rope_scaling"]["short_factor"] = json!([1.0, 1e300]);
+    assert!(matches!(
+        parse(&v),
+        Err(ConfigError::BadFactor {
+            list: "short_factor",
+            index: 1,
+            ..
+        })
+    ));
+
+    for theta in [1e-310, 1e-4, 1e31] {
+        let err = parse(&with(tiny_config(), "rope_theta", json!(theta))).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::InvalidValue { field: "rope_theta", value, .. } if value == theta),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .ends_with("is invalid: a number between 1e-3 and 1e30 (Phi-3 uses 10000)"),
+            "{err}"
+        );
+    }
+
+    let err = parse(&with(
+        tiny_config(),
+        "original_max_position_embeddings",
+        json!(1),
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::InvalidValue {
+                field: "original_max_position_embeddings",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(
+            "`original_max_position_embeddings` = 1 is invalid: at least 2 when LongRoPE extends \
+             the context"
+        ),
+        "{err}"
+    );
+    // An explicit attention factor, or no extension (scale 1), makes an original context of 1
+    // usable.
+    let mut v = with(tiny_config(), "original_max_position_embeddings", json!(1));
+    v["rope_scaling"]["attention_factor"] = json!(1.2);
+    parse(&v).unwrap();
+    let v = with(
+        with(tiny_config(), "original_max_position_embeddings", json!(1)),
+        "max_position_embeddings",
+        json!(1),
+    );
+    parse(&v).unwrap();
+
+    let mut v = tiny_config();
+    v["rope_scaling"]["attention_factor"] = json!(1e7);
+    assert!(matches!(
+        parse(&v),
+        Err(ConfigError::InvalidValue {
+            field: "attention_factor",
+            ..
+        })
+    ));
+    let err = parse(&with(tiny_config(), "rms_norm_eps", json!(1e-50))).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::InvalidValue {
+                field: "rms_norm_eps",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("a number between 1e-30 and 1 (typically 1e-5)"),
+        "{err}"
+    );
 }

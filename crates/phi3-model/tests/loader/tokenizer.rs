@@ -157,3 +157,38 @@ fn load_errors_and_non_phi3_tokenizers() {
         "{err:?}"
     );
 }
+
+#[test]
+fn prompt_files_must_be_utf8() {
+    use phi3_model::tokenizer::read_prompt_file;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.txt");
+    std::fs::write(&good, "caf\u{e9}\n").unwrap();
+    assert_eq!(read_prompt_file(&good).unwrap(), "caf\u{e9}\n");
+
+    let bad = dir.path().join("latin1.txt");
+    std::fs::write(&bad, b"caf\xe9 au lait").unwrap();
+    let err = read_prompt_file(&bad).unwrap_err();
+    assert!(
+        matches!(&err, TokenizerError::PromptNotUtf8 { path, offset: 3 } if *path == bad),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the prompt file {} is not UTF-8 text (invalid byte at offset 3); save it as UTF-8",
+            bad.display()
+        )
+    );
+
+    let missing = dir.path().join("missing.txt");
+    let err = read_prompt_file(&missing).unwrap_err();
+    assert!(matches!(err, TokenizerError::PromptIo { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "cannot read the prompt file {}: ",
+            missing.display()
+        )),
+        "{err}"
+    );
+}

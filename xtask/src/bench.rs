@@ -1,0 +1,513 @@
+//! `cargo xtask bench`: load time, peak RSS, prefill and decode speed of the mesh model per mesh
+//! shape and fidelity, beside what this machine can do right now.
+//!
+//! In one run:
+//! 1. the plain-sum read bandwidth and the register-only FMA peak (`tt_ops::kernels::probe`);
+//! 2. `cat`: every checkpoint file read once, in order, into one buffer (the load's yardstick);
+//! 3. per mesh x fidelity: open + load (seconds and peak RSS, the kernel's high-water mark reset
+//!    first), one first decode step (timed apart: with memory-mapped weights it is where the
+//!    pages are faulted in, so load + first step is the time to a ready model), prefill of each
+//!    prompt length, decode steps at each context with batch 1 and at one context with a batch
+//!    of users, then the model is dropped;
+//! 4. the read bandwidth again (the machine's state drifts within seconds);
+//! 5. with `--peer-hf`, HF transformers on the same checkpoint (scripts/hf_bench.py).
+//!
+//! Prompts are synthetic ids (`counts::synthetic_ids`). Decode at context C does not compute C
+//! rows: the cache is marked as holding them ([`KvCache::assume_filled`]); a step attends over C
+//! rows whatever their values, so its cost is that of a real context of C. Effective figures
+//! divide what the model must move or compute ([`counts::Counts`]) by the measured time.
+//!
+//! Prints a Markdown table (stdout; stderr with `--json`, which prints the JSON on stdout).
+//! Progress lines go through `tracing`.
+
+mod counts;
+mod peer;
+mod report;
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use phi3_model::{Checkpoint, KvCache, Logits, Phi3Model, RuntimeOptions, bundled};
+use tt_mesh::MeshShape;
+use tt_mesh::memory::host_profile_within_memory;
+use tt_ops::Fidelity;
+use tt_ops::kernels::probe;
+
+use counts::{Counts, median, synthetic_ids};
+use report::{BatchDecode, Cat, Decode, Prefill, Probes, Report, RssScope, Run};
+
+/// Activation fidelity (the KV cache is f32 under f32, bf16 under bf16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FidelityArg {
+    /// Activations rounded to bf16 between ops (device-like).
+    Bf16,
+    /// f32 activations (reference).
+    F32,
+}
+
+impl FidelityArg {
+    fn fidelity(self) -> Fidelity {
+        match self {
+            Self::Bf16 => Fidelity::Bf16,
+            Self::F32 => Fidelity::F32,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Bf16 => "bf16",
+            Self::F32 => "f32",
+        }
+    }
+
+    /// Bytes of one KV cache value.
+    fn kv_bytes(self) -> u64 {
+        match self {
+            Self::Bf16 => 2,
+            Self::F32 => 4,
+        }
+    }
+}
+
+/// Arguments of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Checkpoint directory or HF id [default: the bundled tiny model, a smoke run].
+    #[arg(long)]
+    model: Option<String>,
+    /// Mesh shapes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1x1,2x4")]
+    meshes: Vec<MeshShape>,
+    /// Fidelities, comma separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "bf16,f32")]
+    fidelities: Vec<FidelityArg>,
+    /// Prompt lengths to prefill, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "155,1024")]
+    prefill_lens: Vec<usize>,
+    /// Contexts to decode at with batch 1, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "155,4096")]
+    decode_contexts: Vec<usize>,
+    /// Users of the batched decode (0 skips it).
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Context of every user in the batched decode.
+    #[arg(long, default_value_t = 155)]
+    batch_context: usize,
+    /// Decode steps per measurement (the median is reported).
+    #[arg(long, default_value_t = 8)]
+    decode_steps: usize,
+    /// Buffer of the read-bandwidth probe, MiB.
+    #[arg(long, default_value_t = 1024)]
+    probe_mib: usize,
+    /// Print the figures as JSON on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Also time HF transformers on the checkpoint (scripts/hf_bench.py, in the Python venv), once
+    /// per fidelity, prompt = the first prefill length.
+    #[arg(long)]
+    peer_hf: bool,
+    /// Greedy decode steps of the HF peer.
+    #[arg(long, default_value_t = 32)]
+    peer_decode_steps: usize,
+    /// Python venv for --peer-hf [default: $TT_PHI3_VENV or ~/.cache/tt-phi3/venv].
+    #[arg(long)]
+    venv: Option<PathBuf>,
+}
+
+impl Args {
+    fn check(&self) -> Result<()> {
+        if self.meshes.is_empty() || self.fidelities.is_empty() || self.prefill_lens.is_empty() {
+            bail!("--meshes, --fidelities and --prefill-lens need at least one value each");
+        }
+        if self.prefill_lens.contains(&0) {
+            bail!("--prefill-lens must be at least 1 token each");
+        }
+        if self.decode_steps == 0 {
+            bail!("--decode-steps must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Cache positions one user needs: the longest prompt, or the longest context plus the steps.
+    fn max_seq_len(&self) -> usize {
+        let decode = self
+            .decode_contexts
+            .iter()
+            .max()
+            .map_or(0, |c| c + self.decode_steps);
+        let prompt = self.prefill_lens.iter().max().copied().unwrap_or(1);
+        prompt.max(decode)
+    }
+}
+
+/// Runs the benchmark.
+pub fn run(args: Args) -> Result<()> {
+    args.check()?;
+    let model_name = match &args.model {
+        Some(m) => m.clone(),
+        None => bundled::bundled_model_dir().display().to_string(),
+    };
+    let ckpt = Checkpoint::open(&model_name)?;
+    let config = ckpt.config().clone();
+    let counts = Counts::new(&config);
+    let model_dir = std::fs::canonicalize(ckpt.dir()).unwrap_or_else(|_| ckpt.dir().to_path_buf());
+    let ids = synthetic_ids(config.vocab_size, args.max_seq_len() + args.batch);
+    let python = match args.peer_hf {
+        // Found before anything is timed, so a missing venv fails fast.
+        true => Some(crate::reference::venv_python(args.venv.as_deref())?),
+        false => None,
+    };
+
+    tracing::info!("probing read bandwidth and FMA peak");
+    let probe_bytes = args.probe_mib << 20;
+    let bandwidth_before = probe::read_bandwidth_gbs(probe_bytes, 5);
+    let fma_peak = probe::fma_peak_gflops();
+
+    let files = ckpt.files();
+    tracing::info!(files = files.len(), "reading the checkpoint files (cat)");
+    let cat = cat_files(&files)?;
+    drop(files);
+    drop(ckpt);
+
+    let mut runs = Vec::new();
+    for &mesh in &args.meshes {
+        for &fidelity in &args.fidelities {
+            runs.push(bench_config(
+                &args,
+                &model_name,
+                &counts,
+                &ids,
+                mesh,
+                fidelity,
+                &cat,
+            )?);
+        }
+    }
+    tracing::info!("probing read bandwidth again");
+    let bandwidth_after = probe::read_bandwidth_gbs(probe_bytes, 5);
+
+    let mut peers = Vec::new();
+    if let Some(python) = &python {
+        for &fidelity in &args.fidelities {
+            let request = peer::PeerRequest {
+                model_dir: &model_dir,
+                dtype: fidelity.name(),
+                prefill_len: args.prefill_lens[0],
+                decode_steps: args.peer_decode_steps,
+                threads: rayon::current_num_threads(),
+            };
+            peers.push(peer::run_hf_bench(python, &request)?);
+        }
+    }
+
+    let report = Report {
+        model: model_dir.display().to_string(),
+        parameters: config.parameter_count(),
+        counts,
+        decode_weight_bytes: counts.decode_weight_bytes(),
+        threads: rayon::current_num_threads(),
+        prefill_lens: args.prefill_lens.clone(),
+        decode_contexts: args.decode_contexts.clone(),
+        batch: args.batch,
+        batch_context: args.batch_context,
+        decode_steps: args.decode_steps,
+        probes: Probes {
+            read_bandwidth_bytes: probe_bytes,
+            read_bandwidth_gbs_before: bandwidth_before,
+            read_bandwidth_gbs_after: bandwidth_after,
+            fma_peak_gflops: fma_peak,
+        },
+        cat,
+        runs,
+        peers,
+    };
+    if args.json {
+        eprint!("{}", report.table());
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// Loads the model on `mesh` in `fidelity`, measures it, and drops it.
+fn bench_config(
+    args: &Args,
+    model_name: &str,
+    counts: &Counts,
+    ids: &[u32],
+    mesh: MeshShape,
+    fidelity: FidelityArg,
+    cat: &Cat,
+) -> Result<Run> {
+    let span = tracing::info_span!("bench", %mesh, fidelity = fidelity.name());
+    let _enter = span.enter();
+    let scope = match reset_peak_rss() {
+        true => RssScope::Config,
+        false => RssScope::Process,
+    };
+    let mut options = RuntimeOptions::new(mesh);
+    // Simulated devices live in host memory: a cache that cannot fit is refused, not attempted.
+    options.profile = host_profile_within_memory(mesh.num_devices());
+    options.fidelity = fidelity.fidelity();
+    options.max_seq_len = args.max_seq_len();
+    tracing::info!("loading");
+    let start = Instant::now();
+    let ckpt = Checkpoint::open(model_name)?;
+    let model = Phi3Model::load(&ckpt, &options)?;
+    drop(ckpt);
+    let load_s = start.elapsed().as_secs_f64();
+
+    let mut cache = model.new_cache()?;
+    tracing::info!(load_s, "first decode step");
+    let start = Instant::now();
+    model.decode(&mut cache, &[Some(ids[0])])?;
+    let first_step_s = start.elapsed().as_secs_f64();
+
+    let mut prefill = Vec::new();
+    for &tokens in &args.prefill_lens {
+        tracing::info!(tokens, "prefill");
+        let start = Instant::now();
+        model.prefill(&mut cache, 0, &ids[..tokens], Logits::Last)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let attention = counts.prefill_attention_flops(tokens as u64);
+        let flops = counts.prefill_matmul_flops(tokens as u64);
+        prefill.push(Prefill {
+            tokens,
+            seconds,
+            tok_s: tokens as f64 / seconds,
+            matmul_gflops: flops / seconds / 1e9,
+            gflops_with_attention: (flops + attention) / seconds / 1e9,
+        });
+    }
+
+    let weight_bytes = counts.decode_weight_bytes() as f64;
+    let mut decode = Vec::new();
+    for &context in &args.decode_contexts {
+        tracing::info!(context, steps = args.decode_steps, "decode, batch 1");
+        cache.reset(0);
+        let steps_s = decode_steps(&model, &mut cache, 1, context, args.decode_steps, ids)?;
+        let median_s = median(&steps_s);
+        let kv_bytes = counts.kv_bytes_read(context as u64, fidelity.kv_bytes());
+        decode.push(Decode {
+            context,
+            steps_s,
+            ms_per_token: median_s * 1e3,
+            weight_gbs: weight_bytes / median_s / 1e9,
+            kv_bytes,
+            weight_and_kv_gbs: (weight_bytes + kv_bytes as f64) / median_s / 1e9,
+        });
+    }
+    drop(cache);
+
+    let batch = match args.batch {
+        0 => None,
+        users => {
+            tracing::info!(users, context = args.batch_context, "decode, batched");
+            // A cache of its own: `users` rows of the batch context only (not of the longest).
+            let mut batch_options = options.clone();
+            batch_options.max_batch = users;
+            batch_options.max_seq_len = args.batch_context + args.decode_steps;
+            let plan = phi3_model::plan(model.config(), &batch_options)?;
+            let mut cache = KvCache::new(&plan, model.mesh(), model.fidelity())?;
+            let steps_s = decode_steps(
+                &model,
+                &mut cache,
+                users,
+                args.batch_context,
+                args.decode_steps,
+                ids,
+            )?;
+            let median_s = median(&steps_s);
+            Some(BatchDecode {
+                batch: users,
+                context: args.batch_context,
+                steps_s,
+                ms_per_step: median_s * 1e3,
+                tok_s: users as f64 / median_s,
+                weight_gbs: weight_bytes / median_s / 1e9,
+            })
+        }
+    };
+    let peak_rss_bytes = peak_rss_bytes();
+    drop(model);
+    let run = Run {
+        mesh: mesh.to_string(),
+        fidelity: fidelity.name().to_string(),
+        load_s,
+        load_over_cat: load_s / cat.seconds.max(f64::MIN_POSITIVE),
+        first_step_s,
+        peak_rss_bytes,
+        peak_rss_scope: scope,
+        prefill,
+        decode,
+        batch,
+    };
+    tracing::info!(
+        load_s,
+        peak_rss_gb = peak_rss_bytes.map(|b| b as f64 / 1e9),
+        "done"
+    );
+    Ok(run)
+}
+
+/// Marks `users` cache rows as holding `context` tokens, then times `steps` decode calls of one
+/// token per user; returns each call's seconds.
+fn decode_steps(
+    model: &Phi3Model,
+    cache: &mut KvCache,
+    users: usize,
+    context: usize,
+    steps: usize,
+    ids: &[u32],
+) -> Result<Vec<f64>> {
+    let variant = model.rope().choose(context + steps);
+    for user in 0..users {
+        cache.assume_filled(user, context, variant)?;
+    }
+    let mut out = Vec::with_capacity(steps);
+    for step in 0..steps {
+        let tokens: Vec<Option<u32>> = (0..users)
+            .map(|u| Some(ids[(context + step + u) % ids.len()]))
+            .collect();
+        let start = Instant::now();
+        model.decode(cache, &tokens)?;
+        out.push(start.elapsed().as_secs_f64());
+    }
+    Ok(out)
+}
+
+/// Reads every file once, in order, into one reusable buffer (what `cat > /dev/null` does).
+fn cat_files(files: &[&Path]) -> Result<Cat> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    let start = Instant::now();
+    for path in files {
+        let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        loop {
+            let n = file
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+        }
+    }
+    Ok(Cat {
+        files: files.len(),
+        bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Resets the kernel's peak-RSS mark (VmHWM) to the current RSS; false where that is impossible.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Peak resident set size of this process (VmHWM), if the OS reports it.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct BenchCli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(args: &[&str]) -> Args {
+        BenchCli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn defaults_follow_the_issue() {
+        let args = parse(&[]);
+        assert_eq!(
+            args.meshes,
+            ["1x1".parse().unwrap(), "2x4".parse().unwrap()]
+        );
+        assert_eq!(args.fidelities, [FidelityArg::Bf16, FidelityArg::F32]);
+        assert_eq!(args.prefill_lens, [155, 1024]);
+        assert_eq!(args.decode_contexts, [155, 4096]);
+        assert_eq!(
+            (args.batch, args.batch_context, args.decode_steps),
+            (8, 155, 8)
+        );
+        assert_eq!(args.max_seq_len(), 4104);
+        assert!(parse(&["--decode-steps", "0"]).check().is_err());
+        assert!(parse(&["--prefill-lens", "0,3"]).check().is_err());
+    }
+
+    #[test]
+    fn peak_rss_resets_and_reads() {
+        if Path::new("/proc/self/status").is_file() {
+            let _ = reset_peak_rss();
+            assert!(peak_rss_bytes().is_some_and(|b| b > 0));
+        }
+    }
+
+    /// The whole command on the bundled tiny model, one small configuration per mesh.
+    #[test]
+    fn bundled_model_smoke() {
+        let args = parse(&[
+            "--meshes",
+            "1x1,2x4",
+            "--fidelities",
+            "bf16",
+            "--prefill-lens",
+            "20,40",
+            "--decode-contexts",
+            "20,100",
+            "--batch",
+            "2",
+            "--batch-context",
+            "10",
+            "--decode-steps",
+            "2",
+            "--probe-mib",
+            "8",
+        ]);
+        let ckpt = Checkpoint::open_dir(&bundled::bundled_model_dir()).unwrap();
+        let counts = Counts::new(ckpt.config());
+        let ids = synthetic_ids(ckpt.config().vocab_size, args.max_seq_len() + args.batch);
+        let cat = cat_files(&ckpt.files()).unwrap();
+        assert_eq!(
+            cat.bytes,
+            ckpt.files()
+                .iter()
+                .map(|f| f.metadata().unwrap().len())
+                .sum::<u64>()
+        );
+        let name = bundled::bundled_model_dir().display().to_string();
+        for mesh in &args.meshes {
+            let run =
+                bench_config(&args, &name, &counts, &ids, *mesh, FidelityArg::Bf16, &cat).unwrap();
+            assert_eq!(run.prefill.len(), 2);
+            assert_eq!(run.decode.len(), 2);
+            assert!(
+                run.decode
+                    .iter()
+                    .all(|d| d.steps_s.len() == 2 && d.ms_per_token > 0.0)
+            );
+            let batch = run.batch.unwrap();
+            assert_eq!((batch.batch, batch.context), (2, 10));
+            assert!(run.load_s > 0.0 && run.prefill[1].tok_s > 0.0);
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! The benchmark's figures: one [`Run`] per mesh x fidelity, the machine probes, the `cat` time
+//! and the HF peer's figures, serialised as JSON (`--json`) or printed as a Markdown table.
+
+use serde::Serialize;
+
+use super::counts::Counts;
+
+/// Everything one `cargo xtask bench` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The checkpoint directory.
+    pub model: String,
+    /// Parameters of the model (the LM head counted unless tied).
+    pub parameters: u64,
+    /// Sizes the effective figures divide by.
+    pub counts: Counts,
+    /// Weight bytes one decode step reads (every matrix once, bf16).
+    pub decode_weight_bytes: u64,
+    /// Rayon threads (the kernels and the probes use all of them).
+    pub threads: usize,
+    /// Prompt lengths prefilled (table columns).
+    pub prefill_lens: Vec<usize>,
+    /// Contexts decoded at with batch 1 (table columns).
+    pub decode_contexts: Vec<usize>,
+    /// Users of the batched decode (0: not run).
+    pub batch: usize,
+    /// Tokens in each user's cache before the batched decode.
+    pub batch_context: usize,
+    /// Decode steps per measurement (the median is reported).
+    pub decode_steps: usize,
+    /// Machine probes sampled in the same run.
+    pub probes: Probes,
+    /// Sequential read of the checkpoint files, the yardstick of the load time.
+    pub cat: Cat,
+    /// One entry per mesh x fidelity.
+    pub runs: Vec<Run>,
+    /// HF transformers on the same checkpoint (`--peer-hf`), as scripts/hf_bench.py printed it.
+    pub peers: Vec<serde_json::Value>,
+}
+
+/// Machine probes (tt_ops::kernels::probe).
+#[derive(Debug, Clone, Serialize)]
+pub struct Probes {
+    /// Buffer size of the bandwidth probe.
+    pub read_bandwidth_bytes: usize,
+    /// Plain-sum read bandwidth before the first configuration, GB/s.
+    pub read_bandwidth_gbs_before: f64,
+    /// The same after the last configuration, GB/s.
+    pub read_bandwidth_gbs_after: f64,
+    /// Register-only FMA peak, GFLOP/s.
+    pub fma_peak_gflops: f64,
+}
+
+/// Reading every checkpoint file once, in order, with `std::fs::File::read`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cat {
+    /// Files read.
+    pub files: usize,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Wall seconds.
+    pub seconds: f64,
+}
+
+/// Where a peak RSS figure comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RssScope {
+    /// VmHWM reset before the load (`/proc/self/clear_refs`): this configuration's peak.
+    Config,
+    /// VmHWM could not be reset: the process's peak so far.
+    Process,
+}
+
+/// The figures of one mesh x fidelity.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    /// Mesh shape (`2x4`).
+    pub mesh: String,
+    /// `bf16` or `f32`.
+    pub fidelity: String,
+    /// Seconds to open the checkpoint and load it onto the mesh.
+    pub load_s: f64,
+    /// `load_s` over the `cat` seconds (the issue asks for at most 2).
+    pub load_over_cat: f64,
+    /// Seconds of the first decode step after the load (memory-mapped weights fault in here).
+    pub first_step_s: f64,
+    /// Peak resident set (VmHWM), if the OS reports it.
+    pub peak_rss_bytes: Option<u64>,
+    /// What the peak covers.
+    pub peak_rss_scope: RssScope,
+    /// One entry per prompt length.
+    pub prefill: Vec<Prefill>,
+    /// One entry per context, batch 1.
+    pub decode: Vec<Decode>,
+    /// The batched decode, if run.
+    pub batch: Option<BatchDecode>,
+}
+
+/// One timed prefill.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prefill {
+    /// Prompt tokens.
+    pub tokens: usize,
+    /// Wall seconds of the call.
+    pub seconds: f64,
+    /// Tokens per second.
+    pub tok_s: f64,
+    /// Matmul GFLOP/s (every layer matrix for every token, the LM head once).
+    pub matmul_gflops: f64,
+    /// The same with the attention FLOPs added.
+    pub gflops_with_attention: f64,
+}
+
+/// Decode steps at one context, batch 1.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decode {
+    /// Tokens in the cache before the first step.
+    pub context: usize,
+    /// Seconds of every step.
+    pub steps_s: Vec<f64>,
+    /// Median milliseconds per token.
+    pub ms_per_token: f64,
+    /// Decode weight bytes over the median step, GB/s.
+    pub weight_gbs: f64,
+    /// KV cache bytes one step reads at this context.
+    pub kv_bytes: u64,
+    /// Weights plus KV cache bytes over the median step, GB/s.
+    pub weight_and_kv_gbs: f64,
+}
+
+/// Decode steps of several users together.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchDecode {
+    /// Users.
+    pub batch: usize,
+    /// Tokens in each user's cache before the first step.
+    pub context: usize,
+    /// Seconds of every step.
+    pub steps_s: Vec<f64>,
+    /// Median milliseconds per step (one token for every user).
+    pub ms_per_step: f64,
+    /// Tokens per second over all users.
+    pub tok_s: f64,
+    /// Decode weight bytes over the median step, GB/s.
+    pub weight_gbs: f64,
+}
+
+impl Report {
+    /// The Markdown table (one row per run, then the HF peers) and the probe and method lines.
+    pub fn table(&self) -> String {
+        let mut header: Vec<String> = [
+            "mesh",
+            "fidelity",
+            "load s",
+            "load/cat",
+            "1st step s",
+            "peak RSS GB",
+        ]
+        .map(String::from)
+        .to_vec();
+        for len in &self.prefill_lens {
+            header.push(format!("prefill {len} tok/s"));
+            header.push("GFLOP/s".to_string());
+        }
+        for ctx in &self.decode_contexts {
+            header.push(format!("decode@{ctx} ms/tok"));
+            header.push("GB/s".to_string());
+        }
+        if self.batch > 0 {
+            header.push(format!(
+                "batch {}@{} ms/step",
+                self.batch, self.batch_context
+            ));
+            header.push("tok/s".to_string());
+        }
+        let mut rows: Vec<Vec<String>> = self.runs.iter().map(|r| self.run_row(r)).collect();
+        rows.extend(self.peers.iter().map(|p| self.peer_row(p)));
+
+        let mut out = markdown(&header, &rows);
+        let gb = |b: u64| b as f64 / 1e9;
+        let p = &self.probes;
+        out.push_str(&format!(
+            "\nread bandwidth (plain parallel sum over {} GB, {} threads): {} GB/s before, {} GB/s after\n",
+            num(gb(p.read_bandwidth_bytes as u64)),
+            self.threads,
+            num(p.read_bandwidth_gbs_before),
+            num(p.read_bandwidth_gbs_after),
+        ));
+        out.push_str(&format!(
+            "FMA peak (f32 on registers, {} threads): {} GFLOP/s\n",
+            self.threads,
+            num(p.fma_peak_gflops)
+        ));
+        let c = &self.cat;
+        out.push_str(&format!(
+            "cat ({} files, {} GB, sequential File::read): {} s ({} GB/s); load/cat = load s / this\n",
+            c.files,
+            num(gb(c.bytes)),
+            num(c.seconds),
+            num(gb(c.bytes) / c.seconds.max(f64::MIN_POSITIVE)),
+        ));
+        out.push_str(
+            "1st step s: the first decode step after the load, before any timed call (memory-mapped weights are faulted in there)\n",
+        );
+        out.push_str(&format!(
+            "decode GB/s = {} GB of bf16 weights read per step / median step ({} steps); the KV cache read is in the JSON\n",
+            num(gb(self.decode_weight_bytes)),
+            self.decode_steps,
+        ));
+        out.push_str(
+            "prefill GFLOP/s = 2 x matmul params x tokens (+ the LM head once) / s; attention FLOPs are not counted here (JSON: gflops_with_attention)\n",
+        );
+        out.push_str(
+            "decode@C: the cache is marked as holding C rows without computing them (KvCache::assume_filled); a step attends over C rows whatever their values (never written, those rows may stay out of the peak RSS)\n",
+        );
+        let scope = match self.runs.first().map(|r| r.peak_rss_scope) {
+            Some(RssScope::Process) => "the process's VmHWM so far (it could not be reset)",
+            _ => {
+                "VmHWM of each configuration (reset through /proc/self/clear_refs before its load)"
+            }
+        };
+        out.push_str(&format!("peak RSS: {scope}\n"));
+        out
+    }
+
+    fn run_row(&self, r: &Run) -> Vec<String> {
+        let mut row = vec![
+            r.mesh.clone(),
+            r.fidelity.clone(),
+            num(r.load_s),
+            format!("{}x", num(r.load_over_cat)),
+            num(r.first_step_s),
+            r.peak_rss_bytes
+                .map_or("-".to_string(), |b| num(b as f64 / 1e9)),
+        ];
+        for len in &self.prefill_lens {
+            match r.prefill.iter().find(|p| p.tokens == *len) {
+                Some(p) => row.extend([num(p.tok_s), num(p.matmul_gflops)]),
+                None => row.extend(dashes(2)),
+            }
+        }
+        for ctx in &self.decode_contexts {
+            match r.decode.iter().find(|d| d.context == *ctx) {
+                Some(d) => row.extend([num(d.ms_per_token), num(d.weight_gbs)]),
+                None => row.extend(dashes(2)),
+            }
+        }
+        if self.batch > 0 {
+            match &r.batch {
+                Some(b) => row.extend([num(b.ms_per_step), num(b.tok_s)]),
+                None => row.extend(dashes(2)),
+            }
+        }
+        row
+    }
+
+    /// A row of scripts/hf_bench.py figures, its effective rates counted as ours are.
+    fn peer_row(&self, peer: &serde_json::Value) -> Vec<String> {
+        let f = |key: &str| peer.get(key).and_then(serde_json::Value::as_f64);
+        let tokens = f("prefill_tokens").unwrap_or(0.0) as usize;
+        let context = f("decode_context").unwrap_or(0.0) as usize;
+        let mut row = vec![
+            "HF CPU".to_string(),
+            peer.get("dtype")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?")
+                .to_string(),
+            f("load_s").map_or("-".to_string(), num),
+            f("load_s").map_or("-".to_string(), |s| {
+                format!("{}x", num(s / self.cat.seconds.max(f64::MIN_POSITIVE)))
+            }),
+            f("first_step_s").map_or("-".to_string(), num),
+            f("peak_rss_bytes").map_or("-".to_string(), |b| num(b / 1e9)),
+        ];
+        for len in &self.prefill_lens {
+            match f("prefill_tok_s") {
+                Some(tok_s) if tokens == *len => {
+                    let flops = self.counts.prefill_matmul_flops(tokens as u64);
+                    let seconds = tokens as f64 / tok_s;
+                    row.extend([num(tok_s), num(flops / seconds / 1e9)]);
+                }
+                _ => row.extend(dashes(2)),
+            }
+        }
+        for ctx in &self.decode_contexts {
+            match f("decode_ms_per_token") {
+                Some(ms) if context == *ctx => {
+                    let gbs = self.decode_weight_bytes as f64 / (ms / 1e3) / 1e9;
+                    row.extend([num(ms), num(gbs)]);
+                }
+                _ => row.extend(dashes(2)),
+            }
+        }
+        if self.batch > 0 {
+            row.extend(dashes(2));
+        }
+        row
+    }
+}
+
+fn dashes(n: usize) -> Vec<String> {
+    vec!["-".to_string(); n]
+}
+
+/// Three significant figures or so: 1234, 123.4, 12.34, 1.23, 0.123.
+fn num(x: f64) -> String {
+    let a = x.abs();
+    if !x.is_finite() {
+        "-".to_string()
+    } else if a >= 1000.0 {
+        format!("{x:.0}")
+    } else if a >= 100.0 {
+        format!("{x:.1}")
+    } else if a >= 1.0 || a == 0.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// A Markdown table with padded columns (text left, the rest right-aligned).
+fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count().max(3)).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String], left: usize| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, &w))| {
+                if i < left {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect();
+        format!("| {} |\n", padded.join(" | "))
+    };
+    let mut out = line(header, header.len());
+    let rule: Vec<String> = widths
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            if i < 2 {
+                "-".repeat(w)
+            } else {
+                format!("{}:", "-".repeat(w - 1))
+            }
+        })
+        .collect();
+    out.push_str(&format!("| {} |\n", rule.join(" | ")));
+    for row in rows {
+        out.push_str(&line(row, 2));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use phi3_model::Phi3Config;
+
+    use super::*;
+
+    /// A report of fixed numbers for the full-size Phi-3-mini config.
+    fn fixed_report() -> Report {
+        let path = crate::workspace_root().join("fixtures/configs/phi3-mini-128k.json");
+        let config = Phi3Config::from_file(&path).unwrap();
+        let counts = Counts::new(&config);
+        let run = |mesh: &str, fidelity: &str, scale: f64| Run {
+            mesh: mesh.to_string(),
+            fidelity: fidelity.to_string(),
+            load_s: 8.0 * scale,
+            load_over_cat: 8.0 * scale / 4.0,
+            first_step_s: 1.25 * scale,
+            peak_rss_bytes: Some(8_100_000_000),
+            peak_rss_scope: RssScope::Config,
+            prefill: [155, 1024]
+                .map(|tokens| Prefill {
+                    tokens,
+                    seconds: tokens as f64 / (20.0 / scale),
+                    tok_s: 20.0 / scale,
+                    matmul_gflops: 146.0 / scale,
+                    gflops_with_attention: 147.0 / scale,
+                })
+                .to_vec(),
+            decode: [155, 4096]
+                .map(|context| Decode {
+                    context,
+                    steps_s: vec![0.5 * scale; 3],
+                    ms_per_token: 500.0 * scale,
+                    weight_gbs: 14.89 / scale,
+                    kv_bytes: counts.kv_bytes_read(context as u64, 2),
+                    weight_and_kv_gbs: 15.0 / scale,
+                })
+                .to_vec(),
+            batch: Some(BatchDecode {
+                batch: 8,
+                context: 155,
+                steps_s: vec![0.6 * scale; 3],
+                ms_per_step: 600.0 * scale,
+                tok_s: 13.33 / scale,
+                weight_gbs: 12.41 / scale,
+            }),
+        };
+        Report {
+            model: "/work/synth-phi3".to_string(),
+            parameters: config.parameter_count(),
+            counts,
+            decode_weight_bytes: counts.decode_weight_bytes(),
+            threads: 2,
+            prefill_lens: vec![155, 1024],
+            decode_contexts: vec![155, 4096],
+            batch: 8,
+            batch_context: 155,
+            decode_steps: 3,
+            probes: Probes {
+                read_bandwidth_bytes: 1 << 30,
+                read_bandwidth_gbs_before: 12.5,
+                read_bandwidth_gbs_after: 11.75,
+                fma_peak_gflops: 151.2,
+            },
+            cat: Cat {
+                files: 4,
+                bytes: 7_642_159_104,
+                seconds: 4.0,
+            },
+            runs: vec![run("1x1", "bf16", 1.0), run("2x4", "f32", 1.5)],
+            peers: vec![serde_json::json!({
+                "engine": "hf-transformers",
+                "dtype": "bf16",
+                "load_s": 6.0,
+                "first_step_s": 0.75,
+                "prefill_tokens": 155,
+                "prefill_tok_s": 40.0,
+                "decode_context": 155,
+                "decode_ms_per_token": 400.0,
+                "peak_rss_bytes": 7_900_000_000u64,
+            })],
+        }
+    }
+
+    #[test]
+    fn table_of_fixed_numbers() {
+        insta::assert_snapshot!(fixed_report().table());
+    }
+
+    #[test]
+    fn json_of_one_run() {
+        let report = fixed_report();
+        let json = serde_json::to_value(&report.runs[0]).unwrap();
+        insta::assert_json_snapshot!(json);
+        let whole = serde_json::to_value(&report).unwrap();
+        assert_eq!(whole["decode_weight_bytes"], 7_444_758_528u64);
+        assert_eq!(whole["probes"]["read_bandwidth_gbs_after"], 11.75);
+        assert_eq!(whole["peers"][0]["dtype"], "bf16");
+    }
+
+    #[test]
+    fn numbers_keep_three_figures() {
+        let got: Vec<String> = [1234.5, 123.45, 12.345, 1.2345, 0.12345, 0.0, f64::NAN]
+            .map(num)
+            .to_vec();
+        assert_eq!(
+            got,
+            ["1234", "123.5", "12.35", "1.23", "0.123", "0.00", "-"]
+        );
+    }
+}
