@@ -68,8 +68,8 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            // One paragraph, no backtrace: the cause chain on one line.
-            eprintln!("error: {err:#}");
+            // One paragraph, no backtrace: the cause chain on one line, each cause once.
+            eprintln!("error: {}", phi3_model::error::one_paragraph(err.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

@@ -36,7 +36,14 @@ impl KvCache {
         let [batch, nkv, len, dh] = <[usize; 4]>::try_from(shard.shape.as_slice())
             .map_err(|_| Error::Internal(format!("KV cache shard shape {:?}", shard.shape)))?;
         let layers = plan.dims().layers;
-        let per_device = (2 * layers * batch * nkv * len * dh * dtype.size_bytes()) as u64;
+        let per_device = [2, layers, batch, nkv, len, dh, dtype.size_bytes()]
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "a KV cache of {layers} layers x batch {batch} x {nkv} heads x {len} positions                      x {dh} does not fit in 64 bits of bytes"
+                ))
+            })?;
         let reserved = (0..mesh.num_devices())
             .map(|d| mesh.allocate(d, per_device))
             .collect::<Result<Vec<_>, _>>()?;
