@@ -21,10 +21,11 @@ pub struct KvCache {
 impl KvCache {
     /// A zeroed contiguous cache `[batch, nkv, len, dh]` for K and for V.
     pub fn contiguous(batch: usize, nkv: usize, len: usize, dh: usize, dtype: DType) -> Self {
-        let k = Tensor::zeros(&[batch, nkv, len, dh], dtype);
+        // Separate buffers: a shared one would be copied whole by the first write (copy-on-write).
+        // Zeroed allocations are lazily faulted in, so untouched rows cost no memory.
         Self {
-            v: k.clone(),
-            k,
+            k: Tensor::zeros(&[batch, nkv, len, dh], dtype),
+            v: Tensor::zeros(&[batch, nkv, len, dh], dtype),
             page_table: None,
         }
     }
@@ -45,10 +46,9 @@ impl KvCache {
                 format!("block {block} is not a positive multiple of {TILE}"),
             ));
         }
-        let k = Tensor::zeros(&[num_blocks, nkv, block, dh], dtype);
         Ok(Self {
-            v: k.clone(),
-            k,
+            k: Tensor::zeros(&[num_blocks, nkv, block, dh], dtype),
+            v: Tensor::zeros(&[num_blocks, nkv, block, dh], dtype),
             page_table: Some(page_table),
         })
     }

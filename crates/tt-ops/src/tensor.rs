@@ -121,9 +121,20 @@ fn numel_of(shape: &[usize]) -> usize {
 }
 
 impl Tensor {
-    /// A tensor of zeros.
+    /// A tensor of zeros. The buffer comes from a zeroed allocation, so its pages are only
+    /// faulted in when first touched (a large KV cache costs nothing until it is written).
     pub fn zeros(shape: &[usize], dtype: DType) -> Self {
-        Self::full(shape, 0.0, dtype)
+        let n = numel_of(shape);
+        let buf = match dtype {
+            DType::F32 => Buffer::F32(owned(bytemuck::zeroed_vec::<f32>(n))),
+            DType::Bf16 => Buffer::Bf16(owned(bytemuck::zeroed_vec::<bf16>(n))),
+        };
+        Self {
+            buf,
+            offset: 0,
+            shape: shape.to_vec(),
+            row_stride: None,
+        }
     }
 
     /// A tensor filled with `value` (rounded to bf16 for a bf16 tensor).
