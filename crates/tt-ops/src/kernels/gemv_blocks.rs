@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::elem::WeightElem;
 use super::gemv::BLOCK_ROWS;
-use super::gemv_avx2::{Rows, chunk, relayout_even_odd};
+use super::gemv_avx2::{Rows, chunk, relayout_even_odd, row_groups};
 use super::isa::Avx2Fma;
 use super::out::DisjointOut;
 use super::scratch::with_scratch;
@@ -93,13 +93,8 @@ unsafe fn row_block<W: WeightElem>(
     n: usize,
     kb: usize,
 ) {
-    // Tiles as in the plain GEMV: 4 rows at m = 1, else 2, taken `nrows / nr` apart.
-    let nr_main = if m == 1 { 4 } else { 2 };
-    let (groups, gap, nr) = if nrows.is_multiple_of(nr_main) {
-        (nrows / nr_main, nrows / nr_main, nr_main)
-    } else {
-        (nrows, 1, 1)
-    };
+    // Tiles as in the plain GEMV.
+    let (groups, gap, nr) = row_groups(m, nrows);
     for g in 0..groups {
         for b in 0..k / kb {
             let c0 = b * kb;
