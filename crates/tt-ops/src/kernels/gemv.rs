@@ -19,7 +19,7 @@ pub(super) const BLOCK_ROWS: usize = 64;
 
 /// Below this many weights a call runs on the calling thread: waking the pool costs more than the
 /// split saves (a few microseconds against ~10 us of streaming).
-const PAR_MIN_WEIGHTS: usize = 1 << 17;
+pub(super) const PAR_MIN_WEIGHTS: usize = 1 << 17;
 
 /// Results of one block: `res[mi * BLOCK_ROWS + r]` is `out[mi, j0 + r]`.
 pub(super) type BlockResult = [f32; GEMV_MAX_M * BLOCK_ROWS];

@@ -12,14 +12,11 @@
 use rayon::prelude::*;
 
 use super::elem::WeightElem;
-use super::gemv::BLOCK_ROWS;
+use super::gemv::{BLOCK_ROWS, PAR_MIN_WEIGHTS};
 use super::gemv_avx2::{Rows, chunk, relayout_even_odd, row_groups};
 use super::isa::Avx2Fma;
 use super::out::DisjointOut;
 use super::scratch::with_scratch;
-
-/// Below this many weights a call runs on the calling thread.
-const PAR_MIN_WEIGHTS: usize = 1 << 17;
 
 /// `out [blocks, m, n]`: block `b` is `x[:, b*kb..(b+1)*kb] @ w[:, b*kb..(b+1)*kb]^T`, for
 /// `x [m, k]`, `w [n, k]` (contiguous), `kb = k / blocks` a multiple of 16, `1 <= m <= 8`.

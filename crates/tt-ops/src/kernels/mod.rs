@@ -68,6 +68,27 @@ pub fn matmul_bf16_strided(
     matmul_with(Isa::detect(), x, w, ldw, out, m, k, n);
 }
 
+/// `out[m*n] = x[m*k] @ w^T` where `w` is row-major `[n, k]` in f32. Overwrites `out`.
+///
+/// Same contract, strategy and panics as [`matmul_bf16`].
+pub fn matmul_f32(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
+    matmul_with(Isa::detect(), x, w, k, out, m, k, n);
+}
+
+/// [`matmul_f32`] with weight rows `ldw >= k` elements apart (see [`matmul_bf16_strided`]).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_f32_strided(
+    x: &[f32],
+    w: &[f32],
+    ldw: usize,
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    matmul_with(Isa::detect(), x, w, ldw, out, m, k, n);
+}
+
 /// The row-parallel products of `blocks` devices in one pass: for each block `b`,
 /// `out[b] = x[:, b*kb..(b+1)*kb] @ w[:, b*kb..(b+1)*kb]^T` with `kb = k / blocks`, `x [m, k]`
 /// (the devices' activations side by side), `w [n, k]` contiguous bf16 and `out [blocks, m, n]`.
@@ -115,48 +136,27 @@ pub(crate) fn column_blocks_with<W: WeightElem>(
     if m == 0 || n == 0 {
         return;
     }
+    if kb == 0 {
+        out.fill(0.0);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if let Isa::Avx2Fma(token) = isa
         && m <= GEMV_MAX_M
-        && kb > 0
         && kb.is_multiple_of(16)
     {
         gemv_blocks::gemv_column_blocks(token, x, w, out, m, k, n, blocks);
         return;
     }
+    // One strided product per block, on that block's activation columns copied out.
     let mut xb = vec![0.0f32; m * kb];
     for (b, out_b) in out.chunks_exact_mut(m * n).enumerate() {
-        for (i, row) in xb.chunks_exact_mut(kb.max(1)).enumerate().take(m) {
+        for (i, row) in xb.chunks_exact_mut(kb).enumerate() {
             row.copy_from_slice(&x[i * k + b * kb..i * k + (b + 1) * kb]);
         }
-        let wb = if kb == 0 {
-            &w[..0]
-        } else {
-            &w[b * kb..(n - 1) * k + (b + 1) * kb]
-        };
-        matmul_with(isa, &xb, wb, k.max(kb), out_b, m, kb, n);
+        let wb = &w[b * kb..(n - 1) * k + (b + 1) * kb];
+        matmul_with(isa, &xb, wb, k, out_b, m, kb, n);
     }
-}
-
-/// `out[m*n] = x[m*k] @ w^T` where `w` is row-major `[n, k]` in f32. Overwrites `out`.
-///
-/// Same contract, strategy and panics as [`matmul_bf16`].
-pub fn matmul_f32(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
-    matmul_with(Isa::detect(), x, w, k, out, m, k, n);
-}
-
-/// [`matmul_f32`] with weight rows `ldw >= k` elements apart (see [`matmul_bf16_strided`]).
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_f32_strided(
-    x: &[f32],
-    w: &[f32],
-    ldw: usize,
-    out: &mut [f32],
-    m: usize,
-    k: usize,
-    n: usize,
-) {
-    matmul_with(Isa::detect(), x, w, ldw, out, m, k, n);
 }
 
 /// The dispatcher behind both entry points, with the instruction set chosen by the caller (tests force
