@@ -23,7 +23,7 @@ use tt_ops::{
 };
 
 use crate::error::{Error, Result};
-use crate::weights::LayerWeights;
+use crate::weights::{FusedRows, LayerWeights};
 
 /// What one forward call feeds the attention core.
 pub(crate) enum AttentionStep<'a> {
@@ -86,6 +86,35 @@ impl LayerContext<'_> {
         )?)
     }
 
+    /// Every device's column-parallel outputs: with the whole matrix at hand (`fused`), one pass
+    /// over it for all devices, each taking its column ranges of the product; otherwise
+    /// `per_device(d)` on every device.
+    fn column_parallel(
+        &self,
+        h: &Tensor,
+        fused: Option<&FusedRows>,
+        per_device: impl Fn(usize) -> Result<Vec<Tensor>> + Sync + Send,
+    ) -> Result<Vec<Vec<Tensor>>> {
+        match fused {
+            Some(f) => {
+                let y = linear(h, &f.full)?;
+                f.parts
+                    .par_iter()
+                    .map(|ranges| {
+                        ranges
+                            .iter()
+                            .map(|r| Ok(y.gather_columns(std::slice::from_ref(r))?))
+                            .collect()
+                    })
+                    .collect()
+            }
+            None => (0..self.mesh.num_devices())
+                .into_par_iter()
+                .map(per_device)
+                .collect(),
+        }
+    }
+
     /// Sums row-parallel partials over the mesh; returns the (replicated) sum, rounded.
     fn all_reduce(&self, mut partial: MeshTensor) -> Result<Tensor> {
         partial.expect(Distribution::PartialSum, "row-parallel output")?;
@@ -111,14 +140,18 @@ impl LayerContext<'_> {
         let h = self.round(rms_norm(x, w.attn_norm.shard(0)?, self.eps)?)?;
 
         // Attention: column-parallel QKV, local heads, row-parallel o_proj.
+        let qkvs = self.column_parallel(&h, w.qkv_all.as_ref(), |d| {
+            let q = linear(&h, w.q.shard(d)?)?;
+            let k = linear(&h, w.k.shard(d)?)?;
+            let v = linear(&h, w.v.shard(d)?)?;
+            Ok(vec![q, k, v])
+        })?;
         let attns = cache
             .par_iter_mut()
-            .enumerate()
-            .map(|(d, layer_cache)| {
-                let q = linear(&h, w.q.shard(d)?)?;
-                let k = linear(&h, w.k.shard(d)?)?;
-                let v = linear(&h, w.v.shard(d)?)?;
-                let qkv = self.round(Tensor::cat(&[&q, &k, &v], 1)?)?;
+            .zip(qkvs)
+            .map(|(layer_cache, parts)| {
+                let parts: Vec<&Tensor> = parts.iter().collect();
+                let qkv = self.round(Tensor::cat(&parts, 1)?)?;
                 let attn = self.attention(qkv, layer_cache, step)?;
                 Ok(attn.reshape(&[m, attn.numel() / m.max(1)])?)
             })
@@ -130,11 +163,17 @@ impl LayerContext<'_> {
 
         // MLP: column-parallel gate/up, row-parallel down.
         let h = self.round(rms_norm(x, w.mlp_norm.shard(0)?, self.eps)?)?;
-        let acts = (0..self.mesh.num_devices())
+        let gate_ups = self.column_parallel(&h, w.gate_up_all.as_ref(), |d| {
+            Ok(vec![
+                linear(&h, w.gate.shard(d)?)?,
+                linear(&h, w.up.shard(d)?)?,
+            ])
+        })?;
+        let acts = gate_ups
             .into_par_iter()
-            .map(|d| {
-                let gate = self.round(linear(&h, w.gate.shard(d)?)?)?;
-                let up = self.round(linear(&h, w.up.shard(d)?)?)?;
+            .map(|parts| {
+                let [gate, up] = <[Tensor; 2]>::try_from(parts).map_err(|_| missing_output())?;
+                let (gate, up) = (self.round(gate)?, self.round(up)?);
                 self.round(silu_mul(&gate, &up)?)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -199,6 +238,10 @@ impl LayerContext<'_> {
             }
         }
     }
+}
+
+fn missing_output() -> Error {
+    Error::Internal("a column-parallel projection returned the wrong number of outputs".into())
 }
 
 /// The head counts of every device must agree (the plan guarantees it); returns them.

@@ -86,6 +86,45 @@ pub struct LayerWeights {
     pub o_blocks: Option<Tensor>,
     /// The whole `down_proj` under the same condition as `o_blocks`.
     pub down_blocks: Option<Tensor>,
+    /// The whole `qkv_proj`, when the devices' Q, K and V rows cover it exactly once: then all
+    /// devices' projections run as one pass over it and each device takes its columns of the
+    /// product. A host handle on the same storage as the `q`, `k`, `v` views.
+    pub qkv_all: Option<FusedRows>,
+    /// The whole `gate_up_proj` under the same condition (parts: gate, then up).
+    pub gate_up_all: Option<FusedRows>,
+}
+
+/// A column-parallel projection of every device as one matrix: device `d`'s outputs are the
+/// columns `parts[d]` of `x @ full^T` (one range per weight kind, in the order the layer uses).
+pub struct FusedRows {
+    /// The whole checkpoint matrix, `[N, H]`.
+    pub full: Tensor,
+    /// Per device, its output column ranges.
+    pub parts: Vec<Vec<Range<usize>>>,
+}
+
+/// `full` with every device's rows of `kinds`, if those rows cover `full` exactly once.
+fn covering_rows(plan: &Plan, full: &Tensor, kinds: &[WeightKind]) -> Result<Option<FusedRows>> {
+    let parts = (0..plan.num_devices())
+        .map(|d| {
+            kinds
+                .iter()
+                .map(|&kind| Ok(plan.shard_of(kind, d)?.rows()))
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut all: Vec<&Range<usize>> = parts.iter().flatten().collect();
+    all.sort_by_key(|r| r.start);
+    let mut next = 0;
+    let exact = all.iter().all(|r| {
+        let ok = r.start == next;
+        next = r.end;
+        ok
+    }) && next == full.dim(0)?;
+    Ok((exact && full.is_contiguous()).then(|| FusedRows {
+        full: full.clone(),
+        parts,
+    }))
 }
 
 /// Every weight of the model, placed on the mesh as the plan says.
@@ -179,6 +218,8 @@ impl LayerWeights {
             down: columns_of(mesh, plan, &down, WeightKind::Down)?,
             o_blocks: in_device_blocks(plan, &o, WeightKind::O)?,
             down_blocks: in_device_blocks(plan, &down, WeightKind::Down)?,
+            qkv_all: covering_rows(plan, &qkv, &[WeightKind::Q, WeightKind::K, WeightKind::V])?,
+            gate_up_all: covering_rows(plan, &gate_up, &[WeightKind::Gate, WeightKind::Up])?,
         })
     }
 }

@@ -75,7 +75,11 @@ fn main() {
         let n = 9216;
         let per = n * K;
         let count = DECODE_SET_BYTES.div_ceil(per * 2);
-        let weights: Vec<bf16> = fill(per * count, 1).map(bf16::from_f32).collect();
+        // Allocated as the kernels' own large buffers are: on 2 MiB pages where the kernel allows.
+        let mut weights = tt_ops::pages::zeroed_vec::<bf16>(per * count);
+        for (w, v) in weights.iter_mut().zip(fill(per * count, 1)) {
+            *w = bf16::from_f32(v);
+        }
         let mut group = c.benchmark_group("linear_decode");
         group.sample_size(30).warm_up_time(Duration::from_secs(2));
         group.measurement_time(Duration::from_secs(6));

@@ -95,7 +95,7 @@ fn main() {
         .map(|(k, v)| {
             let page = |t: &Tensor| {
                 let src = t.as_bf16().unwrap();
-                let mut dst = src.to_vec();
+                let mut dst = tt_ops::pages::zeroed_vec::<half::bf16>(src.len());
                 for (logical, &phys) in table.entries().iter().enumerate() {
                     for h in 0..NH {
                         let s = (h * LEN + logical * block) * DH;

@@ -8,6 +8,7 @@
 //! | module | ops |
 //! |---|---|
 //! | [`tensor`] | [`Tensor`], [`DType`], [`Element`] (contiguous tensors, and column views of matrices) |
+//! | [`pages`] | [`pages::zeroed_vec`]: large buffers on 2 MiB pages |
 //! | [`storage`] | [`SharedElements`]: storage borrowed from elsewhere, e.g. a mapped checkpoint |
 //! | [`fidelity`] | [`Fidelity`] |
 //! | [`mod@embedding`] | [`embedding()`] |
@@ -31,6 +32,7 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod linear;
 pub mod norm;
+pub mod pages;
 pub mod rotary;
 pub mod sdpa;
 pub mod sdpa_decode;

@@ -73,16 +73,24 @@ impl<E: Lanes> Kernel for DecodeChunk<'_, E> {
             let (off, run) = self.geom.locate(b, h, r);
             let n = run.min(r1 - r).min(BLOCK_ROWS - r % BLOCK_ROWS);
             let (kb, vb) = (&self.k[off..off + n * dh], &self.v[off..off + n * dh]);
-            // Ask for the next block's K and V rows now, so that their misses overlap this
-            // block's arithmetic (one core alone keeps too few misses in flight otherwise).
-            if r + n < r1 {
-                let (next, _) = self.geom.locate(b, h, r + n);
-                let len = BLOCK_ROWS.min(r1 - r - n) * dh;
-                prefetch(&self.k[next..(next + len).min(self.k.len())]);
-                prefetch(&self.v[next..(next + len).min(self.v.len())]);
-            }
+            // The next block's rows, prefetched one row per row scored here: the misses of the
+            // next block overlap this block's arithmetic, spread evenly so that one core keeps
+            // many in flight without ever stalling on a full miss queue.
+            let next = if r + n < r1 {
+                let (at, run) = self.geom.locate(b, h, r + n);
+                Some((at, run.min(r1 - r - n).min(BLOCK_ROWS)))
+            } else {
+                None
+            };
             // Scores: one pass over the block's K rows for every query head of the group.
             for (j, krow) in kb.chunks_exact(dh).enumerate() {
+                if let Some((at, rows)) = next
+                    && j < rows
+                {
+                    let row = at + j * dh;
+                    prefetch(&self.k[row..(row + dh).min(self.k.len())]);
+                    prefetch(&self.v[row..(row + dh).min(self.v.len())]);
+                }
                 if g == 1 {
                     scores[j] = simd::dot::<FMA, E>(self.q, krow) * self.scale;
                 } else {

@@ -122,12 +122,13 @@ fn numel_of(shape: &[usize]) -> usize {
 
 impl Tensor {
     /// A tensor of zeros. The buffer comes from a zeroed allocation, so its pages are only
-    /// faulted in when first touched (a large KV cache costs nothing until it is written).
+    /// faulted in when first touched (a large KV cache costs nothing until it is written), on
+    /// 2 MiB pages when it is large ([`crate::pages`]).
     pub fn zeros(shape: &[usize], dtype: DType) -> Self {
         let n = numel_of(shape);
         let buf = match dtype {
-            DType::F32 => Buffer::F32(owned(bytemuck::zeroed_vec::<f32>(n))),
-            DType::Bf16 => Buffer::Bf16(owned(bytemuck::zeroed_vec::<bf16>(n))),
+            DType::F32 => Buffer::F32(owned(crate::pages::zeroed_vec::<f32>(n))),
+            DType::Bf16 => Buffer::Bf16(owned(crate::pages::zeroed_vec::<bf16>(n))),
         };
         Self {
             buf,
@@ -174,13 +175,22 @@ impl Tensor {
         })
     }
 
-    /// A tensor of the given dtype made from f32 values (rounded to nearest even for bf16).
+    /// A tensor of the given dtype made from f32 values (rounded to nearest even for bf16), in a
+    /// new buffer (on 2 MiB pages when it is large, [`crate::pages`]).
     pub fn from_f32_as(data: &[f32], shape: &[usize], dtype: DType) -> Result<Self> {
         check_len(data.len(), shape)?;
         match dtype {
-            DType::F32 => Self::from_f32(data.to_vec(), shape),
+            DType::F32 => {
+                let mut v = crate::pages::zeroed_vec::<f32>(data.len());
+                v.copy_from_slice(data);
+                Self::from_f32(v, shape)
+            }
             DType::Bf16 => {
-                Self::from_bf16(data.iter().map(|&x| bf16::from_f32(x)).collect(), shape)
+                let mut v = crate::pages::zeroed_vec::<bf16>(data.len());
+                for (d, &x) in v.iter_mut().zip(data) {
+                    *d = bf16::from_f32(x);
+                }
+                Self::from_bf16(v, shape)
             }
         }
     }

@@ -211,3 +211,26 @@ fn column_views_read_rows_in_place() {
         0
     );
 }
+
+#[test]
+#[allow(clippy::single_range_in_vec_init)] // one-range lists are the point here
+fn gather_columns_picks_ranges_side_by_side() {
+    let t = iota(&[3, 5]); // row i: 5i .. 5i + 4
+    let g = t.gather_columns(&[3..5, 0..1]).unwrap();
+    assert_eq!(g.shape(), &[3, 3]);
+    assert_eq!(
+        g.as_f32().unwrap(),
+        &[3.0, 4.0, 0.0, 8.0, 9.0, 5.0, 13.0, 14.0, 10.0]
+    );
+    // From a column view, and in bf16.
+    let view = t.columns(1, 3).unwrap();
+    let g = view.gather_columns(&[2..3, 0..1]).unwrap();
+    assert_eq!(g.as_f32().unwrap(), &[3.0, 1.0, 8.0, 6.0, 13.0, 11.0]);
+    let b = Tensor::from_f32_as(t.as_f32().unwrap(), &[3, 5], DType::Bf16).unwrap();
+    let g = b.gather_columns(&[4..5]).unwrap();
+    assert_eq!(g.f32_values().as_ref(), &[4.0, 9.0, 14.0]);
+    assert_eq!(t.gather_columns(&[]).unwrap().shape(), &[3, 0]);
+    assert!(t.gather_columns(&[4..6]).is_err());
+    assert!(view.gather_columns(&[0..4]).is_err());
+    assert!(iota(&[2, 2, 2]).gather_columns(&[0..1]).is_err());
+}

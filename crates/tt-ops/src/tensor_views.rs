@@ -69,6 +69,57 @@ impl Tensor {
             .unwrap_or_else(|| self.shape.last().copied().unwrap_or(1))
     }
 
+    /// The column ranges `ranges` of a matrix, side by side, as a new contiguous `[rows, total]`
+    /// tensor (`total` = the ranges' summed length): e.g. one device's Q, K and V columns of a
+    /// fused projection computed for every device at once. Errors unless the tensor is 2-D and
+    /// every range fits.
+    pub fn gather_columns(&self, ranges: &[std::ops::Range<usize>]) -> Result<Tensor> {
+        const OP: &str = "Tensor::gather_columns";
+        let [rows, cols] = self.dims::<2>()?;
+        let mut total = 0usize;
+        for r in ranges {
+            if r.start > r.end || r.end > cols {
+                return Err(OpError::out_of_range(
+                    OP,
+                    format!("end of column range [{}, {})", r.start, r.end),
+                    r.end as i64,
+                    cols + 1,
+                ));
+            }
+            total += r.len();
+        }
+        fn pick<T: Copy>(
+            v: &[T],
+            stride: usize,
+            rows: usize,
+            ranges: &[std::ops::Range<usize>],
+            total: usize,
+        ) -> Vec<T> {
+            let mut out = Vec::with_capacity(rows * total);
+            for i in 0..rows {
+                for r in ranges {
+                    out.extend_from_slice(&v[i * stride + r.start..i * stride + r.end]);
+                }
+            }
+            out
+        }
+        let stride = self.row_stride();
+        let buf = match &self.buf {
+            Buffer::F32(v) => {
+                Buffer::F32(owned(pick(&v[self.offset..], stride, rows, ranges, total)))
+            }
+            Buffer::Bf16(v) => {
+                Buffer::Bf16(owned(pick(&v[self.offset..], stride, rows, ranges, total)))
+            }
+        };
+        Ok(Tensor {
+            buf,
+            offset: 0,
+            shape: vec![rows, total],
+            row_stride: None,
+        })
+    }
+
     /// A contiguous tensor with the same elements: a cheap clone if it already is, else a copy.
     pub fn contiguous(&self) -> Tensor {
         let Some(stride) = self.row_stride else {

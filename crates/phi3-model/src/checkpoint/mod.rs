@@ -9,22 +9,25 @@
 //! [`Checkpoint::bf16_tensor`] instead hands out a BF16 tensor in place: a [`Tensor`] whose
 //! storage is the mapped pages themselves (shared with the OS page cache, so a warm checkpoint
 //! loads without copying 7.6 GB into fresh memory). The map stays alive as long as any such
-//! tensor does.
+//! tensor does. A file's first such tensor makes the whole file resident, on 2 MiB pages under
+//! the default [`PagePolicy::Huge`] ([`pages`](self::pages) explains why and how).
 
 mod element;
 mod format;
 mod hub;
 mod index;
 mod names;
+mod pages;
 mod progress;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use half::bf16;
-use memmap2::{Advice, Mmap};
+use memmap2::Mmap;
 use tt_ops::{SharedElements, Tensor};
 
 pub use element::Element;
@@ -32,6 +35,7 @@ pub use format::{Dtype, TensorInfo, TensorRecord, parse_header};
 pub use hub::{HubEnv, resolve_model};
 pub use index::{INDEX_FILE, parse_index};
 pub use names::{EMBED_TOKENS, FINAL_NORM, LM_HEAD, LayerTensor, expected_tensors};
+pub use pages::PagePolicy;
 pub use progress::{ByteCounter, LoadProgress, NoProgress};
 
 use crate::config::Phi3Config;
@@ -55,11 +59,18 @@ pub struct Checkpoint {
     files: Vec<MappedFile>,
     tensors: HashMap<String, Entry>,
     progress: Arc<dyn LoadProgress>,
+    page_policy: PagePolicy,
+    /// Set when a re-read into 2 MiB pages gained nothing (the filesystem or kernel cannot):
+    /// later files are not re-read.
+    huge_pages_unavailable: AtomicBool,
 }
 
 struct MappedFile {
     path: PathBuf,
+    /// The mapping made at open (headers; copies of non-BF16 tensors).
     map: Arc<Mmap>,
+    /// The mapping BF16 tensors read in place, made resident on first use ([`pages`]).
+    resident: Mutex<Option<Arc<Mmap>>>,
 }
 
 /// A tensor's BF16 bytes inside a mapped file, viewed as elements.
@@ -168,7 +179,15 @@ impl Checkpoint {
             files,
             tensors,
             progress: Arc::new(NoProgress),
+            page_policy: PagePolicy::default(),
+            huge_pages_unavailable: AtomicBool::new(false),
         })
+    }
+
+    /// Sets how later loads treat the page size of the mapped files (default
+    /// [`PagePolicy::Huge`]).
+    pub fn set_page_policy(&mut self, policy: PagePolicy) {
+        self.page_policy = policy;
     }
 
     /// Reports every later read to `progress`.
@@ -332,20 +351,16 @@ impl Checkpoint {
             shape: shape.clone(),
             message,
         };
-        let file = &self.files[e.file];
+        // Mappings are page-aligned, so alignment only depends on the offset in the file.
         let in_place = e.info.dtype == Dtype::BF16
             && cfg!(target_endian = "little")
-            && (file.map.as_ptr() as usize + e.bytes.start).is_multiple_of(align_of::<bf16>());
+            && e.bytes.start.is_multiple_of(align_of::<bf16>());
         if !in_place {
             let data = self.read_all::<bf16>(name)?;
             return Tensor::from_bf16(data, &shape).map_err(|err| bad(err.to_string()));
         }
-        // Only a hint: without it the pages fault in on first use instead.
-        let _ = file
-            .map
-            .advise_range(Advice::PopulateRead, e.bytes.start, e.bytes.len());
         let owner = Arc::new(MappedBf16 {
-            map: Arc::clone(&file.map),
+            map: self.resident_map(e.file)?,
             bytes: e.bytes.clone(),
         });
         let t = Tensor::from_shared_bf16(owner, 0, &shape).map_err(|err| bad(err.to_string()))?;
@@ -380,6 +395,47 @@ impl Checkpoint {
                 dir: self.dir.clone(),
                 tensor: name.to_string(),
             })
+    }
+
+    /// File `index` mapped for in-place reads, made resident the first time (whole file) under
+    /// the page policy.
+    fn resident_map(&self, index: usize) -> Result<Arc<Mmap>, CheckpointError> {
+        let file = &self.files[index];
+        let mut slot = file
+            .resident
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(map) = slot.as_ref() {
+            return Ok(Arc::clone(map));
+        }
+        let may_reread = !self.huge_pages_unavailable.load(Ordering::Relaxed);
+        let r =
+            pages::make_resident(&file.path, self.page_policy, may_reread).map_err(|source| {
+                CheckpointError::Io {
+                    path: file.path.clone(),
+                    source,
+                }
+            })?;
+        if r.map.len() != file.map.len() {
+            return Err(CheckpointError::Io {
+                path: file.path.clone(),
+                source: std::io::Error::other(format!(
+                    "the file changed size while open ({} -> {} bytes)",
+                    file.map.len(),
+                    r.map.len()
+                )),
+            });
+        }
+        if r.reread && r.huge_bytes.is_some_and(|b| b < r.map.len() as u64 / 2) {
+            tracing::info!(
+                "the page cache does not take 2 MiB pages for {}: later files are mapped as cached",
+                file.path.display()
+            );
+            self.huge_pages_unavailable.store(true, Ordering::Relaxed);
+        }
+        tracing::debug!(file = %file.path.display(), huge_bytes = ?r.huge_bytes, reread = r.reread, "resident");
+        *slot = Some(Arc::clone(&r.map));
+        Ok(r.map)
     }
 
     /// The tensor's bytes; the range was validated against the file length at open.
@@ -480,6 +536,7 @@ fn map_file(path: &Path) -> Result<(MappedFile, Vec<TensorRecord>), CheckpointEr
         MappedFile {
             path: path.to_path_buf(),
             map: Arc::new(map),
+            resident: Mutex::new(None),
         },
         records,
     ))

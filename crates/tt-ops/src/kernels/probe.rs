@@ -11,10 +11,14 @@ use rayon::prelude::*;
 
 /// Read bandwidth in GB/s (1e9 bytes/s) of a plain parallel sum over a `bytes`-long buffer: the
 /// median of `reps` passes (after one untimed pass that faults the pages in). Use a buffer well
-/// past the last-level cache.
+/// past the last-level cache. The buffer is on 2 MiB pages where the kernel allows, as the
+/// kernels' large buffers are ([`crate::pages`]).
 pub fn read_bandwidth_gbs(bytes: usize, reps: usize) -> f64 {
     let words = (bytes / 8).max(1);
-    let buf: Vec<u64> = (0..words as u64).collect();
+    let mut buf: Vec<u64> = crate::pages::zeroed_vec(words);
+    for (i, v) in buf.iter_mut().enumerate() {
+        *v = i as u64;
+    }
     let chunk = words.div_ceil(rayon::current_num_threads() * 4).max(4096);
     let pass = || -> u64 {
         buf.par_chunks(chunk)
