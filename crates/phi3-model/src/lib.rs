@@ -31,7 +31,9 @@ pub mod sharding;
 pub mod tokenizer;
 pub mod weights;
 
-pub use checkpoint::{Checkpoint, Dtype, Element, HubEnv, LoadProgress, TensorInfo};
+pub use checkpoint::{
+    Checkpoint, Dtype, Element, HubEnv, LoadProgress, PagePolicy, Residency, TensorInfo,
+};
 pub use config::{LongRopeConfig, Phi3Config, RopeConfig};
 pub use error::{CheckpointError, ConfigError, Error, Result, SamplingError, TokenizerError};
 pub use generate::{GenerateOptions, GenerateTimings, Generated, generate};

@@ -30,6 +30,8 @@ pub struct Report {
     pub decode_steps: usize,
     /// Machine probes sampled in the same run.
     pub probes: Probes,
+    /// The checkpoint files made resident before anything is timed (what a first load does).
+    pub pages: Pages,
     /// Sequential read of the checkpoint files, the yardstick of the load time.
     pub cat: Cat,
     /// One entry per mesh x fidelity.
@@ -49,6 +51,21 @@ pub struct Probes {
     pub read_bandwidth_gbs_after: f64,
     /// Register-only FMA peak, GFLOP/s.
     pub fma_peak_gflops: f64,
+}
+
+/// The checkpoint files made resident once before the timed loads
+/// (`phi3_model::Checkpoint::make_resident`): a file cached on small pages is read again from
+/// disk into 2 MiB pages there, as the first load of a model does.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pages {
+    /// Wall seconds.
+    pub seconds: f64,
+    /// Bytes of the files.
+    pub bytes: u64,
+    /// Bytes mapped on 2 MiB pages afterwards.
+    pub huge_bytes: u64,
+    /// Files read again into 2 MiB pages.
+    pub reread_files: usize,
 }
 
 /// Reading every checkpoint file once, in order, with `std::fs::File::read`.
@@ -191,6 +208,14 @@ impl Report {
             "FMA peak (f32 on registers, {} threads): {} GFLOP/s\n",
             self.threads,
             num(p.fma_peak_gflops)
+        ));
+        let pg = &self.pages;
+        out.push_str(&format!(
+            "before the loads: checkpoint made resident in {} s ({} files re-read into 2 MiB pages; {} of {} GB on 2 MiB pages)\n",
+            num(pg.seconds),
+            pg.reread_files,
+            num(gb(pg.huge_bytes)),
+            num(gb(pg.bytes)),
         ));
         let c = &self.cat;
         out.push_str(&format!(
@@ -424,6 +449,12 @@ mod tests {
                 read_bandwidth_gbs_before: 12.5,
                 read_bandwidth_gbs_after: 11.75,
                 fma_peak_gflops: 151.2,
+            },
+            pages: Pages {
+                seconds: 5.0,
+                bytes: 7_642_159_104,
+                huge_bytes: 7_600_000_000,
+                reread_files: 4,
             },
             cat: Cat {
                 files: 4,

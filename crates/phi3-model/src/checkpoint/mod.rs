@@ -23,7 +23,7 @@ mod progress;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use half::bf16;
@@ -35,7 +35,7 @@ pub use format::{Dtype, TensorInfo, TensorRecord, parse_header};
 pub use hub::{HubEnv, resolve_model};
 pub use index::{INDEX_FILE, parse_index};
 pub use names::{EMBED_TOKENS, FINAL_NORM, LM_HEAD, LayerTensor, expected_tensors};
-pub use pages::PagePolicy;
+pub use pages::{PagePolicy, Residency};
 pub use progress::{ByteCounter, LoadProgress, NoProgress};
 
 use crate::config::Phi3Config;
@@ -71,6 +71,8 @@ struct MappedFile {
     map: Arc<Mmap>,
     /// The mapping BF16 tensors read in place, made resident on first use ([`pages`]).
     resident: Mutex<Option<Arc<Mmap>>>,
+    /// Whether making it resident read it again from disk.
+    reread: AtomicBool,
 }
 
 /// A tensor's BF16 bytes inside a mapped file, viewed as elements.
@@ -397,47 +399,6 @@ impl Checkpoint {
             })
     }
 
-    /// File `index` mapped for in-place reads, made resident the first time (whole file) under
-    /// the page policy.
-    fn resident_map(&self, index: usize) -> Result<Arc<Mmap>, CheckpointError> {
-        let file = &self.files[index];
-        let mut slot = file
-            .resident
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(map) = slot.as_ref() {
-            return Ok(Arc::clone(map));
-        }
-        let may_reread = !self.huge_pages_unavailable.load(Ordering::Relaxed);
-        let r =
-            pages::make_resident(&file.path, self.page_policy, may_reread).map_err(|source| {
-                CheckpointError::Io {
-                    path: file.path.clone(),
-                    source,
-                }
-            })?;
-        if r.map.len() != file.map.len() {
-            return Err(CheckpointError::Io {
-                path: file.path.clone(),
-                source: std::io::Error::other(format!(
-                    "the file changed size while open ({} -> {} bytes)",
-                    file.map.len(),
-                    r.map.len()
-                )),
-            });
-        }
-        if r.reread && r.huge_bytes.is_some_and(|b| b < r.map.len() as u64 / 2) {
-            tracing::info!(
-                "the page cache does not take 2 MiB pages for {}: later files are mapped as cached",
-                file.path.display()
-            );
-            self.huge_pages_unavailable.store(true, Ordering::Relaxed);
-        }
-        tracing::debug!(file = %file.path.display(), huge_bytes = ?r.huge_bytes, reread = r.reread, "resident");
-        *slot = Some(Arc::clone(&r.map));
-        Ok(r.map)
-    }
-
     /// The tensor's bytes; the range was validated against the file length at open.
     fn bytes_of(&self, e: &Entry) -> &[u8] {
         &self.files[e.file].map[e.bytes.clone()]
@@ -537,6 +498,7 @@ fn map_file(path: &Path) -> Result<(MappedFile, Vec<TensorRecord>), CheckpointEr
             path: path.to_path_buf(),
             map: Arc::new(map),
             resident: Mutex::new(None),
+            reread: AtomicBool::new(false),
         },
         records,
     ))
@@ -549,6 +511,28 @@ mod tests {
     fn tiny() -> Checkpoint {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/phi3-tiny");
         Checkpoint::open_dir(&dir).unwrap()
+    }
+
+    #[test]
+    fn making_files_resident_covers_every_file_under_both_policies() {
+        for policy in [PagePolicy::AsCached, PagePolicy::Huge] {
+            let mut ckpt = tiny();
+            ckpt.set_page_policy(policy);
+            let sizes: u64 = ckpt
+                .files()
+                .iter()
+                .map(|p| std::fs::metadata(p).unwrap().len())
+                .sum();
+            let r = ckpt.make_resident().unwrap();
+            assert_eq!(r.bytes, sizes);
+            assert!(r.huge_bytes <= r.bytes);
+            // The tiny shards are under the re-read threshold.
+            assert_eq!(r.reread_files, 0);
+            // Tensors read afterwards come from the same resident mappings.
+            let name = ckpt.tensor_names()[0].to_string();
+            assert_eq!(ckpt.make_resident().unwrap(), r);
+            let _ = ckpt.bf16_tensor(&name);
+        }
     }
 
     #[test]

@@ -16,9 +16,13 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use memmap2::{Advice, Mmap};
+
+use super::Checkpoint;
+use crate::error::CheckpointError;
 
 /// How the loader treats the page size of the mapped checkpoint files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,6 +33,78 @@ pub enum PagePolicy {
     /// again from disk, once.
     #[default]
     Huge,
+}
+
+/// What the mapped checkpoint files are on ([`Checkpoint::make_resident`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Residency {
+    /// Bytes of all files.
+    pub bytes: u64,
+    /// Bytes mapped on 2 MiB pages (0 where the kernel does not say).
+    pub huge_bytes: u64,
+    /// Files this checkpoint read again from disk into 2 MiB pages.
+    pub reread_files: usize,
+}
+
+impl Checkpoint {
+    /// Makes every file resident now, as loading a model does file by file (under the default
+    /// [`PagePolicy::Huge`], a file cached on small pages is read again into 2 MiB pages). Returns
+    /// what the files are now on.
+    pub fn make_resident(&self) -> Result<Residency, CheckpointError> {
+        let mut r = Residency::default();
+        for i in 0..self.files.len() {
+            let map = self.resident_map(i)?;
+            r.bytes += map.len() as u64;
+            r.huge_bytes += huge_mapped_bytes(map.as_ptr()).unwrap_or(0);
+        }
+        r.reread_files = self
+            .files
+            .iter()
+            .filter(|f| f.reread.load(Ordering::Relaxed))
+            .count();
+        Ok(r)
+    }
+
+    /// File `index` mapped for in-place reads, made resident the first time (whole file) under
+    /// the page policy.
+    pub(super) fn resident_map(&self, index: usize) -> Result<Arc<Mmap>, CheckpointError> {
+        let file = &self.files[index];
+        let mut slot = file
+            .resident
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(map) = slot.as_ref() {
+            return Ok(Arc::clone(map));
+        }
+        let may_reread = !self.huge_pages_unavailable.load(Ordering::Relaxed);
+        let r = make_resident(&file.path, self.page_policy, may_reread).map_err(|source| {
+            CheckpointError::Io {
+                path: file.path.clone(),
+                source,
+            }
+        })?;
+        if r.map.len() != file.map.len() {
+            return Err(CheckpointError::Io {
+                path: file.path.clone(),
+                source: std::io::Error::other(format!(
+                    "the file changed size while open ({} -> {} bytes)",
+                    file.map.len(),
+                    r.map.len()
+                )),
+            });
+        }
+        if r.reread && r.huge_bytes.is_some_and(|b| b < r.map.len() as u64 / 2) {
+            tracing::info!(
+                "the page cache does not take 2 MiB pages for {}: later files are mapped as cached",
+                file.path.display()
+            );
+            self.huge_pages_unavailable.store(true, Ordering::Relaxed);
+        }
+        tracing::debug!(file = %file.path.display(), huge_bytes = ?r.huge_bytes, reread = r.reread, "resident");
+        file.reread.store(r.reread, Ordering::Relaxed);
+        *slot = Some(Arc::clone(&r.map));
+        Ok(r.map)
+    }
 }
 
 /// Files smaller than this are left as they are cached (a re-read could gain at most one page).
@@ -112,7 +188,7 @@ fn drop_cached_pages(file: &File) {
 
 /// Bytes of the mapping that starts at `start` which the kernel maps with 2 MiB pages
 /// (`FilePmdMapped` in `/proc/self/smaps`); `None` if it does not say.
-fn huge_mapped_bytes(start: *const u8) -> Option<u64> {
+pub(super) fn huge_mapped_bytes(start: *const u8) -> Option<u64> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
     smaps_field_kib(&smaps, start as usize, "FilePmdMapped:").map(|kib| kib * 1024)
 }
