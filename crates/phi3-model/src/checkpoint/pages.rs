@@ -129,7 +129,8 @@ pub(super) fn make_resident(
     let map = map_resident(path, policy)?;
     let len = map.len();
     let huge_bytes = huge_mapped_bytes(map.as_ptr());
-    let on_small_pages = huge_bytes.is_some_and(|b| b < len as u64 / 2);
+    // Mostly huge is not enough: every 4 KiB page left costs its own translations.
+    let on_small_pages = huge_bytes.is_some_and(|b| b < len as u64 / 16 * 15);
     if policy == PagePolicy::Huge && may_reread && on_small_pages && len >= MIN_REREAD_BYTES {
         // Our own mapping must go first: the kernel keeps pages that a process maps.
         drop(map);
