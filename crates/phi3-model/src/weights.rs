@@ -10,7 +10,9 @@
 //! file ([`Checkpoint::bf16_tensor`]), so loading costs what reading the file from the page cache
 //! costs, and the process holds one copy of the weights (the page cache's). That is why Q, K and
 //! V (and gate and up) are separate per-device tensors rather than re-fused ones: a device's Q, K
-//! and V rows are three separate runs of the checkpoint tensor.
+//! and V rows are three separate runs of the checkpoint tensor. When the devices' rows cover the
+//! fused checkpoint matrix exactly once, [`FusedRows`] keeps a handle on the whole matrix so the
+//! decoder can run every device's projection in one pass.
 
 use std::ops::Range;
 
