@@ -4,7 +4,8 @@
 //! - [`config`]: `Phi3Config` from `config.json` (both rope spellings, validation).
 //! - [`generation_config`]: stop tokens and sampling defaults from `generation_config.json`.
 //! - [`rope`]: plain RoPE and LongRoPE tables exactly as HF computes them.
-//! - [`checkpoint`]: find (offline), memory-map and validate safetensors; read tensor blocks.
+//! - [`checkpoint`]: find (offline), memory-map (on 2 MiB pages) and validate safetensors; read
+//!   tensor blocks.
 //! - [`tokenizer`]: encode/decode, the Phi-3 chat template, streaming decode.
 //! - [`sampling`]: greedy and seeded top-k/top-p sampling.
 //! - [`bundled`]: where the bundled default model and tokenizer live.
