@@ -10,7 +10,7 @@
 //! storage is the mapped pages themselves (shared with the OS page cache, so a warm checkpoint
 //! loads without copying 7.6 GB into fresh memory). The map stays alive as long as any such
 //! tensor does. A file's first such tensor makes the whole file resident, on 2 MiB pages under
-//! the default [`PagePolicy::Huge`] ([`pages`](self::pages) explains why and how).
+//! the default [`PagePolicy::Huge`] (`checkpoint/pages.rs` explains why and how).
 
 mod element;
 mod format;
