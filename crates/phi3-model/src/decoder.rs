@@ -87,12 +87,14 @@ impl LayerContext<'_> {
     }
 
     /// Every device's column-parallel outputs: with the whole matrix at hand (`fused`), one pass
-    /// over it for all devices, each taking its column ranges of the product; otherwise
-    /// `per_device(d)` on every device.
+    /// over it for all devices, each device's column ranges gathered `per_output[i]` ranges per
+    /// output (`[3]`: Q, K and V side by side; `[1, 1]`: gate and up apart); otherwise
+    /// `per_device(d)` on every device, which returns the same outputs.
     fn column_parallel(
         &self,
         h: &Tensor,
         fused: Option<&FusedRows>,
+        per_output: &[usize],
         per_device: impl Fn(usize) -> Result<Vec<Tensor>> + Sync + Send,
     ) -> Result<Vec<Vec<Tensor>>> {
         match fused {
@@ -101,9 +103,15 @@ impl LayerContext<'_> {
                 f.parts
                     .par_iter()
                     .map(|ranges| {
-                        ranges
+                        let mut rest = ranges.as_slice();
+                        per_output
                             .iter()
-                            .map(|r| Ok(y.gather_columns(std::slice::from_ref(r))?))
+                            .map(|&count| {
+                                let (these, tail) =
+                                    rest.split_at_checked(count).ok_or_else(missing_output)?;
+                                rest = tail;
+                                Ok(y.gather_columns(these)?)
+                            })
                             .collect()
                     })
                     .collect()
@@ -140,18 +148,18 @@ impl LayerContext<'_> {
         let h = self.round(rms_norm(x, w.attn_norm.shard(0)?, self.eps)?)?;
 
         // Attention: column-parallel QKV, local heads, row-parallel o_proj.
-        let qkvs = self.column_parallel(&h, w.qkv_all.as_ref(), |d| {
+        let qkvs = self.column_parallel(&h, w.qkv_all.as_ref(), &[3], |d| {
             let q = linear(&h, w.q.shard(d)?)?;
             let k = linear(&h, w.k.shard(d)?)?;
             let v = linear(&h, w.v.shard(d)?)?;
-            Ok(vec![q, k, v])
+            Ok(vec![Tensor::cat(&[&q, &k, &v], 1)?])
         })?;
         let attns = cache
             .par_iter_mut()
             .zip(qkvs)
             .map(|(layer_cache, parts)| {
-                let parts: Vec<&Tensor> = parts.iter().collect();
-                let qkv = self.round(Tensor::cat(&parts, 1)?)?;
+                let [qkv] = <[Tensor; 1]>::try_from(parts).map_err(|_| missing_output())?;
+                let qkv = self.round(qkv)?;
                 let attn = self.attention(qkv, layer_cache, step)?;
                 Ok(attn.reshape(&[m, attn.numel() / m.max(1)])?)
             })
@@ -163,7 +171,7 @@ impl LayerContext<'_> {
 
         // MLP: column-parallel gate/up, row-parallel down.
         let h = self.round(rms_norm(x, w.mlp_norm.shard(0)?, self.eps)?)?;
-        let gate_ups = self.column_parallel(&h, w.gate_up_all.as_ref(), |d| {
+        let gate_ups = self.column_parallel(&h, w.gate_up_all.as_ref(), &[1, 1], |d| {
             Ok(vec![
                 linear(&h, w.gate.shard(d)?)?,
                 linear(&h, w.up.shard(d)?)?,

@@ -51,30 +51,37 @@ impl Checkpoint {
     /// [`PagePolicy::Huge`], a file cached on small pages is read again into 2 MiB pages). Returns
     /// what the files are now on.
     pub fn make_resident(&self) -> Result<Residency, CheckpointError> {
-        let mut r = Residency::default();
+        let mut total = Residency::default();
         for i in 0..self.files.len() {
-            let map = self.resident_map(i)?;
-            r.bytes += map.len() as u64;
-            r.huge_bytes += huge_mapped_bytes(map.as_ptr()).unwrap_or(0);
+            self.with_resident(i, |r| {
+                total.bytes += r.map.len() as u64;
+                // Read now, not at mapping time: the kernel may have split pages since.
+                total.huge_bytes += huge_mapped_bytes(r.map.as_ptr()).unwrap_or(0);
+                total.reread_files += usize::from(r.reread);
+            })?;
         }
-        r.reread_files = self
-            .files
-            .iter()
-            .filter(|f| f.reread.load(Ordering::Relaxed))
-            .count();
-        Ok(r)
+        Ok(total)
     }
 
     /// File `index` mapped for in-place reads, made resident the first time (whole file) under
     /// the page policy.
     pub(super) fn resident_map(&self, index: usize) -> Result<Arc<Mmap>, CheckpointError> {
+        self.with_resident(index, |r| Arc::clone(&r.map))
+    }
+
+    /// `f` of file `index`'s resident mapping, made the first time it is asked for.
+    fn with_resident<T>(
+        &self,
+        index: usize,
+        f: impl FnOnce(&Resident) -> T,
+    ) -> Result<T, CheckpointError> {
         let file = &self.files[index];
         let mut slot = file
             .resident
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(map) = slot.as_ref() {
-            return Ok(Arc::clone(map));
+        if let Some(r) = slot.as_ref() {
+            return Ok(f(r));
         }
         let may_reread = !self.huge_pages_unavailable.load(Ordering::Relaxed);
         let r = make_resident(&file.path, self.page_policy, may_reread).map_err(|source| {
@@ -101,9 +108,7 @@ impl Checkpoint {
             self.huge_pages_unavailable.store(true, Ordering::Relaxed);
         }
         tracing::debug!(file = %file.path.display(), huge_bytes = ?r.huge_bytes, reread = r.reread, "resident");
-        file.reread.store(r.reread, Ordering::Relaxed);
-        *slot = Some(Arc::clone(&r.map));
-        Ok(r.map)
+        Ok(f(slot.insert(r)))
     }
 }
 
@@ -111,7 +116,7 @@ impl Checkpoint {
 const MIN_REREAD_BYTES: usize = 4 << 20;
 
 /// A file mapping made resident.
-pub(super) struct Resident {
+pub(crate) struct Resident {
     pub map: Arc<Mmap>,
     /// Bytes of the mapping on 2 MiB pages (`None` where the kernel does not say).
     pub huge_bytes: Option<u64>,
