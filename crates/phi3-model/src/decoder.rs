@@ -13,13 +13,14 @@
 //! Replicated work (the norms, the residual adds) gives the same numbers on every device, so it is
 //! computed once and shared by every device's storage.
 
-use rayon::prelude::*;
+use std::sync::Mutex;
+
 use tt_mesh::{Collectives, Distribution, Mesh, MeshTensor};
 use tt_ops::{
     Fidelity, KvCache as LayerCache, SdpaDecodeOptions, SdpaOptions, Tensor, add_inplace, linear,
     linear_column_blocks, nlp_concat_heads, nlp_concat_heads_decode, nlp_create_qkv_heads,
     nlp_create_qkv_heads_decode, rms_norm, rotary_embedding, rotary_embedding_decode,
-    scaled_dot_product_attention, silu_mul,
+    scaled_dot_product_attention, silu_mul, team,
 };
 
 use crate::error::{Error, Result};
@@ -73,10 +74,8 @@ impl LayerContext<'_> {
                 let refs: Vec<&Tensor> = xs.iter().collect();
                 linear_column_blocks(&refs, full)?
             }
-            None => xs
-                .par_iter()
-                .enumerate()
-                .map(|(d, x)| Ok(linear(x, w.shard(d)?)?))
+            None => team::map(xs.len(), |d| Ok(linear(&xs[d], w.shard(d)?)?))
+                .into_iter()
                 .collect::<Result<Vec<_>>>()?,
         };
         Ok(MeshTensor::from_shards(
@@ -100,25 +99,23 @@ impl LayerContext<'_> {
         match fused {
             Some(f) => {
                 let y = linear(h, &f.full)?;
-                f.parts
-                    .par_iter()
-                    .map(|ranges| {
-                        let mut rest = ranges.as_slice();
-                        per_output
-                            .iter()
-                            .map(|&count| {
-                                let (these, tail) =
-                                    rest.split_at_checked(count).ok_or_else(missing_output)?;
-                                rest = tail;
-                                Ok(y.gather_columns(these)?)
-                            })
-                            .collect()
-                    })
-                    .collect()
+                team::map(f.parts.len(), |d| {
+                    let mut rest = f.parts[d].as_slice();
+                    per_output
+                        .iter()
+                        .map(|&count| {
+                            let (these, tail) =
+                                rest.split_at_checked(count).ok_or_else(missing_output)?;
+                            rest = tail;
+                            Ok(y.gather_columns(these)?)
+                        })
+                        .collect()
+                })
+                .into_iter()
+                .collect()
             }
-            None => (0..self.mesh.num_devices())
-                .into_par_iter()
-                .map(per_device)
+            None => team::map(self.mesh.num_devices(), per_device)
+                .into_iter()
                 .collect(),
         }
     }
@@ -154,16 +151,20 @@ impl LayerContext<'_> {
             let v = linear(&h, w.v.shard(d)?)?;
             Ok(vec![Tensor::cat(&[&q, &k, &v], 1)?])
         })?;
-        let attns = cache
-            .par_iter_mut()
-            .zip(qkvs)
-            .map(|(layer_cache, parts)| {
-                let [qkv] = <[Tensor; 1]>::try_from(parts).map_err(|_| missing_output())?;
-                let qkv = self.round(qkv)?;
-                let attn = self.attention(qkv, layer_cache, step)?;
-                Ok(attn.reshape(&[m, attn.numel() / m.max(1)])?)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        if qkvs.len() != cache.len() {
+            return Err(missing_output());
+        }
+        let caches: Vec<Mutex<&mut LayerCache>> = cache.iter_mut().map(Mutex::new).collect();
+        let qkvs = slots(qkvs);
+        let attns = team::map(caches.len(), |d| {
+            let layer_cache: &mut LayerCache = &mut lock(&caches[d]);
+            let [qkv] = <[Tensor; 1]>::try_from(take(&qkvs[d])?).map_err(|_| missing_output())?;
+            let qkv = self.round(qkv)?;
+            let attn = self.attention(qkv, layer_cache, step)?;
+            Ok(attn.reshape(&[m, attn.numel() / m.max(1)])?)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
         let partials = self.row_parallel(&attns, &w.o, w.o_blocks.as_ref())?;
         let attn_out = self.all_reduce(partials)?;
         add_inplace(x, &attn_out)?;
@@ -177,14 +178,15 @@ impl LayerContext<'_> {
                 linear(&h, w.up.shard(d)?)?,
             ])
         })?;
-        let acts = gate_ups
-            .into_par_iter()
-            .map(|parts| {
-                let [gate, up] = <[Tensor; 2]>::try_from(parts).map_err(|_| missing_output())?;
-                let (gate, up) = (self.round(gate)?, self.round(up)?);
-                self.round(silu_mul(&gate, &up)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let gate_ups = slots(gate_ups);
+        let acts = team::map(gate_ups.len(), |d| {
+            let [gate, up] =
+                <[Tensor; 2]>::try_from(take(&gate_ups[d])?).map_err(|_| missing_output())?;
+            let (gate, up) = (self.round(gate)?, self.round(up)?);
+            self.round(silu_mul(&gate, &up)?)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
         let partials = self.row_parallel(&acts, &w.down, w.down_blocks.as_ref())?;
         let mlp_out = self.all_reduce(partials)?;
         add_inplace(x, &mlp_out)?;
@@ -246,6 +248,21 @@ impl LayerContext<'_> {
             }
         }
     }
+}
+
+/// Each value in a slot a parallel pass can take it from by index.
+fn slots<T>(values: Vec<T>) -> Vec<Mutex<Option<T>>> {
+    values.into_iter().map(|v| Mutex::new(Some(v))).collect()
+}
+
+/// Takes the value out of `slot` (each index is taken once per pass).
+fn take<T>(slot: &Mutex<Option<T>>) -> Result<T> {
+    lock(slot).take().ok_or_else(missing_output)
+}
+
+/// Locks a slot; a slot poisoned by a panicking pass is still usable (the panic propagates).
+fn lock<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    slot.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn missing_output() -> Error {

@@ -225,7 +225,14 @@ impl Phi3Model {
 
     /// Decodes one token per user (`None` skips a user) at each user's next position.
     /// Returns `[B, V]` logits (rows of skipped users are meaningless).
+    ///
+    /// The step runs as one [`tt_ops::team`] burst: its few hundred short parallel passes share
+    /// spinning threads instead of waking pool workers for each.
     pub fn decode(&self, cache: &mut KvCache, tokens: &[Option<u32>]) -> Result<Tensor> {
+        tt_ops::team::with_team(|| self.decode_step(cache, tokens))
+    }
+
+    fn decode_step(&self, cache: &mut KvCache, tokens: &[Option<u32>]) -> Result<Tensor> {
         if tokens.len() != cache.batch() {
             return Err(Error::BatchMismatch {
                 given: tokens.len(),

@@ -21,6 +21,7 @@
 //! | [`mod@sdpa_decode`] | [`sdpa_decode()`] |
 //! | [`cache`] | [`fill_cache`], [`paged_fill_cache`], [`paged_update_cache`], [`PageTable`] |
 //! | [`kv_cache`] | [`KvCache`] |
+//! | [`team`] | [`team::with_team`], [`team::for_each`], [`team::map`]: spinning threads for a burst of short loops (a decode step) |
 
 pub mod cache;
 pub mod eltwise;
@@ -40,6 +41,7 @@ mod simd;
 #[cfg(target_arch = "x86_64")]
 mod simd_avx2;
 pub mod storage;
+pub mod team;
 pub mod tensor;
 #[cfg(test)]
 mod testutil;

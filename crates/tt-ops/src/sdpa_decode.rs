@@ -7,11 +7,12 @@
 //! window `w`, rows `cur_pos[b] - w + 1 ..= cur_pos[b]`); `-1` skips the user, whose output is zeros.
 //! GQA: query head `i` reads KV head `i / (nh / nkv)`. Output f32 `[1, B, nh, dh]`.
 //!
-//! Work is split into (user, KV head, row chunk) items run with rayon; each item streams its rows
-//! once, keeping every query head of the KV head's group in registers/L1 (flash-decoding), and the
-//! partial softmax states of a user's chunks are merged at the end.
+//! Work is split into (user, KV head, row chunk) items run in parallel
+//! ([`crate::team::for_each`]); each item streams its rows once, keeping every query head of the KV
+//! head's group in registers/L1 (flash-decoding), and the partial softmax states of a user's chunks
+//! are merged at the end.
 
-use rayon::prelude::*;
+use std::sync::Mutex;
 
 use crate::cache::{Geometry, PageTable};
 use crate::error::{OpError, Result};
@@ -302,10 +303,11 @@ fn run_items<E: Lanes>(
     if products < SERIAL_MAX_PRODUCTS {
         partial.chunks_mut(per_item).zip(items).for_each(run);
     } else {
-        partial
-            .par_chunks_mut(per_item)
-            .zip(items.par_iter())
-            .for_each(run);
+        let outs: Vec<Mutex<&mut [f32]>> = partial.chunks_mut(per_item).map(Mutex::new).collect();
+        crate::team::for_each(items.len(), |i| {
+            let mut out = outs[i].lock().unwrap_or_else(|e| e.into_inner());
+            run((&mut out, &items[i]));
+        });
     }
 }
 

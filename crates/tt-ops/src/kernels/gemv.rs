@@ -3,9 +3,7 @@
 //! With `m <= GEMV_MAX_M` the work is dominated by reading `w` (`n*k` weights, each used for only
 //! `m` multiply-adds), so the kernel is built for bandwidth: the weight rows of a block are read
 //! once, widened in registers, never packed. The `n` rows are split into blocks of `BLOCK_ROWS`
-//! that rayon distributes; each block writes its own columns of `out`.
-
-use rayon::prelude::*;
+//! that run in parallel ([`crate::team::for_each`]); each block writes its own columns of `out`.
 
 use super::GEMV_MAX_M;
 use super::elem::WeightElem;
@@ -77,7 +75,7 @@ pub(super) fn for_row_blocks(
     if n * k < PAR_MIN_WEIGHTS || nblocks == 1 {
         (0..nblocks).for_each(run);
     } else {
-        (0..nblocks).into_par_iter().for_each(run);
+        crate::team::for_each(nblocks, run);
     }
 }
 

@@ -9,8 +9,6 @@
 //! product of every block in turn: the matrix is read as one contiguous stream, and each device's
 //! partial result is still its own (`x`'s block `b` only ever meets `w`'s block `b`).
 
-use rayon::prelude::*;
-
 use super::elem::WeightElem;
 use super::gemv::{BLOCK_ROWS, PAR_MIN_WEIGHTS};
 use super::gemv_avx2::{Rows, chunk, relayout_even_odd, row_groups};
@@ -59,7 +57,7 @@ pub(super) fn gemv_column_blocks<W: WeightElem>(
         if n * k < PAR_MIN_WEIGHTS || nblocks == 1 {
             (0..nblocks).for_each(task);
         } else {
-            (0..nblocks).into_par_iter().for_each(task);
+            crate::team::for_each(nblocks, task);
         }
     };
     if W::PAIRS_EVEN_ODD {

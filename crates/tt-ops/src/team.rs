@@ -1,0 +1,335 @@
+//! A team of spinning threads for a burst of short parallel loops, such as one decode step.
+//!
+//! A decode step is a few hundred parallel loops of 0.05-3 ms each (one per matmul, one per
+//! device pass). Rayon parks a worker that finds no work after a short spin, and the thread that
+//! next hands it work waits for it to wake up: about 40 us under this machine's hypervisor, so
+//! roughly 50 us per loop (measured: one GEMV split into five calls over row ranges cost 51-61 us
+//! per extra call). [`with_team`] runs a closure on one rayon worker while every other worker of the
+//! pool spins, ready for the closure's loops; [`for_each`] and [`map`] hand their items to that team
+//! (claimed one at a time, so uneven items balance) and fall back to rayon outside one. Other rayon
+//! calls inside a team still work, on the calling thread alone.
+//!
+//! A loop started from inside another loop's item runs serially on its thread, as rayon's nested
+//! loops would when every core is busy. Setting `TT_OPS_NO_TEAM` (to anything) turns teams off, so
+//! the same run can be timed both ways.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Mutex, OnceLock};
+
+use rayon::prelude::*;
+
+/// One loop's body, borrowed for the duration of the loop.
+type Body<'a> = dyn Fn(usize) + Sync + 'a;
+
+/// The state the leader and its helpers share.
+struct Team {
+    /// Bumped by the leader to publish a loop; helpers watch it.
+    epoch: AtomicU64,
+    /// The loop body of the current epoch: the two words of a `&Body` (data, vtable).
+    body: [AtomicPtr<()>; 2],
+    /// `epoch << 32 | next unclaimed index`: a claim only succeeds for the current epoch.
+    next: AtomicU64,
+    /// Items of the current epoch (indices below it are claimed).
+    len: AtomicUsize,
+    /// Items of the current epoch finished, by anyone.
+    done: AtomicUsize,
+    /// Set when the leader's closure returned: helpers leave.
+    stop: AtomicBool,
+    /// The panic of an item that failed on a helper, for the leader to resume.
+    helper_panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+thread_local! {
+    /// The team this thread leads, if any.
+    static LEADS: Cell<*const Team> = const { Cell::new(std::ptr::null()) };
+    /// Whether this thread is running a loop item (a nested loop then runs serially).
+    static IN_ITEM: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the pool's other workers spinning, ready to share the loops `f` starts through
+/// [`for_each`] and [`map`]. They spin until `f` returns, so keep `f` to a burst of parallel
+/// work. With a single-thread pool, or inside a team already, this is just `f()`.
+pub fn with_team<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let helpers = rayon::current_num_threads().saturating_sub(1);
+    if helpers == 0 || leading().is_some() || IN_ITEM.get() || disabled() {
+        return f();
+    }
+    let team = Team {
+        epoch: AtomicU64::new(0),
+        body: [
+            AtomicPtr::new(std::ptr::null_mut()),
+            AtomicPtr::new(std::ptr::null_mut()),
+        ],
+        next: AtomicU64::new(0),
+        len: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        helper_panic: Mutex::new(None),
+    };
+    rayon::scope(|scope| {
+        for _ in 0..helpers {
+            scope.spawn(|_| team.help());
+        }
+        // Helpers not yet started when `f` returns see `stop` and leave at once.
+        let _stop = StopOnDrop(&team.stop);
+        let previous = LEADS.replace(&team);
+        let _restore = RestoreLeads(previous);
+        f()
+    })
+}
+
+/// Calls `f(i)` for every `i in 0..n`, in parallel: on the team when called by its leader,
+/// serially inside another loop's item, and with rayon otherwise.
+pub fn for_each(n: usize, f: impl Fn(usize) + Sync) {
+    if n == 0 {
+        return;
+    }
+    if n == 1 || IN_ITEM.get() {
+        (0..n).for_each(f);
+        return;
+    }
+    match leading() {
+        Some(team) => team.run(n, &f),
+        None => (0..n).into_par_iter().for_each(&f),
+    }
+}
+
+/// `(0..n).map(f)` collected in order, computed as [`for_each`] would.
+pub fn map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let slots: Vec<Mutex<Option<T>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    for_each(n, |i| {
+        let value = f(i);
+        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+    });
+    // `for_each` ran every item (or panicked, and this is not reached): no slot is empty.
+    slots
+        .into_iter()
+        .filter_map(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect()
+}
+
+/// The team this thread leads and may hand a loop to.
+fn leading() -> Option<&'static Team> {
+    let team = LEADS.get();
+    // SAFETY: `LEADS` points at a team only while `with_team` (which owns it and outlives every
+    // use on this thread) runs on this thread; it is reset before the team is dropped.
+    (!team.is_null()).then(|| unsafe { &*team })
+}
+
+impl Team {
+    /// The leader's side of one loop: publish it, work on it, wait for the items others took.
+    fn run(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        assert!(
+            n < 0xffff_ffff,
+            "a team loop takes fewer than 2^32 - 1 items"
+        );
+        let epoch = self.epoch.load(SeqCst) + 1;
+        // SAFETY: a `&dyn Trait` is two words; they are only turned back into a reference by a
+        // helper that then claims an item of this epoch, which can only happen before this call
+        // returns (the claims are closed and every claimed item finished first, below).
+        let words: [*mut (); 2] = unsafe { std::mem::transmute::<&Body<'_>, [*mut (); 2]>(f) };
+        self.body[0].store(words[0], SeqCst);
+        self.body[1].store(words[1], SeqCst);
+        self.len.store(n, SeqCst);
+        self.done.store(0, SeqCst);
+        self.next.store(epoch << 32, SeqCst);
+        self.epoch.store(epoch, SeqCst);
+        let mine = self.work(epoch, n, f);
+        // Close the loop (a panic may have left items unclaimed) and wait for the claimed ones.
+        let claimed = self.close(epoch, n);
+        while self.done.load(SeqCst) < claimed {
+            std::hint::spin_loop();
+        }
+        if let Err(payload) = mine {
+            panic::resume_unwind(payload);
+        }
+        let helper_panic = self.helper_panic.lock().map(|mut p| p.take());
+        if let Ok(Some(payload)) = helper_panic {
+            panic::resume_unwind(payload);
+        }
+    }
+
+    /// Claims and runs items of `epoch` until none is left, or until one panics (an item that
+    /// panicked still counts as done, so that `run` does not wait for it).
+    fn work(
+        &self,
+        epoch: u64,
+        n: usize,
+        f: &(dyn Fn(usize) + Sync),
+    ) -> Result<(), Box<dyn Any + Send>> {
+        let _item = InItem::enter();
+        while let Some(i) = self.claim(epoch, n) {
+            let ran = panic::catch_unwind(AssertUnwindSafe(|| f(i)));
+            self.done.fetch_add(1, SeqCst);
+            ran?;
+        }
+        Ok(())
+    }
+
+    /// The next unclaimed index of `epoch`, if the loop is still that epoch and has one.
+    fn claim(&self, epoch: u64, n: usize) -> Option<usize> {
+        let mut current = self.next.load(SeqCst);
+        loop {
+            let index = (current & 0xffff_ffff) as usize;
+            if current >> 32 != epoch || index >= n {
+                return None;
+            }
+            match self
+                .next
+                .compare_exchange(current, current + 1, SeqCst, SeqCst)
+            {
+                Ok(_) => return Some(index),
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Stops further claims of `epoch` (whatever `n` a late helper read); returns how many items
+    /// were claimed.
+    fn close(&self, epoch: u64, n: usize) -> usize {
+        let previous = self.next.swap(epoch << 32 | 0xffff_ffff, SeqCst);
+        ((previous & 0xffff_ffff) as usize).min(n)
+    }
+
+    /// Keeps the first panic of a helper's item for the leader.
+    fn keep_panic(&self, payload: Box<dyn Any + Send>) {
+        if let Ok(mut slot) = self.helper_panic.lock() {
+            slot.get_or_insert(payload);
+        }
+    }
+
+    /// A helper: spins until the leader publishes a loop, works on it, until `stop`.
+    fn help(&self) {
+        let mut seen = 0;
+        while !self.stop.load(SeqCst) {
+            let epoch = self.epoch.load(SeqCst);
+            if epoch == seen {
+                std::hint::spin_loop();
+                continue;
+            }
+            seen = epoch;
+            let n = self.len.load(SeqCst);
+            let words = [self.body[0].load(SeqCst), self.body[1].load(SeqCst)];
+            let ran = panic::catch_unwind(AssertUnwindSafe(|| {
+                let _item = InItem::enter();
+                while let Some(i) = self.claim(epoch, n) {
+                    // SAFETY: the claim of an item of `epoch` succeeded after `n` and the words
+                    // were read, so the loop was still open when they were read: they are the two
+                    // words of the `&Body` that `run` published for `epoch` (the leader publishes
+                    // the next loop only after closing this one), and that body lives until `run`
+                    // has seen every claimed item done, which includes this one.
+                    let f: &Body<'_> =
+                        unsafe { std::mem::transmute::<[*mut (); 2], &Body<'_>>(words) };
+                    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| f(i))) {
+                        self.keep_panic(payload);
+                    }
+                    self.done.fetch_add(1, SeqCst);
+                }
+            }));
+            if let Err(payload) = ran {
+                self.keep_panic(payload);
+            }
+        }
+    }
+}
+
+/// Marks this thread as running loop items until dropped (also when an item panics).
+struct InItem(bool);
+
+impl InItem {
+    fn enter() -> Self {
+        InItem(IN_ITEM.replace(true))
+    }
+}
+
+impl Drop for InItem {
+    fn drop(&mut self) {
+        IN_ITEM.set(self.0);
+    }
+}
+
+/// Whether `TT_OPS_NO_TEAM` is set: [`with_team`] then runs its closure as is (rayon only), to
+/// compare the two.
+fn disabled() -> bool {
+    static DISABLED: OnceLock<bool> = OnceLock::new();
+    *DISABLED.get_or_init(|| std::env::var_os("TT_OPS_NO_TEAM").is_some())
+}
+
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, SeqCst);
+    }
+}
+
+struct RestoreLeads(*const Team);
+
+impl Drop for RestoreLeads {
+    fn drop(&mut self) {
+        LEADS.set(self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts_each_once(n: usize) {
+        let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+        for_each(n, |i| {
+            hits[i].fetch_add(1, SeqCst);
+        });
+        assert!(hits.iter().all(|h| h.load(SeqCst) == 1), "n = {n}");
+    }
+
+    #[test]
+    fn every_item_runs_once_with_and_without_a_team() {
+        for n in [0, 1, 2, 3, 17, 1000] {
+            counts_each_once(n);
+            with_team(|| {
+                for _ in 0..50 {
+                    counts_each_once(n);
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn map_keeps_order_and_nested_loops_run() {
+        let got = with_team(|| {
+            map(40, |i| {
+                // A nested loop inside an item runs serially on that thread.
+                map(5, |j| i * 10 + j).into_iter().sum::<usize>()
+            })
+        });
+        let want: Vec<usize> = (0..40).map(|i| (0..5).map(|j| i * 10 + j).sum()).collect();
+        assert_eq!(got, want);
+        assert_eq!(with_team(|| with_team(|| map(3, |i| i))), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn rayon_inside_a_team_still_completes() {
+        let sum: u64 = with_team(|| (0..10_000u64).into_par_iter().sum());
+        assert_eq!(sum, 49_995_000);
+    }
+
+    #[test]
+    fn a_panicking_item_reaches_the_leader_and_the_team_survives() {
+        let caught = panic::catch_unwind(|| {
+            with_team(|| {
+                for_each(64, |i| {
+                    if i == 37 {
+                        panic!("item 37");
+                    }
+                })
+            })
+        });
+        assert!(caught.is_err());
+        counts_each_once(100);
+        with_team(|| counts_each_once(100));
+    }
+}
