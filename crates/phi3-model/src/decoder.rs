@@ -13,8 +13,6 @@
 //! Replicated work (the norms, the residual adds) gives the same numbers on every device, so it is
 //! computed once and shared by every device's storage.
 
-use std::sync::Mutex;
-
 use tt_mesh::{Collectives, Distribution, Mesh, MeshTensor};
 use tt_ops::{
     Fidelity, KvCache as LayerCache, SdpaDecodeOptions, SdpaOptions, Tensor, add_inplace, linear,
@@ -154,11 +152,11 @@ impl LayerContext<'_> {
         if qkvs.len() != cache.len() {
             return Err(missing_output());
         }
-        let caches: Vec<Mutex<&mut LayerCache>> = cache.iter_mut().map(Mutex::new).collect();
-        let qkvs = slots(qkvs);
-        let attns = team::map(caches.len(), |d| {
-            let layer_cache: &mut LayerCache = &mut lock(&caches[d]);
-            let [qkv] = <[Tensor; 1]>::try_from(take(&qkvs[d])?).map_err(|_| missing_output())?;
+        let mut per_device: Vec<(&mut LayerCache, Vec<Tensor>)> =
+            cache.iter_mut().zip(qkvs).collect();
+        let attns = team::map_mut(&mut per_device, |_, (layer_cache, parts)| {
+            let [qkv] =
+                <[Tensor; 1]>::try_from(std::mem::take(parts)).map_err(|_| missing_output())?;
             let qkv = self.round(qkv)?;
             let attn = self.attention(qkv, layer_cache, step)?;
             Ok(attn.reshape(&[m, attn.numel() / m.max(1)])?)
@@ -178,10 +176,10 @@ impl LayerContext<'_> {
                 linear(&h, w.up.shard(d)?)?,
             ])
         })?;
-        let gate_ups = slots(gate_ups);
-        let acts = team::map(gate_ups.len(), |d| {
+        let mut gate_ups = gate_ups;
+        let acts = team::map_mut(&mut gate_ups, |_, parts| {
             let [gate, up] =
-                <[Tensor; 2]>::try_from(take(&gate_ups[d])?).map_err(|_| missing_output())?;
+                <[Tensor; 2]>::try_from(std::mem::take(parts)).map_err(|_| missing_output())?;
             let (gate, up) = (self.round(gate)?, self.round(up)?);
             self.round(silu_mul(&gate, &up)?)
         })
@@ -248,21 +246,6 @@ impl LayerContext<'_> {
             }
         }
     }
-}
-
-/// Each value in a slot a parallel pass can take it from by index.
-fn slots<T>(values: Vec<T>) -> Vec<Mutex<Option<T>>> {
-    values.into_iter().map(|v| Mutex::new(Some(v))).collect()
-}
-
-/// Takes the value out of `slot` (each index is taken once per pass).
-fn take<T>(slot: &Mutex<Option<T>>) -> Result<T> {
-    lock(slot).take().ok_or_else(missing_output)
-}
-
-/// Locks a slot; a slot poisoned by a panicking pass is still usable (the panic propagates).
-fn lock<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    slot.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn missing_output() -> Error {

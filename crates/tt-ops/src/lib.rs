@@ -21,7 +21,7 @@
 //! | [`mod@sdpa_decode`] | [`sdpa_decode()`] |
 //! | [`cache`] | [`fill_cache`], [`paged_fill_cache`], [`paged_update_cache`], [`PageTable`] |
 //! | [`kv_cache`] | [`KvCache`] |
-//! | [`team`] | [`team::with_team`], [`team::for_each`], [`team::map`]: spinning threads for a burst of short loops (a decode step) |
+//! | [`team`] | [`team::with_team`], [`team::for_each`], [`team::map`], [`team::map_mut`]: spinning threads for a burst of short loops (a decode step) |
 
 pub mod cache;
 pub mod eltwise;

@@ -12,8 +12,6 @@
 //! head's group in registers/L1 (flash-decoding), and the partial softmax states of a user's chunks
 //! are merged at the end.
 
-use std::sync::Mutex;
-
 use crate::cache::{Geometry, PageTable};
 use crate::error::{OpError, Result};
 use crate::simd::{self, Kernel, Lanes};
@@ -303,11 +301,8 @@ fn run_items<E: Lanes>(
     if products < SERIAL_MAX_PRODUCTS {
         partial.chunks_mut(per_item).zip(items).for_each(run);
     } else {
-        let outs: Vec<Mutex<&mut [f32]>> = partial.chunks_mut(per_item).map(Mutex::new).collect();
-        crate::team::for_each(items.len(), |i| {
-            let mut out = outs[i].lock().unwrap_or_else(|e| e.into_inner());
-            run((&mut out, &items[i]));
-        });
+        let mut outs: Vec<&mut [f32]> = partial.chunks_mut(per_item).collect();
+        crate::team::map_mut(&mut outs, |i, out| run((out, &items[i])));
     }
 }
 
