@@ -170,13 +170,12 @@ impl LayerContext<'_> {
 
         // MLP: column-parallel gate/up, row-parallel down.
         let h = self.round(rms_norm(x, w.mlp_norm.shard(0)?, self.eps)?)?;
-        let gate_ups = self.column_parallel(&h, w.gate_up_all.as_ref(), &[1, 1], |d| {
+        let mut gate_ups = self.column_parallel(&h, w.gate_up_all.as_ref(), &[1, 1], |d| {
             Ok(vec![
                 linear(&h, w.gate.shard(d)?)?,
                 linear(&h, w.up.shard(d)?)?,
             ])
         })?;
-        let mut gate_ups = gate_ups;
         let acts = team::map_mut(&mut gate_ups, |_, parts| {
             let [gate, up] =
                 <[Tensor; 2]>::try_from(std::mem::take(parts)).map_err(|_| missing_output())?;

@@ -5,9 +5,9 @@
 //! next hands it work waits for it to wake up: about 40 us under this machine's hypervisor, so
 //! roughly 50 us per loop (measured: one GEMV split into five calls over row ranges cost 51-61 us
 //! per extra call). [`with_team`] runs a closure on one rayon worker while every other worker of the
-//! pool spins, ready for the closure's loops; [`for_each`], [`map`] and [`map_mut`] hand their items to that team
-//! (claimed one at a time, so uneven items balance) and fall back to rayon outside one. Other rayon
-//! calls inside a team still work, on the calling thread alone.
+//! pool spins, ready for the closure's loops; [`for_each`], [`map`] and [`map_mut`] hand their
+//! items to that team (claimed one at a time, so uneven items balance) and fall back to rayon
+//! outside one. Other rayon calls inside a team still work, on the calling thread alone.
 //!
 //! A loop started from inside another loop's item runs serially on its thread, as rayon's nested
 //! loops would when every core is busy. Setting `TT_OPS_NO_TEAM` (to anything) turns teams off, so
@@ -50,7 +50,7 @@ thread_local! {
 }
 
 /// Runs `f` with the pool's other workers spinning, ready to share the loops `f` starts through
-/// [`for_each`] and [`map`]. They spin until `f` returns, so keep `f` to a burst of parallel
+/// [`for_each`], [`map`] and [`map_mut`]. They spin until `f` returns, so keep `f` to a burst of parallel
 /// work. With a single-thread pool, or inside a team already, this is just `f()`.
 pub fn with_team<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let helpers = rayon::current_num_threads().saturating_sub(1);
@@ -225,24 +225,18 @@ impl Team {
             seen = epoch;
             let n = self.len.load(SeqCst);
             let words = [self.body[0].load(SeqCst), self.body[1].load(SeqCst)];
-            let ran = panic::catch_unwind(AssertUnwindSafe(|| {
-                let _item = InItem::enter();
-                while let Some(i) = self.claim(epoch, n) {
-                    // SAFETY: the claim of an item of `epoch` succeeded after `n` and the words
-                    // were read, so the loop was still open when they were read: they are the two
-                    // words of the `&Body` that `run` published for `epoch` (the leader publishes
-                    // the next loop only after closing this one), and that body lives until `run`
-                    // has seen every claimed item done, which includes this one.
-                    let f: &Body<'_> =
-                        unsafe { std::mem::transmute::<[*mut (); 2], &Body<'_>>(words) };
-                    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| f(i))) {
-                        self.keep_panic(payload);
-                    }
-                    self.done.fetch_add(1, SeqCst);
+            let _item = InItem::enter();
+            while let Some(i) = self.claim(epoch, n) {
+                // SAFETY: the claim of an item of `epoch` succeeded after `n` and the words
+                // were read, so the loop was still open when they were read: they are the two
+                // words of the `&Body` that `run` published for `epoch` (the leader publishes
+                // the next loop only after closing this one), and that body lives until `run`
+                // has seen every claimed item done, which includes this one.
+                let f: &Body<'_> = unsafe { std::mem::transmute::<[*mut (); 2], &Body<'_>>(words) };
+                if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| f(i))) {
+                    self.keep_panic(payload);
                 }
-            }));
-            if let Err(payload) = ran {
-                self.keep_panic(payload);
+                self.done.fetch_add(1, SeqCst);
             }
         }
     }
