@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 
 use phi3_eval::Reference;
 use phi3_model::checkpoint::{TensorRecord, expected_tensors, parse_header, parse_index};
-use phi3_model::{Checkpoint, GenerationConfig, Phi3Config, RopeTables, RuntimeOptions};
+use phi3_model::{
+    Checkpoint, GenerationConfig, Phi3Config, Phi3Tensors, RopeTables, RuntimeOptions,
+};
 use tt_mesh::MeshShape;
 
 use crate::mutate::Format;
@@ -246,7 +248,7 @@ fn check_config(c: &Phi3Config) -> Result<(), Finding> {
 /// The RoPE tables of an accepted config hold only finite numbers, at the first and last
 /// positions the model supports, with both factor lists.
 fn check_rope(c: &Phi3Config) -> Result<(), Finding> {
-    let tables = RopeTables::new(c);
+    let tables = RopeTables::new(&c.rope_spec());
     if !tables.attention_factor().is_finite() {
         return Err(violation(format!(
             "accepted config gives a non-finite RoPE attention factor {}",

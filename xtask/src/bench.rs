@@ -324,7 +324,7 @@ fn bench_config(
             let mut batch_options = options.clone();
             batch_options.max_batch = users;
             batch_options.max_seq_len = args.batch_context + args.decode_steps;
-            let plan = phi3_model::plan(model.config(), &batch_options)?;
+            let plan = tt_decoder::plan(model.config(), &batch_options)?;
             let mut cache = KvCache::new(&plan, model.mesh(), model.fidelity())?;
             let steps_s = decode_steps(
                 &model,

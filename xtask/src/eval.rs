@@ -18,9 +18,8 @@ use phi3_eval::{
     run_teacher_forcing,
 };
 use phi3_model::tokenizer::read_prompt_file;
-use phi3_model::{
-    Checkpoint, KvCache, LoadProgress, Logits, Phi3Model, Phi3Tokenizer, RuntimeOptions, bundled,
-};
+use phi3_model::{KvCache, LoadProgress, Logits, Phi3Tokenizer, RuntimeOptions, bundled};
+use tt_decoder::Model;
 use tt_mesh::MeshShape;
 use tt_mesh::memory::host_profile_within_memory;
 use tt_ops::Fidelity;
@@ -94,7 +93,7 @@ pub struct Args {
 
 /// The mesh model with its KV cache, driven one step at a time by the eval.
 struct MeshModel {
-    model: Phi3Model,
+    model: Model,
     cache: KvCache,
 }
 
@@ -214,7 +213,8 @@ fn run_eval(args: Args) -> Result<()> {
         return run_make_reference(&venv_python(args.venv.as_deref())?, &script);
     }
 
-    let mut ckpt = Checkpoint::open(&model_name)?;
+    // Any family `tt-lm` runs, picked by config.json's `model_type`.
+    let mut ckpt = tt_decoder::open_checkpoint(&model_name, &tt_lm::families())?;
     let dir = ckpt.dir().to_path_buf();
     let reference_file = reference_path(&args, &model_name, &dir)?;
     let reference = Reference::load(&reference_file)
@@ -249,7 +249,7 @@ fn run_eval(args: Args) -> Result<()> {
     options.max_seq_len = max_seq_len;
     let load_bar = bar(ckpt.total_bytes(), "loading {bar:40} {bytes}/{total_bytes}");
     ckpt.set_progress(Arc::new(LoadBar(load_bar.clone())));
-    let model = Phi3Model::load(&ckpt, &options)?;
+    let model = Model::load(&ckpt, &options)?;
     load_bar.finish_and_clear();
     let cache = model.new_cache()?;
     let mut mesh_model = MeshModel { model, cache };
@@ -469,12 +469,12 @@ mod tests {
     #[test]
     fn bundled_model_report_on_2x4() {
         let dir = bundled::bundled_model_dir();
-        let ckpt = Checkpoint::open_dir(&dir).unwrap();
+        let ckpt = phi3_model::Checkpoint::open_dir(&dir).unwrap();
         let reference = Reference::load(&dir.join("reference/eval_reference.json")).unwrap();
         reference.check_model_dir(&dir).unwrap();
         let mut options = RuntimeOptions::new(MeshShape::new(2, 4).unwrap());
         options.max_seq_len = reference.prompt_len + reference.max_new_tokens;
-        let model = Phi3Model::load(&ckpt, &options).unwrap();
+        let model = Model::load(&ckpt, &options).unwrap();
         let cache = model.new_cache().unwrap();
         let mut mesh_model = MeshModel { model, cache };
         let run = run_teacher_forcing(

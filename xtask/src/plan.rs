@@ -1,15 +1,15 @@
 //! `cargo xtask plan`: print the tensor-parallel plan of an HF decoder config on a mesh.
 //!
-//! The HF `config.json` -> [`DecoderDims`] mapping lives here (tt-shard knows no checkpoint
-//! format): sizes from the standard keys, `head_dim` defaulting to `hidden_size /
-//! num_attention_heads`, `num_key_value_heads` to the head count, bytes per value from
-//! `torch_dtype` (or `dtype`), and fused `[Q|K|V]` / `[gate|up]` layouts for `model_type` "phi3".
+//! The config is read by the family its `model_type` names (`tt_lm::families()`: phi3, llama),
+//! exactly as the model crates read it, and mapped to the planner's [`DecoderDims`] by
+//! `tt_decoder::decoder_dims` (weights stored as bf16, 2 bytes, unless `--dtype-bytes`).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
-use serde_json::Value;
-use tt_shard::{DecoderDims, DeviceProfile, GateUpLayout, MeshShape, Plan, PlanOptions, QkvLayout};
+use anyhow::{Context, Result, anyhow};
+use tt_shard::{DecoderDims, DeviceProfile, MeshShape, Plan, PlanOptions};
+#[cfg(test)]
+use tt_shard::{GateUpLayout, QkvLayout};
 
 /// Options of `cargo xtask plan`.
 #[derive(Debug, clap::Args)]
@@ -30,7 +30,7 @@ pub struct Args {
     /// Sequences per decode step (KV cache rows).
     #[arg(long, value_name = "B", default_value_t = 1)]
     batch: usize,
-    /// Override bytes per stored value (default: from torch_dtype, 2 when absent).
+    /// Override bytes per stored value (default 2: the mesh stores weights as bf16).
     #[arg(long, value_name = "BYTES")]
     dtype_bytes: Option<usize>,
     /// Print the plan as JSON instead of a text report.
@@ -66,75 +66,18 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Read and map an HF config file.
+/// Read an HF config file and map it with the family its `model_type` names.
 fn dims_from_config_file(path: &Path) -> Result<DecoderDims> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
-    let config: Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    dims_from_config(&config).with_context(|| format!("in config {}", path.display()))
+    dims_from_config(&text).with_context(|| format!("in config {}", path.display()))
 }
 
-/// Map an HF decoder config to [`DecoderDims`].
-fn dims_from_config(c: &Value) -> Result<DecoderDims> {
-    if !c.is_object() {
-        bail!("config must be a JSON object");
-    }
-    let size = |key: &str| -> Result<Option<usize>> {
-        match c.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|x| usize::try_from(x).ok())
-                .map(Some)
-                .ok_or_else(|| anyhow!("`{key}` must be a non-negative integer, got {v}")),
-        }
-    };
-    let required = |key: &str| size(key)?.ok_or_else(|| anyhow!("missing required key `{key}`"));
-    let hidden = required("hidden_size")?;
-    let heads = required("num_attention_heads")?;
-    let head_dim = match size("head_dim")? {
-        Some(d) => d,
-        None if heads > 0 && hidden % heads == 0 => hidden / heads,
-        None => bail!(
-            "no `head_dim` and hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
-        ),
-    };
-    let dtype_key = c.get("torch_dtype").or_else(|| c.get("dtype"));
-    let dtype_bytes = match dtype_key.and_then(Value::as_str) {
-        None => 2,
-        Some("bfloat16" | "float16") => 2,
-        Some("float32") => 4,
-        Some(other) => bail!("unsupported torch_dtype {other:?}: use --dtype-bytes"),
-    };
-    let tied_embeddings = match c.get("tie_word_embeddings") {
-        None | Some(Value::Null) => false,
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| anyhow!("`tie_word_embeddings` must be true or false, got {v}"))?,
-    };
-    let fused = c.get("model_type").and_then(Value::as_str) == Some("phi3");
-    Ok(DecoderDims {
-        hidden,
-        heads,
-        kv_heads: size("num_key_value_heads")?.unwrap_or(heads),
-        head_dim,
-        intermediate: required("intermediate_size")?,
-        vocab: required("vocab_size")?,
-        layers: required("num_hidden_layers")?,
-        dtype_bytes,
-        tied_embeddings,
-        qkv_layout: if fused {
-            QkvLayout::Fused
-        } else {
-            QkvLayout::Separate
-        },
-        gate_up_layout: if fused {
-            GateUpLayout::Fused
-        } else {
-            GateUpLayout::Separate
-        },
-    })
+/// Map an HF decoder config to [`DecoderDims`] through its family's parser (`tt-lm` knows
+/// every family).
+fn dims_from_config(text: &str) -> Result<DecoderDims> {
+    let config = tt_decoder::family_for(text, &tt_lm::families())?.parse_config(text)?;
+    Ok(tt_decoder::decoder_dims(&config))
 }
 
 #[cfg(test)]
@@ -159,34 +102,28 @@ mod tests {
     }
 
     #[test]
-    fn defaults_and_clear_errors() {
+    fn llama_defaults_and_clear_errors() {
         let c = serde_json::json!({
             "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
             "vocab_size": 100, "num_hidden_layers": 2, "tie_word_embeddings": true,
-            "torch_dtype": "float32", "model_type": "llama"
+            "model_type": "llama"
         });
-        let d = dims_from_config(&c).unwrap();
-        assert_eq!((d.kv_heads, d.head_dim, d.dtype_bytes), (4, 16, 4));
+        let d = dims_from_config(&c.to_string()).unwrap();
+        assert_eq!((d.kv_heads, d.head_dim, d.dtype_bytes), (4, 16, 2));
         assert!(d.tied_embeddings);
         assert_eq!(d.qkv_layout, QkvLayout::Separate);
+        assert_eq!(d.gate_up_layout, GateUpLayout::Separate);
         let mut bad = c.clone();
         bad.as_object_mut().unwrap().remove("vocab_size");
-        let err = dims_from_config(&bad).unwrap_err().to_string();
-        assert!(err.contains("missing required key `vocab_size`"), "{err}");
+        let err = format!("{:#}", dims_from_config(&bad.to_string()).unwrap_err());
+        assert!(err.contains("`vocab_size` is missing"), "{err}");
         bad["vocab_size"] = serde_json::json!(-3);
-        let err = dims_from_config(&bad).unwrap_err().to_string();
-        assert!(
-            err.contains("`vocab_size` must be a non-negative integer"),
-            "{err}"
-        );
+        let err = format!("{:#}", dims_from_config(&bad.to_string()).unwrap_err());
+        assert!(err.contains("vocab_size"), "{err}");
         bad["vocab_size"] = serde_json::json!(100);
-        bad["torch_dtype"] = serde_json::json!("int4");
-        assert!(
-            dims_from_config(&bad)
-                .unwrap_err()
-                .to_string()
-                .contains("--dtype-bytes")
-        );
-        assert!(dims_from_config(&serde_json::json!([1])).is_err());
+        bad["model_type"] = serde_json::json!("gpt2");
+        let err = format!("{:#}", dims_from_config(&bad.to_string()).unwrap_err());
+        assert!(err.contains("`gpt2` model, not `phi3` or `llama`"), "{err}");
+        assert!(dims_from_config("[1]").is_err());
     }
 }

@@ -443,7 +443,7 @@ pub fn run(args: Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use phi3_model::Checkpoint;
+    use phi3_model::{Checkpoint, Phi3Tensors};
 
     fn tiny_config(tie: bool) -> Value {
         json!({

@@ -8,17 +8,21 @@
 
 use std::path::Path;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tt_decoder::{DecoderConfig, FamilyConfig};
+use tt_hf::json::{TokenIds, in_range, parse_json, positive, positive_float, required};
+use tt_hf::{ConfigError, GenerationConfig, HfConfig, ModelConfig};
+use tt_ops::{RopeScaling, RopeSpec};
+use tt_shard::{GateUpLayout, QkvLayout};
 
-use crate::error::ConfigError;
+use crate::family::PHI3;
 
 /// HF's default `rope_theta`.
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 /// HF `Phi3Config` default of `original_max_position_embeddings` (and `max_position_embeddings`).
 const DEFAULT_ORIGINAL_MAX: i64 = 4096;
 /// Largest size accepted for any dimension (keeps every derived product far from overflow).
-const MAX_DIM: i64 = 1 << 31;
+const MAX_DIM: i64 = tt_hf::json::MAX_DIM;
 /// Accepted `rope_theta` (real models use 1e4 to 1e7). With the factor range below, the RoPE
 /// tables, which HF and this crate compute in f32, stay finite at every supported position:
 /// `ext * theta^(2i/d)` lies in [1e-6, 1e36] and `position / (ext * theta^(2i/d))` below 1e16.
@@ -166,44 +170,71 @@ impl Phi3Config {
     }
 }
 
-/// Parses JSON text into `T`, naming the key of any type error. The text must be a JSON
-/// object.
-pub(crate) fn parse_json<T: DeserializeOwned>(
-    file: &'static str,
-    text: &str,
-) -> Result<T, ConfigError> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError::Json {
-        file,
-        message: e.to_string(),
-    })?;
-    if !value.is_object() {
-        return Err(ConfigError::Json {
-            file,
-            message: "the top level must be a JSON object".to_string(),
-        });
+impl HfConfig for Phi3Config {
+    fn from_json_str(text: &str) -> Result<Self, ConfigError> {
+        Phi3Config::from_json_str(text)
     }
-    serde_path_to_error::deserialize(value).map_err(|e| ConfigError::WrongType {
-        file,
-        field: e.path().to_string(),
-        message: e.into_inner().to_string(),
-    })
 }
 
-/// One id or a list of ids (HF allows both for `eos_token_id`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum TokenIds {
-    /// A single id.
-    One(u32),
-    /// Several ids.
-    Many(Vec<u32>),
+impl ModelConfig for Phi3Config {
+    fn generation_defaults(&self) -> GenerationConfig {
+        self.decoder_config().generation_defaults()
+    }
 }
 
-impl TokenIds {
-    pub(crate) fn into_vec(self) -> Vec<u32> {
-        match self {
-            TokenIds::One(id) => vec![id],
-            TokenIds::Many(ids) => ids,
+impl FamilyConfig for Phi3Config {
+    /// Phi-3 as the decoder sees it: fused `qkv_proj` and `gate_up_proj`, plain RoPE or
+    /// LongRoPE with its attention factor resolved as HF resolves it.
+    fn decoder_config(&self) -> DecoderConfig {
+        DecoderConfig {
+            family: &PHI3,
+            model_type: self.model_type.clone(),
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            num_key_value_heads: self.num_key_value_heads,
+            head_dim: self.head_dim(),
+            max_position_embeddings: self.max_position_embeddings,
+            rms_norm_eps: self.rms_norm_eps,
+            rope: self.rope_spec(),
+            sliding_window: self.sliding_window,
+            tie_word_embeddings: self.tie_word_embeddings,
+            qkv_layout: QkvLayout::Fused,
+            gate_up_layout: GateUpLayout::Fused,
+            bos_token_id: self.bos_token_id,
+            eos_token_ids: self.eos_token_ids.clone(),
+            pad_token_id: self.pad_token_id,
+        }
+    }
+}
+
+impl Phi3Config {
+    /// The rotary embedding: plain, or LongRoPE with HF's default attention factor
+    /// (`sqrt(1 + ln s / ln original)`, `s` = `factor` or max / original max) unless given.
+    pub fn rope_spec(&self) -> RopeSpec {
+        let scaling = match &self.rope.long_rope {
+            None => RopeScaling::Plain,
+            Some(long) => {
+                let original = long.original_max_position_embeddings;
+                let scale = long
+                    .factor
+                    .unwrap_or(self.max_position_embeddings as f64 / original as f64);
+                RopeScaling::LongRope {
+                    short_factor: long.short_factor.clone(),
+                    long_factor: long.long_factor.clone(),
+                    original_max_position_embeddings: original,
+                    attention_factor: long
+                        .attention_factor
+                        .unwrap_or_else(|| tt_ops::rope::default_attention_factor(scale, original)),
+                }
+            }
+        };
+        RopeSpec {
+            theta: self.rope.theta,
+            head_dim: self.head_dim(),
+            scaling,
         }
     }
 }
@@ -266,59 +297,16 @@ impl RawRope {
     }
 }
 
-fn required(value: Option<i64>, field: &'static str) -> Result<usize, ConfigError> {
-    positive(value.ok_or(ConfigError::MissingField { field })?, field)
-}
-
-fn positive(value: i64, field: &'static str) -> Result<usize, ConfigError> {
-    if value <= 0 {
-        return Err(ConfigError::NonPositive { field, value });
-    }
-    if value > MAX_DIM {
-        return Err(ConfigError::InvalidValue {
-            field,
-            value: value as f64,
-            expected: "a size of at most 2^31",
-        });
-    }
-    usize::try_from(value).map_err(|_| ConfigError::NonPositive { field, value })
-}
-
-/// `value` if it lies in the closed range `lo..=hi` (NaN never does).
-fn in_range(
-    value: f64,
-    field: &'static str,
-    (lo, hi): (f64, f64),
-    expected: &'static str,
-) -> Result<f64, ConfigError> {
-    if value >= lo && value <= hi {
-        Ok(value)
-    } else {
-        Err(ConfigError::InvalidValue {
-            field,
-            value,
-            expected,
-        })
-    }
-}
-
-fn positive_float(value: f64, field: &'static str) -> Result<f64, ConfigError> {
-    if value.is_finite() && value > 0.0 {
-        Ok(value)
-    } else {
-        Err(ConfigError::InvalidValue {
-            field,
-            value,
-            expected: "a positive finite number",
-        })
-    }
-}
-
 impl RawConfig {
     fn validate(self) -> Result<Phi3Config, ConfigError> {
         let model_type = match self.model_type {
             Some(t) if t == "phi3" => t,
-            Some(t) => return Err(ConfigError::WrongModelType { model_type: t }),
+            Some(t) => {
+                return Err(ConfigError::WrongModelType {
+                    model_type: t,
+                    expected: "`phi3`".to_string(),
+                });
+            }
             None => {
                 tracing::warn!("config.json has no model_type; assuming phi3");
                 "phi3".to_string()
@@ -449,7 +437,13 @@ fn parse_rope(
         "default" => false,
         "longrope" | "su" => true,
         "yarn" if has_lists => true,
-        _ => return Err(ConfigError::UnsupportedRopeType { rope_type }),
+        _ => {
+            return Err(ConfigError::UnsupportedRopeType {
+                rope_type,
+                supported: "no scaling (\"default\") and \"longrope\" (old names \"su\", and \"yarn\" \
+                            with factor lists)",
+            });
+        }
     };
     if !is_long {
         return Ok(RopeConfig {
@@ -498,7 +492,7 @@ fn parse_rope(
         let scale = factor
             .unwrap_or(max_position_embeddings as f64 / original_max_position_embeddings as f64);
         let default =
-            crate::rope::default_attention_factor(scale, original_max_position_embeddings);
+            tt_ops::rope::default_attention_factor(scale, original_max_position_embeddings);
         if !default.is_finite() {
             return Err(ConfigError::InvalidValue {
                 field: "original_max_position_embeddings",

@@ -16,6 +16,8 @@
 //! - [`tensor`]: mesh tensors and their distribution contract.
 //! - [`mapper`]: mappers and composers.
 //! - [`ccl`]: collectives (schedules and their execution on device buffers).
+//! - [`parallel`]: column- and row-parallel linear layers; a row-parallel layer ends in its
+//!   all_reduce.
 //! - [`error`]: typed errors.
 
 pub mod ccl;
@@ -24,6 +26,7 @@ pub mod links;
 pub mod mapper;
 pub mod memory;
 pub mod mesh;
+pub mod parallel;
 pub mod tensor;
 pub mod topology;
 
@@ -33,6 +36,7 @@ pub use links::LinkBytes;
 pub use mapper::{MeshComposer, MeshMapper};
 pub use memory::{Allocation, MemoryStats};
 pub use mesh::{Execution, Mesh};
+pub use parallel::{ColumnParallelLinear, FusedRows, OutputGrouping, RowParallelLinear};
 pub use tensor::{Distribution, MeshTensor};
 pub use topology::{Algorithm, Topology};
 pub use tt_shard::{DeviceProfile, MeshShape};

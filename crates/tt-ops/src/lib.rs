@@ -15,6 +15,7 @@
 //! | [`mod@linear`] | [`linear()`], [`linear_into`], [`linear_column_blocks`] (dense kernels in [`kernels`]) |
 //! | [`norm`] | [`rms_norm`], [`rms_norm_into`] |
 //! | [`eltwise`] | [`add`], [`add_inplace`], [`mul`], [`silu`], [`silu_mul`] |
+//! | [`rope`] | [`RopeTables`] from a [`RopeSpec`]: plain, LongRoPE and Llama 3 scaling |
 //! | [`rotary`] | [`rotary_embedding`], [`rotary_embedding_decode`], [`rope_tables`], [`RotaryPadding`] |
 //! | [`heads`] | [`nlp_create_qkv_heads`], [`nlp_create_qkv_heads_decode`], [`nlp_concat_heads`], [`nlp_concat_heads_decode`] |
 //! | [`sdpa`] | [`scaled_dot_product_attention`] |
@@ -34,6 +35,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod norm;
 pub mod pages;
+pub mod rope;
 pub mod rotary;
 pub mod sdpa;
 pub mod sdpa_decode;
@@ -57,6 +59,7 @@ pub use heads::{
 pub use kv_cache::KvCache;
 pub use linear::{linear, linear_column_blocks, linear_into};
 pub use norm::{rms_norm, rms_norm_into};
+pub use rope::{CosSin, RopeScaling, RopeSpec, RopeTables, RopeVariant};
 pub use rotary::{RotaryPadding, rope_tables, rotary_embedding, rotary_embedding_decode};
 pub use sdpa::{SdpaOptions, scaled_dot_product_attention};
 pub use sdpa_decode::{SdpaDecodeOptions, sdpa_decode};

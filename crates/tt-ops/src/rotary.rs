@@ -47,25 +47,10 @@ pub fn rope_tables(
                 1 << 24,
             )
         })?;
-    let h = inv_freq.len();
-    let dh = 2 * h;
+    let dh = 2 * inv_freq.len();
     let mut cos = vec![0.0f32; len * dh];
     let mut sin = vec![0.0f32; len * dh];
-    for (r, p) in (start..end).enumerate() {
-        let pf = p as f32; // exact: positions are below 2^24
-        for (i, &f) in inv_freq.iter().enumerate() {
-            let a = f64::from(f * pf);
-            let (c, s) = (
-                (a.cos() as f32) * attention_factor,
-                (a.sin() as f32) * attention_factor,
-            );
-            let row = r * dh;
-            cos[row + i] = c;
-            cos[row + h + i] = c;
-            sin[row + i] = s;
-            sin[row + h + i] = s;
-        }
-    }
+    crate::rope::fill_rows(inv_freq, attention_factor, start..end, &mut cos, &mut sin);
     Ok((
         Tensor::from_f32(cos, &[len, dh])?,
         Tensor::from_f32(sin, &[len, dh])?,

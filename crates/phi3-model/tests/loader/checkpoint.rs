@@ -1,4 +1,5 @@
 //! Checkpoint opening, block reads with conversion, sharded indexes, and every corrupt-file error.
+use phi3_model::Phi3Tensors;
 
 use std::path::Path;
 use std::sync::Arc;

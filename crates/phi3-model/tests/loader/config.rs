@@ -80,7 +80,7 @@ fn unsupported_rope_types_are_errors() {
             json!({"type": name, "factor": 2.0}),
         );
         match parse(&v) {
-            Err(ConfigError::UnsupportedRopeType { rope_type }) => assert_eq!(rope_type, name),
+            Err(ConfigError::UnsupportedRopeType { rope_type, .. }) => assert_eq!(rope_type, name),
             other => panic!("{name}: {other:?}"),
         }
     }
@@ -358,7 +358,9 @@ fn factor_lists_must_match_head_dim() {
 #[test]
 fn other_model_families_are_named() {
     let err = parse(&with(tiny_config(), "model_type", json!("llama"))).unwrap_err();
-    assert!(matches!(&err, ConfigError::WrongModelType { model_type } if model_type == "llama"));
+    assert!(
+        matches!(&err, ConfigError::WrongModelType { model_type, .. } if model_type == "llama")
+    );
     assert!(err.to_string().contains("`llama` model"), "{err}");
     // Absent model_type is accepted as phi3.
     assert_eq!(

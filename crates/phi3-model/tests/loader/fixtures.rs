@@ -1,6 +1,7 @@
 //! The committed HF fixtures (fixtures/phi3-tiny*/, written by scripts/make_fixtures.py):
 //! each opens as a sharded checkpoint, passes the Phi-3 tensor check, and its RoPE tables
 //! match HF's `reference/rope.safetensors`.
+use phi3_model::Phi3Tensors;
 
 use std::path::{Path, PathBuf};
 
@@ -70,7 +71,7 @@ fn fixture_checkpoints_open_and_have_every_tensor() {
 fn rope_tables_match_hf_fixtures() {
     for dir in fixture_dirs() {
         let ck = Checkpoint::open(dir.to_str().unwrap()).unwrap();
-        let tables = RopeTables::new(ck.config());
+        let tables = RopeTables::new(&ck.config().rope_spec());
         let meta: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.join("reference/rope.json")).unwrap(),
         )

@@ -67,7 +67,7 @@ fn generation_config_errors() {
 #[test]
 fn fallback_from_model_config() {
     let cfg = Phi3Config::from_json_str(&tiny_config().to_string()).unwrap();
-    let g = GenerationConfig::from_model_config(&cfg);
+    let g = tt_hf::ModelConfig::generation_defaults(&cfg);
     assert_eq!(
         (g.bos_token_id, g.eos_token_ids.clone(), g.pad_token_id),
         (Some(1), vec![2], Some(0))

@@ -1,4 +1,5 @@
 //! Offline HF cache resolution.
+use phi3_model::Phi3Tensors;
 
 use std::path::{Path, PathBuf};
 

@@ -34,7 +34,7 @@ fn matches_hf_phi3_mini_128k() {
     )
     .unwrap();
     let hf: Value = serde_json::from_str(&text).unwrap();
-    let tables = RopeTables::new(&mini_128k());
+    let tables = RopeTables::new(&mini_128k().rope_spec());
     let hf_factor = hf["attention_factor"].as_f64().unwrap();
     assert!((tables.attention_factor() - hf_factor).abs() < 1e-15);
     assert!(
@@ -93,7 +93,7 @@ fn matches_hf_phi3_mini_128k() {
 
 #[test]
 fn factor_choice_switches_after_original_max() {
-    let t = RopeTables::new(&mini_128k());
+    let t = RopeTables::new(&mini_128k().rope_spec());
     assert_eq!(t.original_max_position_embeddings(), Some(4096));
     assert_eq!(t.choose(4096), RopeVariant::Short);
     assert_eq!(t.choose(4097), RopeVariant::Long);
@@ -124,7 +124,11 @@ fn inv_freq_matches_f64_reference() {
         v["rope_theta"] = json!(theta);
         v["rope_scaling"]["short_factor"] = json!(short);
         v["rope_scaling"]["long_factor"] = json!(long);
-        let t = RopeTables::new(&Phi3Config::from_json_str(&v.to_string()).unwrap());
+        let t = RopeTables::new(
+            &Phi3Config::from_json_str(&v.to_string())
+                .unwrap()
+                .rope_spec(),
+        );
         for (variant, ext) in [(RopeVariant::Short, &short), (RopeVariant::Long, &long)] {
             let reference = reference_inv_freq(theta, 4, ext);
             for (a, r) in t.inv_freq(variant).iter().zip(&reference) {
@@ -137,23 +141,39 @@ fn inv_freq_matches_f64_reference() {
 #[test]
 fn attention_factor_rules() {
     // Default: sqrt(1 + ln(s)/ln(original)) with s = 64 / 16.
-    let t = RopeTables::new(&Phi3Config::from_json_str(&tiny_config().to_string()).unwrap());
+    let t = RopeTables::new(
+        &Phi3Config::from_json_str(&tiny_config().to_string())
+            .unwrap()
+            .rope_spec(),
+    );
     let expected = (1.0 + 4f64.ln() / 16f64.ln()).sqrt();
     assert!((t.attention_factor() - expected).abs() < 1e-15);
     // s <= 1: factor 1.
     let mut v = tiny_config();
     v["max_position_embeddings"] = json!(16);
-    let t = RopeTables::new(&Phi3Config::from_json_str(&v.to_string()).unwrap());
+    let t = RopeTables::new(
+        &Phi3Config::from_json_str(&v.to_string())
+            .unwrap()
+            .rope_spec(),
+    );
     assert_eq!(t.attention_factor(), 1.0);
     // An explicit `factor` replaces max / original.
     let mut v = tiny_config();
     v["rope_scaling"]["factor"] = json!(2.0);
-    let t = RopeTables::new(&Phi3Config::from_json_str(&v.to_string()).unwrap());
+    let t = RopeTables::new(
+        &Phi3Config::from_json_str(&v.to_string())
+            .unwrap()
+            .rope_spec(),
+    );
     assert!((t.attention_factor() - (1.0 + 2f64.ln() / 16f64.ln()).sqrt()).abs() < 1e-15);
     // An explicit attention_factor wins.
     let mut v = tiny_config();
     v["rope_scaling"]["attention_factor"] = json!(1.25);
-    let t = RopeTables::new(&Phi3Config::from_json_str(&v.to_string()).unwrap());
+    let t = RopeTables::new(
+        &Phi3Config::from_json_str(&v.to_string())
+            .unwrap()
+            .rope_spec(),
+    );
     assert_eq!(t.attention_factor(), 1.25);
     let cs = t.cos_sin(RopeVariant::Short, &[0]);
     assert_eq!(cs.cos, vec![1.25; 4], "cos(0) * factor");
@@ -164,7 +184,11 @@ fn attention_factor_rules() {
 fn plain_rope_has_no_scaling() {
     let mut v = tiny_config();
     v["rope_scaling"] = Value::Null;
-    let t = RopeTables::new(&Phi3Config::from_json_str(&v.to_string()).unwrap());
+    let t = RopeTables::new(
+        &Phi3Config::from_json_str(&v.to_string())
+            .unwrap()
+            .rope_spec(),
+    );
     assert!(!t.is_long_rope());
     assert_eq!(t.attention_factor(), 1.0);
     assert_eq!(t.choose(1_000_000), RopeVariant::Short);
@@ -176,7 +200,7 @@ fn plain_rope_has_no_scaling() {
 
 #[test]
 fn cos_sin_rows_against_f64_reference() {
-    let t = RopeTables::new(&mini_128k());
+    let t = RopeTables::new(&mini_128k().rope_spec());
     let positions = [0usize, 1, 7, 4095, 4096, 60000, 131071];
     for variant in [RopeVariant::Short, RopeVariant::Long] {
         let cs = t.cos_sin(variant, &positions);

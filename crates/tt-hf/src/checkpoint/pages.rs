@@ -46,7 +46,7 @@ pub struct Residency {
     pub reread_files: usize,
 }
 
-impl Checkpoint {
+impl<C> Checkpoint<C> {
     /// Makes every file resident now, as loading a model does file by file (under the default
     /// [`PagePolicy::Huge`], a file cached on small pages is read again into 2 MiB pages). Returns
     /// what the files are now on.

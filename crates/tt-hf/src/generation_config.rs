@@ -4,8 +4,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Phi3Config, TokenIds, parse_json};
 use crate::error::ConfigError;
+use crate::json::{TokenIds, parse_json};
 
 /// Generation defaults shipped with a checkpoint. Absent keys stay `None`; HF's own
 /// defaults are temperature 1.0, top_k 50, top_p 1.0 and greedy decoding.
@@ -68,17 +68,6 @@ impl GenerationConfig {
             source,
         })?;
         Self::from_json_str(&text)
-    }
-
-    /// What HF uses when a checkpoint has no `generation_config.json`: the token ids of
-    /// `config.json` and greedy decoding.
-    pub fn from_model_config(config: &Phi3Config) -> Self {
-        Self {
-            bos_token_id: config.bos_token_id,
-            eos_token_ids: config.eos_token_ids.clone(),
-            pad_token_id: config.pad_token_id,
-            ..Self::default()
-        }
     }
 
     /// True when `id` ends generation.

@@ -1,120 +1,123 @@
-//! The Phi-3 tokenizer (a `tokenizers` `tokenizer.json`), its chat template, and streaming
-//! decode.
+//! A checkpoint's tokenizer (`tokenizer.json` through the `tokenizers` library), its chat
+//! template ([`crate::chat`]) and streaming decode.
 //!
-//! Encoding never adds BOS (Phi-3's tokenizer has `add_bos_token = false`); special tokens
-//! written in the text (`<|user|>`, ...) are recognised. The chat template is Phi-3's:
-//! `<|user|>\n{text}<|end|>\n` per user turn (likewise `<|system|>`, `<|assistant|>`), then
-//! `<|assistant|>\n` to prompt a reply.
+//! Encoding follows HF's `tokenizer(text)`: the tokenizer's own post-processor decides whether a
+//! BOS is added (Llama 3 adds one, Phi-3 and SmolLM2 do not); special tokens written in the text
+//! are recognised. A chat is rendered by the checkpoint's template and encoded without adding
+//! special tokens, as `apply_chat_template` does.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::TokenizerError;
 
-/// End-of-text token (also closes a template without a generation prompt).
-pub const ENDOFTEXT: &str = "<|endoftext|>";
-/// Ends a chat turn.
-pub const END: &str = "<|end|>";
+use serde::Deserialize;
 
-/// A loaded tokenizer.
+use crate::chat::{ChatMessage, ChatTemplate};
+
+/// A loaded tokenizer, with its chat template when the checkpoint has one.
 #[derive(Clone)]
-pub struct Phi3Tokenizer {
+pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,
     max_id: u32,
+    chat: Option<ChatTemplate>,
 }
 
-impl std::fmt::Debug for Phi3Tokenizer {
+impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Phi3Tokenizer")
+        f.debug_struct("Tokenizer")
             .field("path", &self.path)
             .field("max_id", &self.max_id)
             .finish_non_exhaustive()
     }
 }
 
-/// Who speaks a chat message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// `<|system|>`.
-    System,
-    /// `<|user|>`.
-    User,
-    /// `<|assistant|>`.
-    Assistant,
-}
-
-impl Role {
-    /// The special token opening a turn of this role.
-    pub fn tag(self) -> &'static str {
-        match self {
-            Role::System => "<|system|>",
-            Role::User => "<|user|>",
-            Role::Assistant => "<|assistant|>",
-        }
-    }
-}
-
-/// One chat turn.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatMessage {
-    /// Speaker.
-    pub role: Role,
-    /// Text of the turn.
-    pub content: String,
-}
-
-impl ChatMessage {
-    /// A user turn.
-    pub fn user(content: impl Into<String>) -> Self {
-        Self {
-            role: Role::User,
-            content: content.into(),
-        }
-    }
-
-    /// A system turn.
-    pub fn system(content: impl Into<String>) -> Self {
-        Self {
-            role: Role::System,
-            content: content.into(),
-        }
-    }
-
-    /// An assistant turn.
-    pub fn assistant(content: impl Into<String>) -> Self {
-        Self {
-            role: Role::Assistant,
-            content: content.into(),
-        }
-    }
-}
-
-/// Renders Phi-3's chat template: each turn `{tag}\n{content}<|end|>\n`, then
-/// `<|assistant|>\n` if `add_generation_prompt`, else `<|endoftext|>`.
-pub fn chat_prompt(messages: &[ChatMessage], add_generation_prompt: bool) -> String {
-    let mut out = String::new();
-    for m in messages {
-        out.push_str(m.role.tag());
-        out.push('\n');
-        out.push_str(&m.content);
-        out.push_str(END);
-        out.push('\n');
-    }
-    if add_generation_prompt {
-        out.push_str(Role::Assistant.tag());
-        out.push('\n');
-    } else {
-        out.push_str(ENDOFTEXT);
-    }
-    out
-}
-
 fn lib_err(e: tokenizers::Error) -> TokenizerError {
     TokenizerError::Library(e.to_string())
 }
 
-impl Phi3Tokenizer {
-    /// Loads a `tokenizer.json`.
+/// The keys of `tokenizer_config.json` this crate reads.
+#[derive(Debug, Default, Deserialize)]
+struct TokenizerConfig {
+    chat_template: Option<TemplateField>,
+    bos_token: Option<SpecialToken>,
+    eos_token: Option<SpecialToken>,
+}
+
+/// `chat_template`: one template, or named ones (HF uses `default`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TemplateField {
+    One(String),
+    Named(Vec<NamedTemplate>),
+}
+
+#[derive(Debug, Deserialize)]
+struct NamedTemplate {
+    name: String,
+    template: String,
+}
+
+/// A special token: its text, or an `AddedToken` object with `content`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SpecialToken {
+    Text(String),
+    Added { content: String },
+}
+
+impl SpecialToken {
+    fn text(self) -> String {
+        match self {
+            SpecialToken::Text(t) | SpecialToken::Added { content: t } => t,
+        }
+    }
+}
+
+/// tokenizer_config.json file name.
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+/// Stand-alone chat template file name (newer HF checkpoints).
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
+
+/// The chat template of a checkpoint directory, if it has one.
+fn chat_template(dir: &Path) -> Result<Option<ChatTemplate>, TokenizerError> {
+    let config_path = dir.join(TOKENIZER_CONFIG_FILE);
+    let config: TokenizerConfig = if config_path.is_file() {
+        let text = std::fs::read_to_string(&config_path).map_err(|e| TokenizerError::Load {
+            path: config_path.clone(),
+            message: e.to_string(),
+        })?;
+        serde_json::from_str(&text).map_err(|e| TokenizerError::Load {
+            path: config_path.clone(),
+            message: e.to_string(),
+        })?
+    } else {
+        TokenizerConfig::default()
+    };
+    let jinja = dir.join(CHAT_TEMPLATE_FILE);
+    let source = if jinja.is_file() {
+        Some(
+            std::fs::read_to_string(&jinja).map_err(|e| TokenizerError::Load {
+                path: jinja.clone(),
+                message: e.to_string(),
+            })?,
+        )
+    } else {
+        match config.chat_template {
+            Some(TemplateField::One(t)) => Some(t),
+            Some(TemplateField::Named(list)) => list
+                .into_iter()
+                .find(|t| t.name == "default")
+                .map(|t| t.template),
+            None => None,
+        }
+    };
+    let text = |t: Option<SpecialToken>| t.map(SpecialToken::text).unwrap_or_default();
+    Ok(source.map(|s| ChatTemplate::new(s, dir, text(config.bos_token), text(config.eos_token))))
+}
+
+impl Tokenizer {
+    /// Loads a `tokenizer.json` (without a chat template).
     pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
         let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizerError::Load {
             path: path.to_path_buf(),
@@ -133,12 +136,21 @@ impl Phi3Tokenizer {
             inner,
             path: path.to_path_buf(),
             max_id,
+            chat: None,
         })
     }
 
-    /// Loads `tokenizer.json` from a directory (a checkpoint or `fixtures/phi3-tokenizer`).
+    /// Loads `tokenizer.json` from a directory (a checkpoint or `fixtures/phi3-tokenizer`), with
+    /// the chat template of its `tokenizer_config.json` or `chat_template.jinja`.
     pub fn from_dir(dir: &Path) -> Result<Self, TokenizerError> {
-        Self::from_file(&dir.join("tokenizer.json"))
+        let mut tok = Self::from_file(&dir.join("tokenizer.json"))?;
+        tok.chat = chat_template(dir)?;
+        Ok(tok)
+    }
+
+    /// The chat template, if the checkpoint has one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat.as_ref()
     }
 
     /// File the tokenizer came from.
@@ -163,8 +175,15 @@ impl Phi3Tokenizer {
         }
     }
 
-    /// Encodes text without adding BOS; special tokens in the text are recognised.
+    /// Encodes text as HF's `tokenizer(text)` does: the post-processor adds BOS where the
+    /// tokenizer says so; special tokens in the text are recognised.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let enc = self.inner.encode(text, true).map_err(lib_err)?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Encodes text adding no special tokens at all.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
         let enc = self.inner.encode(text, false).map_err(lib_err)?;
         Ok(enc.get_ids().to_vec())
     }
@@ -184,23 +203,24 @@ impl Phi3Tokenizer {
         self.inner.id_to_token(id)
     }
 
-    /// Renders the chat template and encodes it. Errors if the tokenizer lacks a tag.
+    /// Renders the chat template and encodes the text without adding special tokens, as HF's
+    /// `apply_chat_template(..., tokenize=True)` does.
     pub fn encode_chat(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<Vec<u32>, TokenizerError> {
-        let mut needed: Vec<&'static str> = messages.iter().map(|m| m.role.tag()).collect();
-        needed.push(END);
-        needed.push(if add_generation_prompt {
-            Role::Assistant.tag()
-        } else {
-            ENDOFTEXT
-        });
-        if let Some(token) = needed.into_iter().find(|t| self.token_to_id(t).is_none()) {
-            return Err(TokenizerError::MissingSpecialToken { token });
-        }
-        self.encode(&chat_prompt(messages, add_generation_prompt))
+        let template = self
+            .chat
+            .as_ref()
+            .ok_or_else(|| TokenizerError::NoChatTemplate {
+                dir: self
+                    .path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+            })?;
+        self.encode_plain(&template.render(messages, add_generation_prompt)?)
     }
 }
 
@@ -245,7 +265,7 @@ impl StreamDecoder {
     /// Adds one id; returns the new text, if a complete piece is available.
     pub fn push(
         &mut self,
-        tokenizer: &Phi3Tokenizer,
+        tokenizer: &Tokenizer,
         id: u32,
     ) -> Result<Option<String>, TokenizerError> {
         self.ids.push(id);
@@ -266,7 +286,7 @@ impl StreamDecoder {
     }
 
     /// Text still held back (e.g. an incomplete byte sequence at the end, shown as U+FFFD).
-    pub fn flush(&mut self, tokenizer: &Phi3Tokenizer) -> Result<Option<String>, TokenizerError> {
+    pub fn flush(&mut self, tokenizer: &Tokenizer) -> Result<Option<String>, TokenizerError> {
         if self.read == self.ids.len() {
             return Ok(None);
         }

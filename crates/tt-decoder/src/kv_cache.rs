@@ -12,7 +12,7 @@ use tt_ops::{DType, Fidelity};
 use tt_shard::Plan;
 
 use crate::error::{Error, Result};
-use crate::rope::RopeVariant;
+use tt_ops::RopeVariant;
 
 /// K and V caches of every layer on every device, plus each user's length.
 pub struct KvCache {

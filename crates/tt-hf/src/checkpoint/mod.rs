@@ -1,6 +1,7 @@
 //! HF checkpoints: find the directory, memory-map its safetensors files, read tensor blocks.
 //!
-//! A [`Checkpoint`] is a validated view of `config.json`, the optional
+//! A [`Checkpoint`] is a validated view of `config.json` (parsed by the model family's
+//! [`HfConfig`], so this module knows no family), the optional
 //! `generation_config.json`, and one `model.safetensors` or several shards listed by
 //! `model.safetensors.index.json`. Nothing is read eagerly: reads copy a row x column block of
 //! a 2-D tensor (or a flat range) straight from the mapped file into the caller's buffer,
@@ -16,7 +17,6 @@ mod element;
 mod format;
 mod hub;
 mod index;
-mod names;
 mod pages;
 mod progress;
 
@@ -34,12 +34,10 @@ pub use element::Element;
 pub use format::{Dtype, TensorInfo, TensorRecord, parse_header};
 pub use hub::{HubEnv, resolve_model};
 pub use index::{INDEX_FILE, parse_index};
-pub use names::{EMBED_TOKENS, FINAL_NORM, LM_HEAD, LayerTensor, expected_tensors};
 pub use pages::{PagePolicy, Residency};
 pub use progress::{ByteCounter, LoadProgress, NoProgress};
 
-use crate::config::Phi3Config;
-use crate::error::CheckpointError;
+use crate::error::{CheckpointError, ConfigError};
 use crate::generation_config::GenerationConfig;
 
 /// Single-file weights name.
@@ -51,10 +49,58 @@ pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
 /// Tokenizer file name.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
-/// An opened, validated checkpoint.
-pub struct Checkpoint {
+/// A parsed `config.json`: whatever a family makes of it, it knows HF's generation defaults.
+pub trait ModelConfig {
+    /// HF's generation defaults when `generation_config.json` is absent (its special ids).
+    fn generation_defaults(&self) -> GenerationConfig;
+}
+
+/// A `config.json` type that parses itself (one family's config).
+pub trait HfConfig: ModelConfig + Sized {
+    /// Parses and validates the text of a `config.json`.
+    fn from_json_str(text: &str) -> Result<Self, ConfigError>;
+
+    /// Reads and validates a `config.json` file.
+    fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_json_str(&read_config_text(path)?)
+    }
+}
+
+/// The text of a `config.json` file.
+pub fn read_config_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Any JSON object: a checkpoint opened without a family (to inspect its tensors).
+impl HfConfig for serde_json::Value {
+    fn from_json_str(text: &str) -> Result<Self, ConfigError> {
+        crate::json::parse_json("config.json", text)
+    }
+}
+
+impl ModelConfig for serde_json::Value {
+    fn generation_defaults(&self) -> GenerationConfig {
+        let id = |key: &str| {
+            self.get(key)
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+        };
+        GenerationConfig {
+            bos_token_id: id("bos_token_id"),
+            eos_token_ids: id("eos_token_id").into_iter().collect(),
+            pad_token_id: id("pad_token_id"),
+            ..GenerationConfig::default()
+        }
+    }
+}
+
+/// An opened, validated checkpoint whose `config.json` is a `C`.
+pub struct Checkpoint<C = serde_json::Value> {
     dir: PathBuf,
-    config: Phi3Config,
+    config: C,
     generation_config: Option<GenerationConfig>,
     files: Vec<MappedFile>,
     tensors: HashMap<String, Entry>,
@@ -92,7 +138,7 @@ struct Entry {
     bytes: Range<usize>,
 }
 
-impl std::fmt::Debug for Checkpoint {
+impl<C> std::fmt::Debug for Checkpoint<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkpoint")
             .field("dir", &self.dir)
@@ -102,7 +148,7 @@ impl std::fmt::Debug for Checkpoint {
     }
 }
 
-impl Checkpoint {
+impl<C: HfConfig> Checkpoint<C> {
     /// Opens a local directory or an HF model id from the offline cache (environment from
     /// [`HubEnv::from_env`]).
     pub fn open(model: &str) -> Result<Self, CheckpointError> {
@@ -117,13 +163,24 @@ impl Checkpoint {
 
     /// Opens a checkpoint directory.
     pub fn open_dir(dir: &Path) -> Result<Self, CheckpointError> {
+        Self::open_dir_with(dir, C::from_json_str)
+    }
+}
+
+impl<C: ModelConfig> Checkpoint<C> {
+    /// Opens a checkpoint directory whose `config.json` text `parse` validates (a family chosen
+    /// at run time).
+    pub fn open_dir_with(
+        dir: &Path,
+        parse: impl FnOnce(&str) -> Result<C, ConfigError>,
+    ) -> Result<Self, CheckpointError> {
         let layout = Layout::detect(dir)?;
-        let config = Phi3Config::from_file(&dir.join(CONFIG_FILE)).map_err(|source| {
-            CheckpointError::Config {
+        let config = read_config_text(&dir.join(CONFIG_FILE))
+            .and_then(|text| parse(&text))
+            .map_err(|source| CheckpointError::Config {
                 dir: dir.to_path_buf(),
                 source,
-            }
-        })?;
+            })?;
         let gen_path = dir.join(GENERATION_CONFIG_FILE);
         let generation_config = if gen_path.is_file() {
             Some(GenerationConfig::from_file(&gen_path).map_err(|source| {
@@ -184,6 +241,15 @@ impl Checkpoint {
         })
     }
 
+    /// `generation_config.json`, or HF's fallback built from `config.json` when absent.
+    pub fn generation_config(&self) -> GenerationConfig {
+        self.generation_config
+            .clone()
+            .unwrap_or_else(|| self.config.generation_defaults())
+    }
+}
+
+impl<C> Checkpoint<C> {
     /// Sets how later loads treat the page size of the mapped files (default
     /// [`PagePolicy::Huge`]).
     pub fn set_page_policy(&mut self, policy: PagePolicy) {
@@ -201,15 +267,8 @@ impl Checkpoint {
     }
 
     /// The validated `config.json`.
-    pub fn config(&self) -> &Phi3Config {
+    pub fn config(&self) -> &C {
         &self.config
-    }
-
-    /// `generation_config.json`, or HF's fallback built from `config.json` when absent.
-    pub fn generation_config(&self) -> GenerationConfig {
-        self.generation_config
-            .clone()
-            .unwrap_or_else(|| GenerationConfig::from_model_config(&self.config))
     }
 
     /// `tokenizer.json` in the checkpoint directory, if present.
@@ -256,10 +315,11 @@ impl Checkpoint {
         Ok(info)
     }
 
-    /// Checks that every tensor a Phi-3 model of this config needs is present with its shape.
-    pub fn check_phi3_tensors(&self) -> Result<(), CheckpointError> {
-        for (name, shape) in expected_tensors(&self.config) {
-            self.expect_shape(&name, &shape)?;
+    /// Checks that every tensor in `expected` (name and shape, as a family lists them from its
+    /// config) is present with its shape.
+    pub fn check_tensors(&self, expected: &[(String, Vec<usize>)]) -> Result<(), CheckpointError> {
+        for (name, shape) in expected {
+            self.expect_shape(name, shape)?;
         }
         Ok(())
     }

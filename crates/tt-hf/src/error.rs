@@ -1,96 +1,13 @@
-//! Typed errors of the crate: one enum per concern, gathered in [`Error`].
+//! Typed errors of the crate: config files, checkpoints, tokenizers.
 //!
-//! Every message says what is wrong and, where it helps, what to do about it: these
-//! strings are what a user of the `phi3` binary reads.
+//! Every message says what is wrong and, where it helps, what to do about it: these strings are
+//! what a user of a binary reads. Model families add their own words (which family, which rope
+//! types) through the fields, never by a message written for one family.
 
 use std::path::PathBuf;
 
-/// Any error of this crate.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// `config.json` or `generation_config.json` is unusable.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A checkpoint cannot be found, opened or read.
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    /// The tokenizer cannot be loaded or used.
-    #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
-    /// Sampling settings or logits are unusable.
-    #[error(transparent)]
-    Sampling(#[from] SamplingError),
-    /// The sharding planner refused the model on this mesh.
-    #[error("sharding plan: {0}")]
-    Plan(#[from] tt_shard::PlanError),
-    /// A device op refused its inputs.
-    #[error("device op: {0}")]
-    Op(#[from] tt_ops::OpError),
-    /// The mesh refused an allocation or a collective.
-    #[error("mesh: {0}")]
-    Mesh(#[from] tt_mesh::MeshError),
-    /// A token id is not a row of the embedding table.
-    #[error(
-        "token {token} at index {index} is out of range: the model's vocab_size is {vocab_size}; check that the tokenizer belongs to this model"
-    )]
-    TokenOutOfRange {
-        /// Index in the given sequence.
-        index: usize,
-        /// The id.
-        token: u32,
-        /// Rows of the embedding.
-        vocab_size: usize,
-    },
-    /// Nothing to run.
-    #[error("the prompt is empty: give at least one token")]
-    EmptyPrompt,
-    /// A sequence does not fit the KV cache.
-    #[error(
-        "the sequence needs {needed} positions but the KV cache holds {capacity}; raise --max-seq-len (memory permitting) or shorten the prompt"
-    )]
-    SequenceTooLong {
-        /// Positions needed.
-        needed: usize,
-        /// Positions the cache holds.
-        capacity: usize,
-    },
-    /// A cache row that does not exist.
-    #[error("user {user} is outside the KV cache's batch of {batch}")]
-    UserOutOfRange {
-        /// Requested row.
-        user: usize,
-        /// Rows in the cache.
-        batch: usize,
-    },
-    /// A decode call's batch does not match the cache.
-    #[error(
-        "{given} sequences were given but the KV cache was made for a batch of {batch}; raise the batch size"
-    )]
-    BatchMismatch {
-        /// Sequences given.
-        given: usize,
-        /// Cache rows.
-        batch: usize,
-    },
-    /// NaN or infinity appeared.
-    #[error(
-        "non-finite value {value} in {what} (element {index}); the checkpoint or the input is corrupt"
-    )]
-    NonFinite {
-        /// Where it was found (names the layer).
-        what: String,
-        /// Flat index of the first bad element.
-        index: usize,
-        /// The value.
-        value: f32,
-    },
-    /// An invariant of this crate broke (a bug: please report it).
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-/// Result with the crate's [`Error`] by default.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+/// Result with a [`CheckpointError`] by default.
+pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
 
 /// Problems in `config.json` / `generation_config.json`.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +39,9 @@ pub enum ConfigError {
         message: String,
     },
     /// A required key is absent.
-    #[error("config.json: required field `{field}` is missing; is this a Phi-3 config.json?")]
+    #[error(
+        "config.json: required field `{field}` is missing; is this a decoder model's config.json?"
+    )]
     MissingField {
         /// The key.
         field: &'static str,
@@ -145,14 +64,16 @@ pub enum ConfigError {
         /// What would be valid.
         expected: &'static str,
     },
-    /// `model_type` names another model family.
+    /// `model_type` names a family this tool does not run.
     #[error(
-        "config.json describes a `{model_type}` model, not `phi3`; this tool only runs Phi-3 \
-         checkpoints (e.g. microsoft/Phi-3-mini-128k-instruct)"
+        "config.json describes a `{model_type}` model, not {expected}; this tool runs only those \
+         model families (config.json's `model_type` picks the family)"
     )]
     WrongModelType {
-        /// The family found.
+        /// The family found (empty when config.json has no `model_type`).
         model_type: String,
+        /// The `model_type` values accepted, quoted, e.g. "`phi3`".
+        expected: String,
     },
     /// The hidden size does not split evenly into heads.
     #[error(
@@ -183,12 +104,13 @@ pub enum ConfigError {
     },
     /// A rope type this crate does not implement.
     #[error(
-        "config.json: rope type `{rope_type}` is not supported; Phi-3 uses no scaling (\"default\") \
-         or \"longrope\" (old name \"su\")"
+        "config.json: rope type `{rope_type}` is not supported; this model family knows {supported}"
     )]
     UnsupportedRopeType {
         /// The type found.
         rope_type: String,
+        /// What the family supports, in words.
+        supported: &'static str,
     },
     /// Partial rotary embeddings are not supported.
     #[error(
@@ -220,7 +142,7 @@ pub enum ConfigError {
         /// Length found.
         actual: usize,
     },
-    /// A LongRoPE factor is outside [`crate::config::ROPE_FACTOR_RANGE`].
+    /// A rope factor is outside the accepted range.
     #[error(
         "config.json: rope `{list}`[{index}] = {} is outside [0.001, 1e6]; LongRoPE factors \
          are positive frequency divisors (Phi-3 uses 1 to about 60)",
@@ -235,7 +157,7 @@ pub enum ConfigError {
         value: f64,
     },
     /// An activation the model does not implement.
-    #[error("config.json: hidden_act `{act}` is not supported; Phi-3 uses \"silu\"")]
+    #[error("config.json: hidden_act `{act}` is not supported; the decoder implements \"silu\"")]
     UnsupportedActivation {
         /// The activation found.
         act: String,
@@ -413,7 +335,8 @@ pub enum CheckpointError {
     },
     /// A tensor the model needs is absent.
     #[error(
-        "tensor `{tensor}` is missing from the checkpoint in {dir}; is this a Phi-3 checkpoint?"
+        "tensor `{tensor}` is missing from the checkpoint in {dir}; the checkpoint does not match \
+         its config.json's model family"
     )]
     MissingTensor {
         /// Checkpoint directory.
@@ -498,38 +421,34 @@ pub enum TokenizerError {
         /// Offset of the first byte that is not valid UTF-8.
         offset: usize,
     },
-    /// A special token the chat format needs is not in the vocabulary.
-    #[error("the tokenizer has no `{token}` token; is this a Phi-3 tokenizer?")]
+    /// The checkpoint has no chat template (tokenizer_config.json `chat_template` or
+    /// chat_template.jinja).
+    #[error(
+        "{dir} has no chat template (no `chat_template` in tokenizer_config.json and no \
+         chat_template.jinja); run without --chat and write the prompt in the model's format"
+    )]
+    NoChatTemplate {
+        /// The checkpoint or tokenizer directory.
+        dir: PathBuf,
+    },
+    /// The chat template failed to parse or render.
+    #[error("the chat template of {dir} failed: {message}")]
+    ChatTemplate {
+        /// The checkpoint or tokenizer directory.
+        dir: PathBuf,
+        /// The template engine's message.
+        message: String,
+    },
+    /// A special token named by tokenizer_config.json is not in the vocabulary.
+    #[error(
+        "the tokenizer has no `{token}` token, which tokenizer_config.json names as its {role}"
+    )]
     MissingSpecialToken {
         /// The token text.
-        token: &'static str,
+        token: String,
+        /// `bos_token`, `eos_token`, ...
+        role: &'static str,
     },
-}
-
-/// Problems with sampling settings or logits.
-#[derive(Debug, thiserror::Error)]
-pub enum SamplingError {
-    /// Temperature is not a positive finite number.
-    #[error("temperature must be a positive finite number, got {0}")]
-    BadTemperature(f32),
-    /// top_p outside (0, 1].
-    #[error("top_p must be in (0, 1], got {0}")]
-    BadTopP(f32),
-    /// top_k of zero.
-    #[error("top_k must be at least 1")]
-    BadTopK,
-    /// No logits were given.
-    #[error("cannot sample from an empty logits vector")]
-    EmptyLogits,
-    /// A NaN in the logits.
-    #[error("logits contain NaN at token {index}; the model produced invalid numbers")]
-    NanLogit {
-        /// First NaN position.
-        index: usize,
-    },
-    /// Every token is suppressed or has -inf logit.
-    #[error("every token is suppressed or has probability zero; nothing to sample")]
-    NoCandidates,
 }
 
 /// `err` and its causes on one line, as the binaries print it after `error: `. Each cause is

@@ -1,28 +1,29 @@
-//! One Phi-3 decoder layer on the mesh, and the attention cores of prefill and decode.
+//! One decoder layer on the mesh (any family), and the attention cores of prefill and decode.
 //!
 //! Sharding contract of a layer (checked at the block boundaries):
 //! - in: the residual stream `x [M, H]`, replicated (M = tokens of a prefill, users of a decode);
-//! - attention: every device computes its own heads from its Q, K and V rows (fused into one
-//!   `[M, (nq_d + 2 nkv_d) dh]` activation, the layout `nlp_create_qkv_heads` takes), writes its
-//!   KV heads into its cache shard, attends, and multiplies by its `o_proj` columns: a partial sum;
-//!   `all_reduce` makes the sum, replicated again;
-//! - MLP: every device computes its gate and up slices, `up * silu(gate)`, and its `down_proj`
-//!   columns: a partial sum; `all_reduce` again;
+//! - attention: a [`tt_mesh::ColumnParallelLinear`] gives every device its own heads' Q, K and V
+//!   side by side (`[M, (nq_d + 2 nkv_d) dh]`, the layout `nlp_create_qkv_heads` takes); each
+//!   device writes its KV heads into its cache shard and attends; the `o_proj`
+//!   [`RowParallelLinear`] multiplies by each device's columns and ends in its all_reduce, so the
+//!   result is replicated again;
+//! - MLP: the gate/up column-parallel layer gives every device its slices, `up * silu(gate)`, and
+//!   the `down_proj` row-parallel layer sums over the mesh;
 //! - out: `x + attn + mlp`, replicated.
 //!
 //! Replicated work (the norms, the residual adds) gives the same numbers on every device, so it is
 //! computed once and shared by every device's storage.
 
-use tt_mesh::{Collectives, Distribution, Mesh, MeshTensor};
+use tt_mesh::{Mesh, RowParallelLinear};
 use tt_ops::{
-    Fidelity, KvCache as LayerCache, SdpaDecodeOptions, SdpaOptions, Tensor, add_inplace, linear,
-    linear_column_blocks, nlp_concat_heads, nlp_concat_heads_decode, nlp_create_qkv_heads,
-    nlp_create_qkv_heads_decode, rms_norm, rotary_embedding, rotary_embedding_decode,
-    scaled_dot_product_attention, silu_mul, team,
+    Fidelity, KvCache as LayerCache, SdpaDecodeOptions, SdpaOptions, Tensor, add_inplace,
+    nlp_concat_heads, nlp_concat_heads_decode, nlp_create_qkv_heads, nlp_create_qkv_heads_decode,
+    rms_norm, rotary_embedding, rotary_embedding_decode, scaled_dot_product_attention, silu_mul,
+    team,
 };
 
 use crate::error::{Error, Result};
-use crate::weights::{FusedRows, LayerWeights};
+use crate::weights::LayerWeights;
 
 /// What one forward call feeds the attention core.
 pub(crate) enum AttentionStep<'a> {
@@ -58,72 +59,9 @@ pub(crate) struct LayerContext<'a> {
 }
 
 impl LayerContext<'_> {
-    /// Every device's row-parallel product `xs[d] @ w_d^T`, as partial sums on the mesh. With the
-    /// whole matrix at hand (`blocks`: device `d` holds its `d`-th column block) all devices run in
-    /// one pass over it; otherwise each device multiplies by its own column view.
-    fn row_parallel(
-        &self,
-        xs: &[Tensor],
-        w: &MeshTensor,
-        blocks: Option<&Tensor>,
-    ) -> Result<MeshTensor> {
-        let partials = match blocks {
-            Some(full) => {
-                let refs: Vec<&Tensor> = xs.iter().collect();
-                linear_column_blocks(&refs, full)?
-            }
-            None => team::map(xs.len(), |d| Ok(linear(&xs[d], w.shard(d)?)?))
-                .into_iter()
-                .collect::<Result<Vec<_>>>()?,
-        };
-        Ok(MeshTensor::from_shards(
-            self.mesh,
-            partials,
-            Distribution::PartialSum,
-        )?)
-    }
-
-    /// Every device's column-parallel outputs: with the whole matrix at hand (`fused`), one pass
-    /// over it for all devices, each device's column ranges gathered `per_output[i]` ranges per
-    /// output (`[3]`: Q, K and V side by side; `[1, 1]`: gate and up apart); otherwise
-    /// `per_device(d)` on every device, which returns the same outputs.
-    fn column_parallel(
-        &self,
-        h: &Tensor,
-        fused: Option<&FusedRows>,
-        per_output: &[usize],
-        per_device: impl Fn(usize) -> Result<Vec<Tensor>> + Sync + Send,
-    ) -> Result<Vec<Vec<Tensor>>> {
-        match fused {
-            Some(f) => {
-                let y = linear(h, &f.full)?;
-                team::map(f.parts.len(), |d| {
-                    let mut rest = f.parts[d].as_slice();
-                    per_output
-                        .iter()
-                        .map(|&count| {
-                            let (these, tail) =
-                                rest.split_at_checked(count).ok_or_else(missing_output)?;
-                            rest = tail;
-                            Ok(y.gather_columns(these)?)
-                        })
-                        .collect()
-                })
-                .into_iter()
-                .collect()
-            }
-            None => team::map(self.mesh.num_devices(), per_device)
-                .into_iter()
-                .collect(),
-        }
-    }
-
-    /// Sums row-parallel partials over the mesh; returns the (replicated) sum, rounded.
-    fn all_reduce(&self, mut partial: MeshTensor) -> Result<Tensor> {
-        partial.expect(Distribution::PartialSum, "row-parallel output")?;
-        self.mesh.ccl().all_reduce(&mut partial)?;
-        partial.expect(Distribution::Replicated, "all_reduce output")?;
-        let sum = partial.shard(0)?.clone();
+    /// A row-parallel layer's replicated output, rounded.
+    fn row_parallel(&self, layer: &RowParallelLinear, xs: &[Tensor]) -> Result<Tensor> {
+        let sum = layer.forward(self.mesh, xs)?;
         Ok(self.fidelity.round(sum)?)
     }
 
@@ -143,12 +81,7 @@ impl LayerContext<'_> {
         let h = self.round(rms_norm(x, w.attn_norm.shard(0)?, self.eps)?)?;
 
         // Attention: column-parallel QKV, local heads, row-parallel o_proj.
-        let qkvs = self.column_parallel(&h, w.qkv_all.as_ref(), &[3], |d| {
-            let q = linear(&h, w.q.shard(d)?)?;
-            let k = linear(&h, w.k.shard(d)?)?;
-            let v = linear(&h, w.v.shard(d)?)?;
-            Ok(vec![Tensor::cat(&[&q, &k, &v], 1)?])
-        })?;
+        let qkvs = w.qkv.forward(&h)?;
         if qkvs.len() != cache.len() {
             return Err(missing_output());
         }
@@ -163,19 +96,13 @@ impl LayerContext<'_> {
         })
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
-        let partials = self.row_parallel(&attns, &w.o, w.o_blocks.as_ref())?;
-        let attn_out = self.all_reduce(partials)?;
+        let attn_out = self.row_parallel(&w.o, &attns)?;
         add_inplace(x, &attn_out)?;
         self.fidelity.apply(x)?;
 
         // MLP: column-parallel gate/up, row-parallel down.
         let h = self.round(rms_norm(x, w.mlp_norm.shard(0)?, self.eps)?)?;
-        let mut gate_ups = self.column_parallel(&h, w.gate_up_all.as_ref(), &[1, 1], |d| {
-            Ok(vec![
-                linear(&h, w.gate.shard(d)?)?,
-                linear(&h, w.up.shard(d)?)?,
-            ])
-        })?;
+        let mut gate_ups = w.gate_up.forward(&h)?;
         let acts = team::map_mut(&mut gate_ups, |_, parts| {
             let [gate, up] =
                 <[Tensor; 2]>::try_from(std::mem::take(parts)).map_err(|_| missing_output())?;
@@ -184,8 +111,7 @@ impl LayerContext<'_> {
         })
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
-        let partials = self.row_parallel(&acts, &w.down, w.down_blocks.as_ref())?;
-        let mlp_out = self.all_reduce(partials)?;
+        let mlp_out = self.row_parallel(&w.down, &acts)?;
         add_inplace(x, &mlp_out)?;
         self.fidelity.apply(x)?;
         Ok(())

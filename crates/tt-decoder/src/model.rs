@@ -1,22 +1,23 @@
-//! Phi-3 on a device mesh: load a checkpoint onto the mesh, then prefill and decode.
+//! A decoder model on a device mesh: load a checkpoint onto the mesh, then prefill and decode.
 //!
 //! The path of a token: the embedding row (replicated) -> every decoder layer
 //! ([`crate::decoder`]) -> the final norm -> each device's `lm_head` vocab rows -> the logits
 //! composed by concatenating the vocab shards in device order.
 //!
-//! LongRoPE is chosen per forward call exactly as HF does: the long factors for every position of
-//! the call iff its largest position + 1 exceeds `original_max_position_embeddings`.
+//! The rotary variant is chosen per forward call exactly as HF does (only LongRoPE has two: the
+//! long factors for every position of the call iff its largest position + 1 exceeds
+//! `original_max_position_embeddings`).
 
+use tt_hf::Checkpoint;
 use tt_mesh::{Distribution, Mesh, MeshComposer, MeshTensor};
-use tt_ops::{Fidelity, Tensor, embedding, linear, rms_norm};
+use tt_ops::{Fidelity, RopeTables, RopeVariant, Tensor, embedding, linear, rms_norm};
 use tt_shard::Plan;
 
-use crate::checkpoint::Checkpoint;
-use crate::config::Phi3Config;
+use crate::config::DecoderConfig;
 use crate::decoder::{AttentionStep, LayerContext, uniform_heads};
 use crate::error::{Error, Result};
+use crate::family::FamilyConfig;
 use crate::kv_cache::KvCache;
-use crate::rope::{RopeTables, RopeVariant};
 use crate::sharding::{RuntimeOptions, plan};
 use crate::weights::ModelWeights;
 
@@ -29,9 +30,9 @@ pub enum Logits {
     Last,
 }
 
-/// A Phi-3 model whose weights live, sharded, on a mesh.
-pub struct Phi3Model {
-    config: Phi3Config,
+/// A decoder model whose weights live, sharded, on a mesh.
+pub struct Model {
+    config: DecoderConfig,
     plan: Plan,
     mesh: Mesh,
     fidelity: Fidelity,
@@ -40,13 +41,16 @@ pub struct Phi3Model {
     heads: (usize, usize),
 }
 
-impl Phi3Model {
+impl Model {
     /// Plans, checks memory, and loads `ckpt` onto a new mesh as `options` says.
-    pub fn load(ckpt: &Checkpoint, options: &RuntimeOptions) -> Result<Self> {
-        let config = ckpt.config().clone();
+    pub fn load<C: FamilyConfig + Sync>(
+        ckpt: &Checkpoint<C>,
+        options: &RuntimeOptions,
+    ) -> Result<Self> {
+        let config = ckpt.config().decoder_config();
         let plan = plan(&config, options)?;
         let mesh = Mesh::new(options.mesh, options.profile.clone(), options.topology);
-        let weights = ModelWeights::load(ckpt, &plan, &mesh)?;
+        let weights = ModelWeights::load(ckpt, &config, &plan, &mesh)?;
         let per_device = (0..plan.num_devices())
             .map(|d| {
                 plan.device_heads(d)
@@ -55,7 +59,7 @@ impl Phi3Model {
             .collect::<Result<Vec<_>, _>>()?;
         let heads = uniform_heads(&per_device)?;
         Ok(Self {
-            rope: RopeTables::new(&config),
+            rope: RopeTables::new(&config.rope),
             config,
             plan,
             mesh,
@@ -66,7 +70,7 @@ impl Phi3Model {
     }
 
     /// The model's configuration.
-    pub fn config(&self) -> &Phi3Config {
+    pub fn config(&self) -> &DecoderConfig {
         &self.config
     }
 
@@ -85,7 +89,7 @@ impl Phi3Model {
         self.fidelity
     }
 
-    /// The RoPE tables (both LongRoPE variants).
+    /// The RoPE tables (both variants for LongRoPE).
     pub fn rope(&self) -> &RopeTables {
         &self.rope
     }
@@ -118,7 +122,7 @@ impl Phi3Model {
     }
 
     fn cos_sin(&self, variant: RopeVariant, positions: &[usize]) -> Result<(Tensor, Tensor)> {
-        let dh = self.config.head_dim();
+        let dh = self.config.head_dim;
         let t = self.rope.cos_sin(variant, positions);
         let n = positions.len();
         Ok((
@@ -190,7 +194,7 @@ impl Phi3Model {
         self.prefill_traced(cache, user, tokens, logits, None)
     }
 
-    /// [`Phi3Model::prefill`] that also records the residual stream: `embed`, the output of
+    /// [`Model::prefill`] that also records the residual stream: `embed`, the output of
     /// every layer (`layer.{i}`) and `final_norm`, each `[M, H]` (or `[1, H]` for the final
     /// norm with [`Logits::Last`]), for layer-by-layer comparison with a reference.
     pub fn prefill_traced(

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
-use crate::model::{Logits, Phi3Model};
+use crate::model::{Logits, Model};
 use crate::sampling::Sampler;
 
 /// When to stop and what to suppress.
@@ -83,7 +83,7 @@ struct Sequence {
 /// Generates from each prompt (one cache row each); `on_token(sequence, token)` is called for
 /// every generated token as soon as it is chosen.
 pub fn generate(
-    model: &Phi3Model,
+    model: &Model,
     cache: &mut KvCache,
     prompts: &[Vec<u32>],
     samplers: &mut [Sampler],

@@ -1,13 +1,13 @@
-//! From a Phi-3 config to the planner's numbers, and the runtime options of a mesh model.
+//! From a model's config to the planner's numbers, and the runtime options of a mesh model.
 //!
-//! This is the only place where Phi-3's sizes meet `tt-shard`: the model never divides by the
+//! This is the only place where a model's sizes meet `tt-shard`: the model never divides by the
 //! device count itself, it asks the [`Plan`] built here for every range it loads.
 
 use tt_mesh::{DeviceProfile, MeshShape, Topology};
 use tt_ops::Fidelity;
-use tt_shard::{DecoderDims, GateUpLayout, Plan, PlanOptions, QkvLayout};
+use tt_shard::{DecoderDims, Plan, PlanOptions};
 
-use crate::config::Phi3Config;
+use crate::config::DecoderConfig;
 use crate::error::Result;
 
 /// Bytes per stored weight value: the mesh keeps every matrix in bf16.
@@ -44,25 +44,25 @@ impl RuntimeOptions {
     }
 }
 
-/// Phi-3's sizes as the planner describes a decoder (fused `[Q|K|V]` and `[gate|up]` rows).
-pub fn decoder_dims(config: &Phi3Config) -> DecoderDims {
+/// The model's sizes as the planner describes a decoder.
+pub fn decoder_dims(config: &DecoderConfig) -> DecoderDims {
     DecoderDims {
         hidden: config.hidden_size,
         heads: config.num_attention_heads,
         kv_heads: config.num_key_value_heads,
-        head_dim: config.head_dim(),
+        head_dim: config.head_dim,
         intermediate: config.intermediate_size,
         vocab: config.vocab_size,
         layers: config.num_hidden_layers,
         dtype_bytes: WEIGHT_DTYPE_BYTES,
         tied_embeddings: config.tie_word_embeddings,
-        qkv_layout: QkvLayout::Fused,
-        gate_up_layout: GateUpLayout::Fused,
+        qkv_layout: config.qkv_layout,
+        gate_up_layout: config.gate_up_layout,
     }
 }
 
 /// The tensor-parallel plan of `config` under `options` (refuses impossible meshes and budgets).
-pub fn plan(config: &Phi3Config, options: &RuntimeOptions) -> Result<Plan> {
+pub fn plan(config: &DecoderConfig, options: &RuntimeOptions) -> Result<Plan> {
     let plan = Plan::new(
         &decoder_dims(config),
         options.mesh,

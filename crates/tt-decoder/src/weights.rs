@@ -1,0 +1,286 @@
+//! The checkpoint's tensors, split into the shards the plan gives each device.
+//!
+//! Each device receives only its part: its own heads' Q, K and V rows (of the fused `qkv_proj`
+//! or of `q_proj`, `k_proj`, `v_proj`), its own rows of gate and of up (fused or apart), its column block of `o_proj` and `down_proj`, and
+//! its vocab rows of `lm_head`. Replicated tensors (embedding, norms) are shared by every device's
+//! storage while their bytes are counted on each device.
+//!
+//! Every matrix stays bf16 and, for a BF16 checkpoint, is not copied at all: each shard is a view
+//! (a row block, or a column block read with its row stride) of the tensor in the memory-mapped
+//! file ([`Checkpoint::bf16_tensor`]), so loading costs what reading the file from the page cache
+//! costs, and the process holds one copy of the weights (the page cache's). That is why Q, K and
+//! V (and gate and up) are separate per-device tensors rather than re-fused ones: a device's Q, K
+//! and V rows are three separate runs of the checkpoint tensor. When the devices' rows cover the
+//! fused checkpoint matrix exactly once, [`FusedRows`] keeps a handle on the whole matrix so the
+//! decoder can run every device's projection in one pass.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+use tt_hf::Checkpoint;
+use tt_mesh::{
+    ColumnParallelLinear, Distribution, FusedRows, Mesh, MeshMapper, MeshTensor, OutputGrouping,
+    RowParallelLinear,
+};
+use tt_ops::Tensor;
+use tt_shard::{GateUpLayout, Plan, QkvLayout, WeightKind};
+
+use crate::config::DecoderConfig;
+use crate::error::Result;
+use crate::names::{LayerTensor, TensorName, expected_tensors};
+
+/// One decoder layer's weights on the mesh.
+pub struct LayerWeights {
+    /// `[H]` f32, replicated.
+    pub attn_norm: MeshTensor,
+    /// Q, K and V: per device its heads' rows, outputs side by side (`[M, (nq_d + 2 nkv_d) dh]`).
+    pub qkv: ColumnParallelLinear,
+    /// `o_proj`: per device the input columns of its query heads; ends in an all_reduce.
+    pub o: RowParallelLinear,
+    /// `[H]` f32, replicated.
+    pub mlp_norm: MeshTensor,
+    /// Gate and up: per device its rows of each, returned apart.
+    pub gate_up: ColumnParallelLinear,
+    /// `down_proj`: per device its input columns; ends in an all_reduce.
+    pub down: RowParallelLinear,
+}
+
+/// `full` with every device's rows of `kinds`, if those rows cover `full` exactly once.
+fn covering_rows(plan: &Plan, full: &Tensor, kinds: &[WeightKind]) -> Result<Option<FusedRows>> {
+    let parts = (0..plan.num_devices())
+        .map(|d| {
+            kinds
+                .iter()
+                .map(|&kind| Ok(plan.shard_of(kind, d)?.rows()))
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut all: Vec<&Range<usize>> = parts.iter().flatten().collect();
+    all.sort_by_key(|r| r.start);
+    let mut next = 0;
+    let exact = all.iter().all(|r| {
+        let ok = r.start == next;
+        next = r.end;
+        ok
+    }) && next == full.dim(0)?;
+    Ok((exact && full.is_contiguous()).then(|| FusedRows {
+        full: full.clone(),
+        parts,
+    }))
+}
+
+/// Every weight of the model, placed on the mesh as the plan says.
+pub struct ModelWeights {
+    /// `[V, H]` bf16, replicated.
+    pub embed: MeshTensor,
+    /// Decoder layers.
+    pub layers: Vec<LayerWeights>,
+    /// `[H]` f32, replicated.
+    pub final_norm: MeshTensor,
+    /// `[V_d, H]` bf16 per device (the device's real vocab rows; padding rows are not stored).
+    pub lm_head: MeshTensor,
+}
+
+/// A 1-D tensor read whole as f32.
+fn read_vector<C>(ckpt: &Checkpoint<C>, name: &str, len: usize) -> Result<Tensor> {
+    let mut data = vec![0.0f32; len];
+    ckpt.read_flat(name, 0..len, &mut data)?;
+    Ok(Tensor::from_f32(data, &[len])?)
+}
+
+/// One shard per device, each a view of `full`, placed on the mesh.
+fn sharded(mesh: &Mesh, dim: usize, view: impl Fn(usize) -> Result<Tensor>) -> Result<MeshTensor> {
+    let shards = (0..mesh.num_devices())
+        .map(view)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(MeshTensor::from_shards(
+        mesh,
+        shards,
+        Distribution::Sharded { dim },
+    )?)
+}
+
+/// Rows `rows` of a matrix (a view).
+fn row_block(full: &Tensor, rows: Range<usize>) -> Result<Tensor> {
+    Ok(full.narrow(0, rows.start, rows.len())?)
+}
+
+/// Columns `cols` of a matrix (a strided view).
+fn column_block(full: &Tensor, cols: Range<usize>) -> Result<Tensor> {
+    Ok(full.columns(cols.start, cols.len())?)
+}
+
+/// Each device's rows of `kind` in `full`, as a mesh tensor sharded along dim 0.
+fn rows_of(mesh: &Mesh, plan: &Plan, full: &Tensor, kind: WeightKind) -> Result<MeshTensor> {
+    sharded(mesh, 0, |d| row_block(full, plan.shard_of(kind, d)?.rows()))
+}
+
+/// `full` itself if device `d`'s columns of `kind` are its `d`-th equal block, in device order.
+fn in_device_blocks(plan: &Plan, full: &Tensor, kind: WeightKind) -> Result<Option<Tensor>> {
+    let devices = plan.num_devices();
+    let width = full.dim(1)?;
+    let blocks = (0..devices)
+        .map(|d| Ok(plan.shard_of(kind, d)?.cols()))
+        .collect::<Result<Vec<_>>>()?;
+    let kb = width / devices.max(1);
+    let equal = kb * devices == width
+        && blocks
+            .iter()
+            .enumerate()
+            .all(|(d, c)| c.start == d * kb && c.len() == kb);
+    Ok((equal && full.is_contiguous()).then(|| full.clone()))
+}
+
+/// Each device's columns of `kind` in `full`, as a mesh tensor sharded along dim 1.
+fn columns_of(mesh: &Mesh, plan: &Plan, full: &Tensor, kind: WeightKind) -> Result<MeshTensor> {
+    sharded(mesh, 1, |d| {
+        column_block(full, plan.shard_of(kind, d)?.cols())
+    })
+}
+
+/// A layer tensor of layer `i`, read as a bf16 tensor (a view of the mapped file for a BF16
+/// checkpoint).
+fn matrix<C>(
+    ckpt: &Checkpoint<C>,
+    config: &DecoderConfig,
+    i: usize,
+    t: LayerTensor,
+) -> Result<Tensor> {
+    Ok(ckpt.bf16_tensor(&config.family.tensor_name(TensorName::Layer(i, t)))?)
+}
+
+/// A column-parallel layer over `kinds`, each read from its own tensor or all from one fused
+/// tensor (`fused`), as the checkpoint stores them.
+fn column_parallel(
+    mesh: &Mesh,
+    plan: &Plan,
+    kinds: &[WeightKind],
+    fused: Option<Tensor>,
+    separate: impl Fn(usize) -> Result<Tensor>,
+    grouping: OutputGrouping,
+) -> Result<ColumnParallelLinear> {
+    let outputs = kinds
+        .iter()
+        .enumerate()
+        .map(|(k, &kind)| match &fused {
+            Some(full) => rows_of(mesh, plan, full, kind),
+            None => rows_of(mesh, plan, &separate(k)?, kind),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let fused = match &fused {
+        Some(full) => covering_rows(plan, full, kinds)?,
+        None => None,
+    };
+    Ok(ColumnParallelLinear {
+        outputs,
+        fused,
+        grouping,
+    })
+}
+
+/// A row-parallel layer over `kind` from the whole checkpoint matrix `full`.
+fn row_parallel(
+    mesh: &Mesh,
+    plan: &Plan,
+    full: &Tensor,
+    kind: WeightKind,
+) -> Result<RowParallelLinear> {
+    Ok(RowParallelLinear {
+        weight: columns_of(mesh, plan, full, kind)?,
+        blocks: in_device_blocks(plan, full, kind)?,
+    })
+}
+
+impl LayerWeights {
+    /// Layer `i`'s shards of every device.
+    fn load<C>(
+        ckpt: &Checkpoint<C>,
+        config: &DecoderConfig,
+        plan: &Plan,
+        mesh: &Mesh,
+        i: usize,
+    ) -> Result<Self> {
+        let hidden = config.hidden_size;
+        let name = |t: LayerTensor| config.family.tensor_name(TensorName::Layer(i, t));
+        let replicate = |t: Tensor| mesh.distribute(&t, MeshMapper::Replicate);
+        let read = |t: LayerTensor| matrix(ckpt, config, i, t);
+        let qkv_fused = match config.qkv_layout {
+            QkvLayout::Fused => Some(read(LayerTensor::QkvProj)?),
+            QkvLayout::Separate => None,
+        };
+        let separate_qkv = [LayerTensor::QProj, LayerTensor::KProj, LayerTensor::VProj];
+        let qkv = column_parallel(
+            mesh,
+            plan,
+            &[WeightKind::Q, WeightKind::K, WeightKind::V],
+            qkv_fused,
+            |k| read(separate_qkv[k]),
+            OutputGrouping::Concat,
+        )?;
+        let gate_up_fused = match config.gate_up_layout {
+            GateUpLayout::Fused => Some(read(LayerTensor::GateUpProj)?),
+            GateUpLayout::Separate => None,
+        };
+        let separate_gate_up = [LayerTensor::GateProj, LayerTensor::UpProj];
+        let gate_up = column_parallel(
+            mesh,
+            plan,
+            &[WeightKind::Gate, WeightKind::Up],
+            gate_up_fused,
+            |k| read(separate_gate_up[k]),
+            OutputGrouping::Apart,
+        )?;
+        Ok(Self {
+            attn_norm: replicate(read_vector(
+                ckpt,
+                &name(LayerTensor::InputLayerNorm),
+                hidden,
+            )?)?,
+            qkv,
+            o: row_parallel(mesh, plan, &read(LayerTensor::OProj)?, WeightKind::O)?,
+            mlp_norm: replicate(read_vector(
+                ckpt,
+                &name(LayerTensor::PostAttentionLayerNorm),
+                hidden,
+            )?)?,
+            gate_up,
+            down: row_parallel(mesh, plan, &read(LayerTensor::DownProj)?, WeightKind::Down)?,
+        })
+    }
+}
+
+impl ModelWeights {
+    /// Places every tensor of `ckpt` on `mesh` following `plan` (views of the mapped file for a
+    /// BF16 checkpoint; layers in parallel, so their pages are made resident on every core).
+    pub fn load<C: Sync>(
+        ckpt: &Checkpoint<C>,
+        config: &DecoderConfig,
+        plan: &Plan,
+        mesh: &Mesh,
+    ) -> Result<Self> {
+        let hidden = config.hidden_size;
+        ckpt.check_tensors(&expected_tensors(config))?;
+        let name = |t: TensorName| config.family.tensor_name(t);
+        let replicate = |t: Tensor| mesh.distribute(&t, MeshMapper::Replicate);
+
+        let embed_full = ckpt.bf16_tensor(&name(TensorName::Embed))?;
+        let embed = replicate(embed_full.clone())?;
+        let final_norm = replicate(read_vector(ckpt, &name(TensorName::FinalNorm), hidden)?)?;
+        let layers = (0..config.num_hidden_layers)
+            .into_par_iter()
+            .map(|i| LayerWeights::load(ckpt, config, plan, mesh, i))
+            .collect::<Result<Vec<_>>>()?;
+        let head_full = if config.tie_word_embeddings {
+            embed_full
+        } else {
+            ckpt.bf16_tensor(&name(TensorName::LmHead))?
+        };
+        let lm_head = rows_of(mesh, plan, &head_full, WeightKind::LmHead)?;
+        Ok(Self {
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+        })
+    }
+}
