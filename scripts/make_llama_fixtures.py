@@ -84,8 +84,9 @@ LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_fr
 MODELS = [
     LlamaSpec("llama-tiny-gqa", 2001, 8, 2, 16, 2, 256, 600, False, 10000.0, None, "transformers"),
     LlamaSpec("llama-tiny-tied", 2002, 8, 8, 16, 3, 256, 600, True, 10000.0, None, "transformers", **TIED),
-    # MQA (one KV head), head_dim 32, hub-style config like Llama 3.2's.
-    LlamaSpec("llama-tiny-llama3", 2003, 4, 1, 32, 2, 256, 600, False, 10000.0, LLAMA3, "hub"),
+    # MQA (8 query heads, one KV head: every mesh up to 8 devices), head_dim 32, hub-style config
+    # like Llama 3.2's.
+    LlamaSpec("llama-tiny-llama3", 2003, 8, 1, 32, 2, 256, 600, False, 10000.0, LLAMA3, "hub"),
     # SmolLM2's head counts (9 query, 3 KV heads: a 2x4 mesh must pad), tied, theta 1e5, hub style.
     LlamaSpec("llama-tiny-odd", 2004, 9, 3, 16, 2, 288, 600, True, 100000.0, None, "hub", **TIED),
 ]
