@@ -50,7 +50,7 @@ impl Model {
         let config = ckpt.config().decoder_config();
         let plan = plan(&config, options)?;
         let mesh = Mesh::new(options.mesh, options.profile.clone(), options.topology);
-        let weights = ModelWeights::load(ckpt, &config, &plan, &mesh)?;
+        let weights = ModelWeights::load(ckpt, &config, &plan, &mesh, options.fidelity)?;
         let per_device = (0..plan.num_devices())
             .map(|d| {
                 plan.device_heads(d)

@@ -5,8 +5,10 @@
 //! its vocab rows of `lm_head`. Replicated tensors (embedding, norms) are shared by every device's
 //! storage while their bytes are counted on each device.
 //!
-//! Every matrix stays bf16 and, for a BF16 checkpoint, is not copied at all: each shard is a view
-//! (a row block, or a column block read with its row stride) of the tensor in the memory-mapped
+//! Every matrix is bf16 (an F32 checkpoint under f32 fidelity keeps f32 copies, so the
+//! reference path computes with the file's own numbers) and, for a BF16 checkpoint, is not copied
+//! at all: each shard is a view (a row block, or a column block read with its row stride) of the
+//! tensor in the memory-mapped
 //! file ([`Checkpoint::bf16_tensor`]), so loading costs what reading the file from the page cache
 //! costs, and the process holds one copy of the weights (the page cache's). That is why Q, K and
 //! V (and gate and up) are separate per-device tensors rather than re-fused ones: a device's Q, K
@@ -22,7 +24,7 @@ use tt_mesh::{
     ColumnParallelLinear, Distribution, FusedRows, Mesh, MeshMapper, MeshTensor, OutputGrouping,
     RowParallelLinear,
 };
-use tt_ops::Tensor;
+use tt_ops::{Fidelity, Tensor};
 use tt_shard::{GateUpLayout, Plan, QkvLayout, WeightKind};
 
 use crate::config::DecoderConfig;
@@ -138,15 +140,14 @@ fn columns_of(mesh: &Mesh, plan: &Plan, full: &Tensor, kind: WeightKind) -> Resu
     })
 }
 
-/// A layer tensor of layer `i`, read as a bf16 tensor (a view of the mapped file for a BF16
-/// checkpoint).
-fn matrix<C>(
-    ckpt: &Checkpoint<C>,
-    config: &DecoderConfig,
-    i: usize,
-    t: LayerTensor,
-) -> Result<Tensor> {
-    Ok(ckpt.bf16_tensor(&config.family.tensor_name(TensorName::Layer(i, t)))?)
+/// A weight matrix: under f32 fidelity at the precision the checkpoint stores it (an F32
+/// checkpoint is the reference's own numbers), else bf16 as a device stores it (a view of the
+/// mapped file for a BF16 checkpoint).
+fn matrix<C>(ckpt: &Checkpoint<C>, name: &str, fidelity: Fidelity) -> Result<Tensor> {
+    Ok(match fidelity {
+        Fidelity::F32 => ckpt.tensor_as_stored(name)?,
+        Fidelity::Bf16 => ckpt.bf16_tensor(name)?,
+    })
 }
 
 /// A column-parallel layer over `kinds`, each read from its own tensor or all from one fused
@@ -198,12 +199,13 @@ impl LayerWeights {
         config: &DecoderConfig,
         plan: &Plan,
         mesh: &Mesh,
+        fidelity: Fidelity,
         i: usize,
     ) -> Result<Self> {
         let hidden = config.hidden_size;
         let name = |t: LayerTensor| config.family.tensor_name(TensorName::Layer(i, t));
         let replicate = |t: Tensor| mesh.distribute(&t, MeshMapper::Replicate);
-        let read = |t: LayerTensor| matrix(ckpt, config, i, t);
+        let read = |t: LayerTensor| matrix(ckpt, &name(t), fidelity);
         let qkv_fused = match config.qkv_layout {
             QkvLayout::Fused => Some(read(LayerTensor::QkvProj)?),
             QkvLayout::Separate => None,
@@ -257,23 +259,24 @@ impl ModelWeights {
         config: &DecoderConfig,
         plan: &Plan,
         mesh: &Mesh,
+        fidelity: Fidelity,
     ) -> Result<Self> {
         let hidden = config.hidden_size;
         ckpt.check_tensors(&expected_tensors(config))?;
         let name = |t: TensorName| config.family.tensor_name(t);
         let replicate = |t: Tensor| mesh.distribute(&t, MeshMapper::Replicate);
 
-        let embed_full = ckpt.bf16_tensor(&name(TensorName::Embed))?;
+        let embed_full = matrix(ckpt, &name(TensorName::Embed), fidelity)?;
         let embed = replicate(embed_full.clone())?;
         let final_norm = replicate(read_vector(ckpt, &name(TensorName::FinalNorm), hidden)?)?;
         let layers = (0..config.num_hidden_layers)
             .into_par_iter()
-            .map(|i| LayerWeights::load(ckpt, config, plan, mesh, i))
+            .map(|i| LayerWeights::load(ckpt, config, plan, mesh, fidelity, i))
             .collect::<Result<Vec<_>>>()?;
         let head_full = if config.tie_word_embeddings {
             embed_full
         } else {
-            ckpt.bf16_tensor(&name(TensorName::LmHead))?
+            matrix(ckpt, &name(TensorName::LmHead), fidelity)?
         };
         let lm_head = rows_of(mesh, plan, &head_full, WeightKind::LmHead)?;
         Ok(Self {

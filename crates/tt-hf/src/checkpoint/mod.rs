@@ -428,6 +428,23 @@ impl<C> Checkpoint<C> {
         Ok(t)
     }
 
+    /// Tensor `name` at the precision it is stored in: an F32 tensor as an f32 copy (so a
+    /// reference run computes with exactly the file's numbers), any other as
+    /// [`Checkpoint::bf16_tensor`] (in place for BF16).
+    pub fn tensor_as_stored(&self, name: &str) -> Result<Tensor, CheckpointError> {
+        let e = self.entry(name)?;
+        if e.info.dtype != Dtype::F32 {
+            return self.bf16_tensor(name);
+        }
+        let shape = e.info.shape.clone();
+        let data = self.read_all::<f32>(name)?;
+        Tensor::from_f32(data, &shape).map_err(|err| CheckpointError::BadRead {
+            tensor: name.to_string(),
+            shape,
+            message: err.to_string(),
+        })
+    }
+
     /// Reads a whole tensor (any rank) into a new vector.
     pub fn read_all<T: Element>(&self, name: &str) -> Result<Vec<T>, CheckpointError> {
         let numel = self.tensor_info(name)?.numel();
