@@ -9,6 +9,7 @@ mod fixtures;
 mod plan;
 mod reference;
 mod synth;
+mod ttnn_wheel;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ enum Task {
     Reference(reference::Args),
     /// Write a random full-size checkpoint (bf16, sharded, HF layout) from an HF config.
     Synth(synth::Args),
+    /// Fetch, check (sha256) and unpack the ttnn wheel whose libtt_metal.so the oracle binds; print its path.
+    TtnnWheel(ttnn_wheel::Args),
 }
 
 /// The workspace root (the parent of this crate's directory).
@@ -64,6 +67,7 @@ fn main() -> std::process::ExitCode {
         Task::Plan(args) => plan::run(args),
         Task::Reference(args) => reference::run(args),
         Task::Synth(args) => synth::run(args),
+        Task::TtnnWheel(args) => ttnn_wheel::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
