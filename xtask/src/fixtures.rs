@@ -2,8 +2,10 @@
 //!
 //! Python is only needed here, never by `cargo test`. The task makes a virtual environment outside
 //! the repository if it is missing (`python3 -m venv`, then `pip install -r scripts/requirements.txt`)
-//! and runs `scripts/make_fixtures.py --out fixtures` with it. The script checks the installed
-//! versions against the pins, writes every tiny checkpoint and its references, and verifies them.
+//! and runs `scripts/make_fixtures.py --out fixtures` (the tiny Phi-3 models and ops/), then
+//! `scripts/make_llama_fixtures.py --out fixtures` (the tiny Llama models) with it. Each script checks
+//! the installed versions against the pins, writes every tiny checkpoint and its references, and
+//! verifies them.
 
 use std::ffi::OsString;
 use std::io::ErrorKind;
@@ -31,15 +33,30 @@ pub struct Args {
     /// Output directory [default: fixtures/ in the workspace].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Regenerate only this model (repeatable), e.g. `--only phi3-tiny`.
+    /// Regenerate only this model (repeatable), e.g. `--only phi3-tiny` or `--only llama-tiny-gqa`;
+    /// each script gets the names of its family (`llama-*` names go to make_llama_fixtures.py).
     #[arg(long, value_name = "NAME")]
     only: Vec<String>,
-    /// Further arguments for make_fixtures.py (after `--`), e.g. `-- --sha256`.
+    /// Which scripts to run.
+    #[arg(long, value_enum, default_value_t = Family::All)]
+    family: Family,
+    /// Further arguments for both scripts (after `--`), e.g. `-- --sha256`.
     #[arg(last = true, value_name = "SCRIPT_ARGS")]
     script_args: Vec<OsString>,
 }
 
-/// Make the venv if needed, then run `scripts/make_fixtures.py`.
+/// The fixture families, one script each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Family {
+    /// Both scripts.
+    All,
+    /// scripts/make_fixtures.py: the tiny Phi-3 models and ops/.
+    Phi3,
+    /// scripts/make_llama_fixtures.py: the tiny Llama models.
+    Llama,
+}
+
+/// Make the venv if needed, then run `scripts/make_fixtures.py` and `scripts/make_llama_fixtures.py`.
 pub fn run(args: Args) -> Result<()> {
     let root = crate::workspace_root();
     let venv = match &args.venv {
@@ -60,31 +77,47 @@ pub fn run(args: Args) -> Result<()> {
         pip_install(&python, &requirements)?;
     }
 
-    let out = args.out.unwrap_or_else(|| root.join("fixtures"));
-    let mut cmd = Command::new(&python);
-    cmd.current_dir(&root)
-        .arg(root.join("scripts").join("make_fixtures.py"))
-        .arg("--out")
-        .arg(&out);
-    for name in &args.only {
-        cmd.arg("--only").arg(name);
+    let out = args.out.clone().unwrap_or_else(|| root.join("fixtures"));
+    let (llama_only, phi3_only): (Vec<_>, Vec<_>) = args
+        .only
+        .iter()
+        .partition(|name| name.starts_with("llama-"));
+    // With --only, a script runs only if some of the names are its family's.
+    let scripts = [
+        (Family::Phi3, "make_fixtures.py", phi3_only),
+        (Family::Llama, "make_llama_fixtures.py", llama_only),
+    ];
+    for (family, script, only) in scripts {
+        if !(args.family == Family::All || args.family == family)
+            || (!args.only.is_empty() && only.is_empty())
+        {
+            continue;
+        }
+        let mut cmd = Command::new(&python);
+        cmd.current_dir(&root)
+            .arg(root.join("scripts").join(script))
+            .arg("--out")
+            .arg(&out);
+        for name in only {
+            cmd.arg("--only").arg(name);
+        }
+        cmd.args(&args.script_args);
+        tracing::info!(out = %out.display(), python = %python.display(), "running {script}");
+        run_command(&mut cmd, &format!("run scripts/{script}")).with_context(|| {
+            format!(
+                "if a package version is reported, update the venv: cargo xtask fixtures --install \
+                 (or {} -m pip install -r {})",
+                python.display(),
+                requirements.display()
+            )
+        })?;
     }
-    cmd.args(&args.script_args);
-    tracing::info!(out = %out.display(), python = %python.display(), "running make_fixtures.py");
-    run_command(&mut cmd, "run scripts/make_fixtures.py").with_context(|| {
-        format!(
-            "if a package version is reported, update the venv: cargo xtask fixtures --install \
-             (or {} -m pip install -r {})",
-            python.display(),
-            requirements.display()
-        )
-    })?;
     tracing::info!(out = %out.display(), "fixtures written");
     Ok(())
 }
 
 /// `$TT_PHI3_VENV`, else `~/.cache/tt-phi3/venv`.
-fn default_venv() -> Result<PathBuf> {
+pub(crate) fn default_venv() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os(VENV_ENV).filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
@@ -95,7 +128,7 @@ fn default_venv() -> Result<PathBuf> {
 }
 
 /// The interpreter inside a venv.
-fn venv_python(venv: &Path) -> PathBuf {
+pub(crate) fn venv_python(venv: &Path) -> PathBuf {
     if cfg!(windows) {
         venv.join("Scripts").join("python.exe")
     } else {
@@ -154,7 +187,7 @@ fn pip_install(python: &Path, requirements: &Path) -> Result<()> {
 }
 
 /// Run a command with inherited stdio; error if it cannot start or exits unsuccessfully.
-fn run_command(cmd: &mut Command, what: &str) -> Result<()> {
+pub(crate) fn run_command(cmd: &mut Command, what: &str) -> Result<()> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let status = match cmd.status() {
         Ok(status) => status,

