@@ -367,6 +367,18 @@ pub enum CheckpointError {
         /// What is wrong.
         message: String,
     },
+    /// A checkpoint file changed on disk while the checkpoint had it open: written or truncated
+    /// in place, replaced, or deleted. Nothing of the new contents is used.
+    #[error(
+        "{path} changed on disk while in use: {what}; checkpoint files must not be rewritten \
+         while a checkpoint or a model loaded from it is in use, open the checkpoint again"
+    )]
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+        /// What changed.
+        what: String,
+    },
     /// The config inside the checkpoint is unusable (the message names the file).
     #[error("{dir}: {source}")]
     Config {

@@ -28,8 +28,9 @@ type Body<'a> = dyn Fn(usize) + Sync + 'a;
 struct Team {
     /// Bumped by the leader to publish a loop; helpers watch it.
     epoch: AtomicU64,
-    /// The loop body of the current epoch: the two words of a `&Body` (data, vtable).
-    body: [AtomicPtr<()>; 2],
+    /// The loop body of the current epoch: a thin pointer to a `&Body` on the leader's stack
+    /// (in [`Team::run`]), type-erased; null outside a loop.
+    body: AtomicPtr<()>,
     /// `epoch << 32 | next unclaimed index`: a claim only succeeds for the current epoch.
     next: AtomicU64,
     /// Items of the current epoch (indices below it are claimed).
@@ -59,10 +60,7 @@ pub fn with_team<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
     let team = Team {
         epoch: AtomicU64::new(0),
-        body: [
-            AtomicPtr::new(std::ptr::null_mut()),
-            AtomicPtr::new(std::ptr::null_mut()),
-        ],
+        body: AtomicPtr::new(std::ptr::null_mut()),
         next: AtomicU64::new(0),
         len: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
@@ -137,12 +135,12 @@ impl Team {
             "a team loop takes fewer than 2^32 - 1 items"
         );
         let epoch = self.epoch.load(SeqCst) + 1;
-        // SAFETY: a `&dyn Trait` is two words; they are only turned back into a reference by a
-        // helper that then claims an item of this epoch, which can only happen before this call
-        // returns (the claims are closed and every claimed item finished first, below).
-        let words: [*mut (); 2] = unsafe { std::mem::transmute::<&Body<'_>, [*mut (); 2]>(f) };
-        self.body[0].store(words[0], SeqCst);
-        self.body[1].store(words[1], SeqCst);
+        // The fat reference stays here, in this frame; helpers get a thin pointer to it and read
+        // it back as the same type (see `help`), so no layout of `&dyn` is assumed. It is not
+        // moved or dropped before this call returns, which is after every claimed item is done.
+        let body: &Body<'_> = f;
+        self.body
+            .store(std::ptr::from_ref(&body).cast_mut().cast::<()>(), SeqCst);
         self.len.store(n, SeqCst);
         self.done.store(0, SeqCst);
         self.next.store(epoch << 32, SeqCst);
@@ -154,6 +152,8 @@ impl Team {
         while self.done.load(SeqCst) < claimed {
             spins.pause();
         }
+        // No helper can read it any more: claims are closed and the claimed items are done.
+        self.body.store(std::ptr::null_mut(), SeqCst);
         if let Err(payload) = mine {
             panic::resume_unwind(payload);
         }
@@ -224,15 +224,17 @@ impl Team {
             }
             seen = epoch;
             let n = self.len.load(SeqCst);
-            let words = [self.body[0].load(SeqCst), self.body[1].load(SeqCst)];
+            let body = self.body.load(SeqCst).cast::<&Body<'_>>();
             let _item = InItem::enter();
             while let Some(i) = self.claim(epoch, n) {
-                // SAFETY: the claim of an item of `epoch` succeeded after `n` and the words
-                // were read, so the loop was still open when they were read: they are the two
-                // words of the `&Body` that `run` published for `epoch` (the leader publishes
-                // the next loop only after closing this one), and that body lives until `run`
-                // has seen every claimed item done, which includes this one.
-                let f: &Body<'_> = unsafe { std::mem::transmute::<[*mut (); 2], &Body<'_>>(words) };
+                // SAFETY: the claim of an item of `epoch` succeeded after `n` and `body` were
+                // read, so the loop was still open when they were read (the leader publishes the
+                // next loop only after closing this one, all SeqCst): `body` is the pointer `run`
+                // published for `epoch`, to its local `&Body` (properly aligned, initialised, of
+                // exactly this type). That local, and the body it refers to, live until `run` has
+                // seen every claimed item done, which includes this one; nobody writes the local
+                // meanwhile, so reading it here is a plain shared read.
+                let f: &Body<'_> = unsafe { *body };
                 if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| f(i))) {
                     self.keep_panic(payload);
                 }

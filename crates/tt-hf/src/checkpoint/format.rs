@@ -93,7 +93,19 @@ struct RawEntry {
 /// `path` only labels errors. Every entry's byte range is checked to lie in the file, to match
 /// its shape and dtype, and not to overlap another.
 pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Vec<TensorRecord>, CheckpointError> {
-    let file_len = bytes.len() as u64;
+    parse_header_of(path, bytes, bytes.len() as u64)
+}
+
+/// Header length safetensors itself accepts at most (its `MAX_HEADER_SIZE`).
+pub(crate) const MAX_HEADER_LEN: u64 = 100_000_000;
+
+/// [`parse_header`] of a `file_len`-byte file of which `bytes` holds the start: at least the
+/// 8-byte length and the header it gives (all of the file if it is shorter than that).
+pub(crate) fn parse_header_of(
+    path: &Path,
+    bytes: &[u8],
+    file_len: u64,
+) -> Result<Vec<TensorRecord>, CheckpointError> {
     let Some(len_bytes) = bytes.get(..8) else {
         return Err(CheckpointError::Truncated {
             path: path.to_path_buf(),
@@ -104,20 +116,22 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Vec<TensorRecord>, Chec
     let mut len_arr = [0u8; 8];
     len_arr.copy_from_slice(len_bytes);
     let header_len = u64::from_le_bytes(len_arr);
-    if header_len > file_len - 8 {
+    if header_len > file_len.saturating_sub(8) {
         return Err(CheckpointError::HeaderPastEnd {
             path: path.to_path_buf(),
             header_len,
             file_len,
         });
     }
-    // header_len <= file_len - 8 fits usize because bytes.len() does.
-    let data_start = 8 + header_len as usize;
-    let header = &bytes[8..data_start];
     let malformed = |message: String| CheckpointError::MalformedHeader {
         path: path.to_path_buf(),
         message,
     };
+    let data_start = usize::try_from(8 + header_len)
+        .map_err(|_| malformed(format!("a header of {header_len} bytes")))?;
+    let header = bytes
+        .get(8..data_start)
+        .ok_or_else(|| malformed(format!("a header of {header_len} bytes was not read")))?;
     let map: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(header).map_err(|e| malformed(e.to_string()))?;
     let data_len = file_len - data_start as u64;

@@ -12,8 +12,19 @@
 //! loads without copying 7.6 GB into fresh memory). The map stays alive as long as any such
 //! tensor does. A file's first such tensor makes the whole file resident, on 2 MiB pages under
 //! the default [`PagePolicy::Huge`] (`checkpoint/pages.rs` explains why and how).
+//!
+//! **Files must not change while in use.** Each file is kept open, and its identity (device,
+//! inode, size, times) is recorded at open and checked before every read and before it is mapped
+//! (`checkpoint/file.rs`): a file rewritten, truncated, replaced or deleted since is reported as
+//! [`CheckpointError::FileChanged`]; copies are read with `pread`, so a file cut short under them
+//! is an error, not a SIGBUS. Tensors read in place are different: a model reads them from the
+//! shared mapping for as long as it lives, so a file truncated under a live model raises SIGBUS
+//! at its next read of the lost pages, and bytes written in place change its weights.
+//! [`Checkpoint::watch`] gives a handle to check between forward passes; the window that remains
+//! is a change landing during one.
 
 mod element;
+mod file;
 mod format;
 mod hub;
 mod index;
@@ -31,6 +42,7 @@ use memmap2::Mmap;
 use tt_ops::{SharedElements, Tensor};
 
 pub use element::Element;
+pub use file::CheckpointWatch;
 pub use format::{Dtype, TensorInfo, TensorRecord, parse_header};
 pub use hub::{HubEnv, resolve_model};
 pub use index::{INDEX_FILE, parse_index};
@@ -112,9 +124,9 @@ pub struct Checkpoint<C = serde_json::Value> {
 }
 
 struct MappedFile {
-    path: PathBuf,
-    /// The mapping made at open (headers; copies of non-BF16 tensors).
-    map: Arc<Mmap>,
+    /// The file, open since the checkpoint opened it, with its identity then. Headers and copies
+    /// are read from it with `pread`.
+    file: Arc<file::OpenFile>,
     /// The mapping BF16 tensors read in place, made resident on first use ([`pages`]).
     resident: Mutex<Option<pages::Resident>>,
 }
@@ -196,7 +208,7 @@ impl<C: ModelConfig> Checkpoint<C> {
         let mut tensors = HashMap::new();
         match layout {
             Layout::Single(path) => {
-                let (file, records) = map_file(&path)?;
+                let (file, records) = open_file(&path)?;
                 for rec in records {
                     tensors.insert(rec.name, entry(0, rec.info, rec.bytes));
                 }
@@ -211,7 +223,7 @@ impl<C: ModelConfig> Checkpoint<C> {
                 let shards = parse_index(&index_path, &text)?;
                 check_shards_present(dir, &index_path, &shards)?;
                 for (shard, names) in shards {
-                    let (file, records) = map_file(&dir.join(&shard))?;
+                    let (file, records) = open_file(&dir.join(&shard))?;
                     let mut by_name: BTreeMap<String, TensorRecord> =
                         records.into_iter().map(|r| (r.name.clone(), r)).collect();
                     for name in names {
@@ -278,7 +290,19 @@ impl<C> Checkpoint<C> {
 
     /// The safetensors files backing the checkpoint.
     pub fn files(&self) -> Vec<&Path> {
-        self.files.iter().map(|f| f.path.as_path()).collect()
+        self.files.iter().map(|f| f.file.path()).collect()
+    }
+
+    /// A handle that tells whether any file changed on disk since the checkpoint opened it
+    /// ([`CheckpointWatch::check`]); it can outlive the checkpoint, e.g. in a model.
+    pub fn watch(&self) -> CheckpointWatch {
+        CheckpointWatch::new(self.files.iter().map(|f| Arc::clone(&f.file)).collect())
+    }
+
+    /// Errors with [`CheckpointError::FileChanged`] if a file changed on disk since it was
+    /// opened (see [`Checkpoint::watch`]).
+    pub fn check_unchanged(&self) -> Result<(), CheckpointError> {
+        self.files.iter().try_for_each(|f| f.file.check())
     }
 
     /// Names of all tensors, sorted.
@@ -357,11 +381,13 @@ impl<C> Checkpoint<C> {
             )));
         }
         let size = e.info.dtype.size();
-        let data = self.bytes_of(e);
-        if width > 0 {
+        self.files[e.file].file.check()?;
+        if width == n_cols {
+            // Whole rows: one run of the file.
+            self.copy_converted(e, rows.start * n_cols, dst)?;
+        } else if width > 0 {
             for (r, out) in rows.clone().zip(dst.chunks_exact_mut(width)) {
-                let start = (r * n_cols + cols.start) * size;
-                element::convert_into(e.info.dtype, &data[start..start + width * size], out);
+                self.copy_converted(e, r * n_cols + cols.start, out)?;
             }
         }
         self.progress
@@ -389,12 +415,8 @@ impl<C> Checkpoint<C> {
             });
         }
         let size = e.info.dtype.size();
-        let data = self.bytes_of(e);
-        element::convert_into(
-            e.info.dtype,
-            &data[range.start * size..range.end * size],
-            dst,
-        );
+        self.files[e.file].file.check()?;
+        self.copy_converted(e, range.start, dst)?;
         self.progress.advance(name, (range.len() * size) as u64);
         Ok(())
     }
@@ -419,6 +441,7 @@ impl<C> Checkpoint<C> {
             let data = self.read_all::<bf16>(name)?;
             return Tensor::from_bf16(data, &shape).map_err(|err| bad(err.to_string()));
         }
+        self.files[e.file].file.check()?;
         let owner = Arc::new(MappedBf16 {
             map: self.resident_map(e.file)?,
             bytes: e.bytes.clone(),
@@ -474,11 +497,30 @@ impl<C> Checkpoint<C> {
             })
     }
 
-    /// The tensor's bytes; the range was validated against the file length at open.
-    fn bytes_of(&self, e: &Entry) -> &[u8] {
-        &self.files[e.file].map[e.bytes.clone()]
+    /// Copies `dst.len()` elements of `e` from element `first` on into `dst`, converting, with
+    /// `pread` in chunks of about 1 MiB (never through the mapping). The range was validated
+    /// against the file's length at open; a file shorter now is an error.
+    fn copy_converted<T: Element>(
+        &self,
+        e: &Entry,
+        first: usize,
+        dst: &mut [T],
+    ) -> Result<(), CheckpointError> {
+        let size = e.info.dtype.size();
+        let mut buf = vec![0u8; dst.len().min(COPY_CHUNK_BYTES / size) * size];
+        let mut offset = (e.bytes.start + first * size) as u64;
+        for out in dst.chunks_mut((COPY_CHUNK_BYTES / size).max(1)) {
+            let bytes = &mut buf[..out.len() * size];
+            self.files[e.file].file.read_exact_at(bytes, offset)?;
+            element::convert_into(e.info.dtype, bytes, out);
+            offset += bytes.len() as u64;
+        }
+        Ok(())
     }
 }
+
+/// Bytes read per `pread` when copying a tensor.
+const COPY_CHUNK_BYTES: usize = 1 << 20;
 
 fn entry(file: usize, info: TensorInfo, bytes: Range<usize>) -> Entry {
     Entry { file, info, bytes }
@@ -557,21 +599,33 @@ fn check_shards_present(
     Ok(())
 }
 
-fn map_file(path: &Path) -> Result<(MappedFile, Vec<TensorRecord>), CheckpointError> {
-    let io = |source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    // SAFETY: the mapping is read-only and private to this process; like every reader of
-    // memory-mapped checkpoints we assume the file is not truncated or rewritten while open (or
-    // while a model loaded from it lives: its BF16 weights are read from the mapping in place).
-    let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-    let records = parse_header(path, &map)?;
+/// Opens a safetensors file and reads its header with `pread` (nothing is mapped yet).
+fn open_file(path: &Path) -> Result<(MappedFile, Vec<TensorRecord>), CheckpointError> {
+    let file = file::OpenFile::open(path)?;
+    let file_len = file.len();
+    let mut head = vec![0u8; file_len.min(8) as usize];
+    file.read_exact_at(&mut head, 0)?;
+    if let Ok(len_bytes) = <[u8; 8]>::try_from(head.as_slice()) {
+        let header_len = u64::from_le_bytes(len_bytes);
+        if header_len > format::MAX_HEADER_LEN && header_len <= file_len - 8 {
+            return Err(CheckpointError::MalformedHeader {
+                path: path.to_path_buf(),
+                message: format!(
+                    "a header of {header_len} bytes (safetensors allows {})",
+                    format::MAX_HEADER_LEN
+                ),
+            });
+        }
+        // A length past the end is reported by the parser, from the first 8 bytes alone.
+        if header_len <= file_len - 8 {
+            head.resize(8 + header_len as usize, 0);
+            file.read_exact_at(&mut head[8..], 8)?;
+        }
+    }
+    let records = format::parse_header_of(path, &head, file_len)?;
     Ok((
         MappedFile {
-            path: path.to_path_buf(),
-            map: Arc::new(map),
+            file: Arc::new(file),
             resident: Mutex::new(None),
         },
         records,

@@ -12,6 +12,9 @@
 //! So under [`PagePolicy::Huge`] a file found mapped on small pages has its clean cached pages
 //! dropped (`POSIX_FADV_DONTNEED`, which never loses data) and is read again through an advised
 //! mapping: one disk read, once; every later load finds the large folios in the cache.
+//!
+//! A file is mapped from the descriptor the checkpoint opened it with (never reopened by path),
+//! after checking that it is unchanged since (`file.rs`), and checked again once resident.
 
 use std::fs::File;
 use std::path::Path;
@@ -75,39 +78,44 @@ impl<C> Checkpoint<C> {
         index: usize,
         f: impl FnOnce(&Resident) -> T,
     ) -> Result<T, CheckpointError> {
-        let file = &self.files[index];
-        let mut slot = file
+        let mapped = &self.files[index];
+        let file = &*mapped.file;
+        let mut slot = mapped
             .resident
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(r) = slot.as_ref() {
+            file.check()?;
             return Ok(f(r));
         }
+        file.check()?;
         let may_reread = !self.huge_pages_unavailable.load(Ordering::Relaxed);
-        let r = make_resident(&file.path, self.page_policy, may_reread).map_err(|source| {
-            CheckpointError::Io {
-                path: file.path.clone(),
+        let r = make_resident(file.file(), file.path(), self.page_policy, may_reread).map_err(
+            |source| CheckpointError::Io {
+                path: file.path().to_path_buf(),
                 source,
-            }
-        })?;
-        if r.map.len() != file.map.len() {
-            return Err(CheckpointError::Io {
-                path: file.path.clone(),
-                source: std::io::Error::other(format!(
-                    "the file changed size while open ({} -> {} bytes)",
-                    file.map.len(),
-                    r.map.len()
-                )),
+            },
+        )?;
+        if r.map.len() as u64 != file.len() {
+            return Err(CheckpointError::FileChanged {
+                path: file.path().to_path_buf(),
+                what: format!(
+                    "it was mapped with {} bytes but had {} at open",
+                    r.map.len(),
+                    file.len()
+                ),
             });
         }
+        // A change while the pages were read in: nothing of the mapping is handed out.
+        file.check()?;
         if r.reread && r.huge_bytes.is_some_and(|b| b < r.map.len() as u64 / 2) {
             tracing::info!(
                 "the page cache does not take 2 MiB pages for {}: later files are mapped as cached",
-                file.path.display()
+                file.path().display()
             );
             self.huge_pages_unavailable.store(true, Ordering::Relaxed);
         }
-        tracing::debug!(file = %file.path.display(), huge_bytes = ?r.huge_bytes, reread = r.reread, "resident");
+        tracing::debug!(file = %file.path().display(), huge_bytes = ?r.huge_bytes, reread = r.reread, "resident");
         Ok(f(slot.insert(r)))
     }
 }
@@ -124,14 +132,16 @@ pub(crate) struct Resident {
     pub reread: bool,
 }
 
-/// Maps `path` for the tensors to read, with every page resident. Under [`PagePolicy::Huge`] and
-/// `may_reread`, a file found on small pages is read again into 2 MiB pages.
+/// Maps `file` (opened as `path`, which only labels logs) for the tensors to read, with every page
+/// resident. Under [`PagePolicy::Huge`] and `may_reread`, a file found on small pages is read
+/// again into 2 MiB pages.
 pub(super) fn make_resident(
+    file: &File,
     path: &Path,
     policy: PagePolicy,
     may_reread: bool,
 ) -> std::io::Result<Resident> {
-    let map = map_resident(path, policy)?;
+    let map = map_resident(file, policy)?;
     let len = map.len();
     let huge_bytes = huge_mapped_bytes(map.as_ptr());
     // Mostly huge is not enough: every 4 KiB page left costs its own translations.
@@ -140,8 +150,8 @@ pub(super) fn make_resident(
         // Our own mapping must go first: the kernel keeps pages that a process maps.
         drop(map);
         let t = Instant::now();
-        drop_cached_pages(&File::open(path)?);
-        let map = map_resident(path, PagePolicy::Huge)?;
+        drop_cached_pages(file);
+        let map = map_resident(file, PagePolicy::Huge)?;
         let huge_bytes = huge_mapped_bytes(map.as_ptr());
         tracing::info!(
             file = %path.display(),
@@ -163,12 +173,21 @@ pub(super) fn make_resident(
     })
 }
 
-/// A read-only shared mapping of `path`, advised per `policy`, with its pages made resident.
-fn map_resident(path: &Path, policy: PagePolicy) -> std::io::Result<Mmap> {
-    let file = File::open(path)?;
-    // SAFETY: as for the mapping made at open (see `map_file`): read-only, and the file is assumed
-    // not to be truncated or rewritten while the checkpoint or a model loaded from it lives.
-    let map = unsafe { Mmap::map(&file) }?;
+/// A read-only shared mapping of `file`, advised per `policy`, with its pages made resident.
+fn map_resident(file: &File, policy: PagePolicy) -> std::io::Result<Mmap> {
+    // SAFETY: `Mmap::map` makes a read-only MAP_SHARED mapping of the whole file and hands out
+    // `&[u8]` over it, which must neither change nor fault while borrowed. This process never
+    // writes checkpoint files (they are opened read-only). Another process can, and nothing here
+    // can stop it: a write to the file shows through a shared mapping (MAP_PRIVATE would not
+    // help: pages not yet copied show it too), and a truncation makes the pages past the new
+    // end raise SIGBUS when touched. So soundness rests on the contract stated on `Checkpoint`
+    // (module docs): its files are not modified while it, or a model holding tensors read in
+    // place from this mapping, lives. What the checkpoint does about a breach: the file is
+    // mapped from the descriptor opened (and identified) at open, only after `OpenFile::check`
+    // found it unchanged, and checked again before any tensor of the mapping is handed out
+    // (`with_resident`); copies never read the mapping. A breach after that is detected by the
+    // next check (`Checkpoint::watch`), not prevented.
+    let map = unsafe { Mmap::map(file) }?;
     #[cfg(target_os = "linux")]
     if policy == PagePolicy::Huge {
         // Only hints: without them the pages are 4 KiB or fault in on first use.
@@ -252,7 +271,7 @@ FilePmdMapped:         0 kB
         let path = dir.path().join("w.bin");
         std::fs::write(&path, vec![7u8; 1 << 16])?;
         for policy in [PagePolicy::AsCached, PagePolicy::Huge] {
-            let r = make_resident(&path, policy, true)?;
+            let r = make_resident(&File::open(&path)?, &path, policy, true)?;
             assert_eq!(r.map.len(), 1 << 16);
             assert!(r.map.iter().all(|&b| b == 7));
             assert!(!r.reread);
@@ -266,7 +285,7 @@ FilePmdMapped:         0 kB
         let path = dir.path().join("w.bin");
         let bytes: Vec<u8> = (0..(6usize << 20)).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &bytes)?;
-        let r = make_resident(&path, PagePolicy::Huge, true)?;
+        let r = make_resident(&File::open(&path)?, &path, PagePolicy::Huge, true)?;
         assert_eq!(&r.map[..], &bytes[..]);
         if let Some(huge) = r.huge_bytes {
             assert!(huge <= bytes.len() as u64);
