@@ -30,18 +30,22 @@ pub enum PlanError {
         /// Name of the zero field.
         name: &'static str,
     },
-    /// Query heads do not split evenly over the devices.
+    /// More devices than query heads: some device would hold no real query head, and padding
+    /// (which only adds zero heads) cannot change that.
     #[error(
-        "{heads} query heads do not divide over {devices} devices: use a device count that \
-         divides {heads} (one of {divisors:?})"
+        "a mesh of {devices} devices cannot serve a model with {heads} query heads ({kv_heads} KV \
+         heads): every device computes at least one real query head, and padding only adds zero \
+         heads. Use a mesh of 1 to {heads} devices (e.g. 1x{heads}); any such mesh works for the \
+         heads, whether or not its device count divides {heads} query or {kv_heads} KV heads, \
+         because the planner pads each device with zero heads"
     )]
-    HeadsNotDivisible {
+    MoreDevicesThanHeads {
         /// Query heads of the model.
         heads: usize,
+        /// Key/value heads of the model.
+        kv_heads: usize,
         /// Devices in the mesh.
         devices: usize,
-        /// Device counts that would work (divisors of `heads`).
-        divisors: Vec<usize>,
     },
     /// The MLP intermediate size does not split evenly over the devices.
     #[error(
@@ -65,17 +69,6 @@ pub enum PlanError {
         heads: usize,
         /// Key/value heads.
         kv_heads: usize,
-    },
-    /// KV heads neither split evenly over the devices nor replicate evenly onto them.
-    #[error(
-        "{kv_heads} KV heads do not map evenly onto {devices} devices: use a device count that \
-         divides {kv_heads} or is a multiple of it"
-    )]
-    KvHeadsUneven {
-        /// Key/value heads.
-        kv_heads: usize,
-        /// Devices in the mesh.
-        devices: usize,
     },
     /// Rotary embedding (rotate-half) needs an even head dimension.
     #[error(

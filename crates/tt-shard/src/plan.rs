@@ -3,7 +3,8 @@
 //! Column-parallel: Q, K, V (each device its own heads), gate, up (each device its own slice of
 //! both) and the LM head (a vocab slice). Row-parallel: the attention output and MLP down
 //! projections, each followed by an all_reduce. Replicated: embedding table and norms. The KV
-//! cache is split by KV heads (replicated where devices outnumber KV heads).
+//! cache is split by KV heads (replicated where devices outnumber KV heads). Head counts that do
+//! not divide the mesh are padded with zero heads (see [`crate::heads`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -111,7 +112,7 @@ impl Plan {
         let vocab = EvenSplit::new(dims.vocab, n);
         let weights = plan_weights(dims, &heads, &intermediate, &vocab, profile)?;
         let kv_cache = KvCacheShard::new(dims, &heads, profile, options.seq_len, options.batch)?;
-        let (memory, totals) = account(&weights, &kv_cache, dims, profile, n)?;
+        let (memory, totals) = account(&weights, &kv_cache, &heads, dims, profile, n)?;
         if let Some(available) = profile.dram_bytes
             && let Some(m) = memory.iter().find(|m| m.total_bytes > available)
         {
@@ -181,7 +182,8 @@ impl Plan {
         &self.heads
     }
 
-    /// The heads device `device` owns.
+    /// The heads device `device` owns: its real heads and, per local slot, the global head it
+    /// holds or `None` for a zero padding head.
     pub fn device_heads(&self, device: usize) -> Result<&DeviceHeads, PlanError> {
         self.heads
             .devices
