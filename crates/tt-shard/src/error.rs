@@ -47,19 +47,6 @@ pub enum PlanError {
         /// Devices in the mesh.
         devices: usize,
     },
-    /// The MLP intermediate size does not split evenly over the devices.
-    #[error(
-        "intermediate size {intermediate} does not divide over {devices} devices: use a device \
-         count that divides {intermediate} (one of {divisors:?})"
-    )]
-    IntermediateNotDivisible {
-        /// MLP intermediate size.
-        intermediate: usize,
-        /// Devices in the mesh.
-        devices: usize,
-        /// Device counts up to 64 that would work.
-        divisors: Vec<usize>,
-    },
     /// Query heads are not a whole multiple of KV heads, so GQA groups are undefined.
     #[error(
         "{heads} query heads are not a multiple of {kv_heads} KV heads: GQA needs heads % kv_heads == 0"
@@ -152,11 +139,4 @@ pub enum PlanError {
         /// What overflowed.
         what: String,
     },
-}
-
-/// Divisors of `n` (ascending), for error messages that list working device counts.
-pub(crate) fn divisors(n: usize, limit: usize) -> Vec<usize> {
-    (1..=n.min(limit))
-        .filter(|d| n.is_multiple_of(*d))
-        .collect()
 }

@@ -4,13 +4,14 @@
 //! both) and the LM head (a vocab slice). Row-parallel: the attention output and MLP down
 //! projections, each followed by an all_reduce. Replicated: embedding table and norms. The KV
 //! cache is split by KV heads (replicated where devices outnumber KV heads). Head counts that do
-//! not divide the mesh are padded with zero heads (see [`crate::heads`]).
+//! not divide the mesh are padded with zero heads (see [`crate::heads`]); an intermediate width
+//! or vocab that does not divide is padded with zero rows (columns for `down`) at the end.
 
 use serde::{Deserialize, Serialize};
 
 use crate::collective::CollectiveSummary;
 use crate::dims::{DecoderDims, MAX_DIM};
-use crate::error::{PlanError, divisors};
+use crate::error::PlanError;
 use crate::heads::{DeviceHeads, HeadPartition};
 use crate::memory::{DeviceMemory, KvCacheShard, WeightTotals, account};
 use crate::mesh::MeshShape;
@@ -85,13 +86,6 @@ impl Plan {
             }
         }
         let heads = HeadPartition::new(dims, n)?;
-        if !dims.intermediate.is_multiple_of(n) {
-            return Err(PlanError::IntermediateNotDivisible {
-                intermediate: dims.intermediate,
-                devices: n,
-                divisors: divisors(dims.intermediate, 64),
-            });
-        }
         if profile.tile_padding {
             if !dims.head_dim.is_multiple_of(profile.tile) {
                 return Err(PlanError::HeadDimNotTileAligned {
@@ -194,7 +188,8 @@ impl Plan {
             })
     }
 
-    /// How the MLP intermediate width splits (always exact).
+    /// How the MLP intermediate width splits (padded with zero gate/up rows and down columns at
+    /// the end when it does not divide: silu(0) * 0 = 0, so they add nothing).
     pub fn intermediate_split(&self) -> EvenSplit {
         self.intermediate
     }

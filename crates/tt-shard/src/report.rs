@@ -145,9 +145,18 @@ impl Display for Plan {
             )?;
         }
         let inter = self.intermediate_split();
+        let inter_pad = if inter.is_exact() {
+            String::new()
+        } else {
+            format!(
+                " (padded to {} = {} zero gate/up rows and down columns at the end)",
+                inter.padded_total(),
+                inter.padding()
+            )
+        };
         writeln!(
             f,
-            "  intermediate: {} -> {} per device{}",
+            "  intermediate: {}{inter_pad} -> {} per device{}",
             inter.total,
             inter.per_part,
             pad_note(p.pad(inter.per_part), inter.per_part)

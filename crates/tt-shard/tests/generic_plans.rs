@@ -188,30 +188,40 @@ fn kv_heads_that_fit_neither_way_are_padded() {
 }
 
 #[test]
-fn intermediate_that_does_not_divide_is_refused() {
+fn intermediate_that_does_not_divide_is_padded() {
     let mut d = dims();
     d.intermediate = 3000;
     d.heads = 16;
     d.kv_heads = 16;
     d.head_dim = 48;
-    let err = Plan::new(
+    let p = Plan::new(
         &d,
         mesh("1x16"),
         &DeviceProfile::host(),
         PlanOptions::default(),
     )
-    .unwrap_err();
-    assert!(matches!(
-        err,
-        PlanError::IntermediateNotDivisible {
-            intermediate: 3000,
-            devices: 16,
-            ..
-        }
-    ));
+    .unwrap();
+    let i = p.intermediate_split();
+    assert_eq!((i.per_part, i.padded_total(), i.padding()), (188, 3008, 8));
+    // The last device holds 180 real rows and 8 zero rows of gate and up, 8 zero down columns.
+    assert_eq!(p.shard_of(WeightKind::Gate, 15).unwrap().rows(), 2820..3000);
+    assert_eq!(p.shard_of(WeightKind::Up, 15).unwrap().rows(), 5820..6000);
+    assert_eq!(p.shard_of(WeightKind::Down, 15).unwrap().cols(), 2820..3000);
+    assert_eq!(p.shard_of(WeightKind::Gate, 14).unwrap().rows(), 2632..2820);
+    let gate = p.weight(WeightKind::Gate).unwrap();
+    assert_eq!(gate.device_shape, vec![188, 768]);
+    assert_eq!(gate.padding_bytes, 8 * 768 * 2 * 12);
+    let down = p.weight(WeightKind::Down).unwrap();
+    assert_eq!(down.device_shape, vec![768, 188]);
+    assert_eq!(down.padding_bytes, 8 * 768 * 2 * 12);
+    assert!(!p.heads().is_padded());
+    let text = p.to_string();
     assert!(
-        err.to_string()
-            .contains("intermediate size 3000 does not divide over 16 devices")
+        text.contains(
+            "intermediate: 3000 (padded to 3008 = 8 zero gate/up rows and down columns at the end) \
+             -> 188 per device"
+        ),
+        "{text}"
     );
 }
 

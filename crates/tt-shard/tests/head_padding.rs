@@ -51,8 +51,8 @@ fn divides(nh: usize, nkv: usize, n: usize) -> bool {
     nh.is_multiple_of(n) && (nkv.is_multiple_of(n) || n.is_multiple_of(nkv))
 }
 
-/// (kv_heads, group, head_dim, mesh index, seq_len, batch, wormhole)
-type PlanCase = (usize, usize, usize, usize, usize, usize, bool);
+/// (kv_heads, group, head_dim, mesh index, seq_len, batch, wormhole, intermediate)
+type PlanCase = (usize, usize, usize, usize, usize, usize, bool, usize);
 
 fn plan_case() -> impl Strategy<Value = PlanCase> {
     (
@@ -63,11 +63,12 @@ fn plan_case() -> impl Strategy<Value = PlanCase> {
         1usize..=64,
         1usize..=3,
         any::<bool>(),
+        1usize..=100,
     )
 }
 
 fn check_plan(
-    (nkv, group, half_dh, m, seq_len, batch, tiled): PlanCase,
+    (nkv, group, half_dh, m, seq_len, batch, tiled, inter): PlanCase,
 ) -> Result<(), TestCaseError> {
     let (rows, cols) = MESHES[m];
     let n = rows * cols;
@@ -77,7 +78,8 @@ fn check_plan(
     } else {
         (DeviceProfile::host(), 2 * half_dh, 12)
     };
-    let d = dims(nh, nkv, dh, hidden, n);
+    let mut d = dims(nh, nkv, dh, hidden, n);
+    d.intermediate = inter;
     let options = PlanOptions { seq_len, batch };
     let result = Plan::new(&d, mesh(rows, cols), &profile, options);
     // The rule: every mesh of at most `heads` devices plans; more devices is a typed error.
@@ -173,6 +175,24 @@ fn check_plan(
         p.weight(WeightKind::K).unwrap().padding_bytes,
         h.kv_padding() as u64 * head_w
     );
+    // Intermediate: any width plans, zero rows (down: columns) at the end.
+    let i = p.intermediate_split();
+    prop_assert_eq!(i.per_part, inter.div_ceil(n));
+    for kind in [WeightKind::Gate, WeightKind::Up, WeightKind::Down] {
+        let w = p.weight(kind).unwrap();
+        let covered: usize = w
+            .shards
+            .iter()
+            .map(|s| s.ranges[w.split_dim.unwrap()].len())
+            .sum();
+        prop_assert_eq!(covered, inter);
+        if !tiled {
+            prop_assert_eq!(
+                w.padding_bytes,
+                (n * i.per_part - inter) as u64 * hidden as u64 * layers * dt
+            );
+        }
+    }
     let t = p.totals();
     prop_assert_eq!(
         t.stored_bytes,
@@ -408,11 +428,16 @@ fn smollm2_135m_2x4_wormhole_report_snapshot() {
 
 #[test]
 fn real_models_plan_on_the_bringup_meshes() {
-    // (heads, kv_heads, head_dim, hidden) of SmolLM2-135M, Qwen2.5-0.5B, Phi-3-medium.
-    for (nh, nkv, dh, hidden) in [(9, 3, 64, 576), (14, 2, 64, 896), (40, 10, 128, 5120)] {
+    // (heads, kv_heads, head_dim, hidden, intermediate) of SmolLM2-135M, Qwen2.5-0.5B and
+    // Phi-3-medium (Qwen's 4864 and Phi-3-medium's 17920 do not divide over 3 devices).
+    for (nh, nkv, dh, hidden, inter) in [
+        (9, 3, 64, 576, 1536),
+        (14, 2, 64, 896, 4864),
+        (40, 10, 128, 5120, 17920),
+    ] {
         for (rows, cols) in [(1, 1), (1, 2), (1, 3), (1, 8), (2, 4)] {
-            let mut d = dims(nh, nkv, dh, hidden, 24);
-            d.layers = 1;
+            let mut d = dims(nh, nkv, dh, hidden, 1);
+            (d.layers, d.intermediate) = (1, inter);
             let p = Plan::new(
                 &d,
                 mesh(rows, cols),
