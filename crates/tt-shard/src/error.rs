@@ -130,6 +130,15 @@ pub enum PlanError {
         /// Kind asked for.
         kind: crate::placement::WeightKind,
     },
+    /// Head slices asked for a weight that is not split by heads.
+    #[error(
+        "weight {kind} is not split by heads: only q, k, v (rows) and o (columns) have head \
+         slices; use the plan's shard ranges for the others"
+    )]
+    NotHeadSliced {
+        /// Kind asked for.
+        kind: crate::placement::WeightKind,
+    },
     /// A size is beyond what the planner handles (each dimension at most 2^28, at most 65536
     /// devices, byte counts within 64 bits).
     #[error(

@@ -7,10 +7,12 @@
 //! not divide the mesh are padded with zero heads (see [`crate::heads`]); an intermediate width
 //! or vocab that does not divide is padded with zero rows (columns for `down`) at the end.
 
+use std::ops::Range;
+
 use serde::{Deserialize, Serialize};
 
 use crate::collective::CollectiveSummary;
-use crate::dims::{DecoderDims, MAX_DIM};
+use crate::dims::{DecoderDims, MAX_DIM, QkvLayout};
 use crate::error::PlanError;
 use crate::heads::{DeviceHeads, HeadPartition};
 use crate::memory::{DeviceMemory, KvCacheShard, WeightTotals, account};
@@ -229,6 +231,35 @@ impl Plan {
                 device,
                 devices: self.num_devices(),
             })
+    }
+
+    /// Per local head slot of device `device`'s shard of a head-sliced weight (`Q`, `K`, `V`:
+    /// rows; `O`: columns), in slot order: the `head_dim`-long range of the source tensor's
+    /// split dim that fills the slot (inside the fused `[Q|K|V]` rows when fused), or `None`
+    /// for a zero head. A loader builds the shard slot by slot from these; in an unpadded plan
+    /// they tile [`Plan::shard_of`]'s range.
+    pub fn head_slices(
+        &self,
+        kind: WeightKind,
+        device: usize,
+    ) -> Result<Vec<Option<Range<usize>>>, PlanError> {
+        let h = self.device_heads(device)?;
+        let d = &self.dims;
+        let fused = d.qkv_layout == QkvLayout::Fused;
+        let (sources, offset) = match kind {
+            WeightKind::Q | WeightKind::O => (&h.q_sources, 0),
+            WeightKind::K => (&h.kv_sources, if fused { d.q_dim() } else { 0 }),
+            WeightKind::V => (
+                &h.kv_sources,
+                if fused { d.q_dim() + d.kv_dim() } else { 0 },
+            ),
+            _ => return Err(PlanError::NotHeadSliced { kind }),
+        };
+        let dh = d.head_dim;
+        Ok(sources
+            .iter()
+            .map(|s| s.map(|head| offset + head * dh..offset + (head + 1) * dh))
+            .collect())
     }
 
     /// The KV cache shard of each device.

@@ -147,6 +147,51 @@ fn check_plan(
             k_off + dh_.kv_heads.start * dh..k_off + dh_.kv_heads.end * dh
         );
     }
+    // Head slices: one per slot, real ones inside the shard's block, tiling it when unpadded.
+    for dev in 0..n {
+        for kind in [WeightKind::Q, WeightKind::K, WeightKind::V, WeightKind::O] {
+            let slices = p.head_slices(kind, dev).unwrap();
+            let shard = p.shard_of(kind, dev).unwrap();
+            let block = if kind == WeightKind::O {
+                shard.cols()
+            } else {
+                shard.rows()
+            };
+            let slots = if matches!(kind, WeightKind::Q | WeightKind::O) {
+                hpd
+            } else {
+                kpd
+            };
+            prop_assert_eq!(slices.len(), slots);
+            let (srcs, off) = match kind {
+                WeightKind::Q | WeightKind::O => (&p.device_heads(dev).unwrap().q_sources, 0),
+                WeightKind::K => (&p.device_heads(dev).unwrap().kv_sources, nh * dh),
+                _ => (&p.device_heads(dev).unwrap().kv_sources, (nh + nkv) * dh),
+            };
+            let want: Vec<_> = srcs
+                .iter()
+                .map(|s| s.map(|x| off + x * dh..off + (x + 1) * dh))
+                .collect();
+            prop_assert_eq!(&slices, &want);
+            let real: Vec<_> = slices.iter().flatten().cloned().collect();
+            for r in &real {
+                prop_assert!(r.len() == dh && block.start <= r.start && r.end <= block.end);
+            }
+            prop_assert_eq!(real.iter().map(|r| r.len()).sum::<usize>(), block.len());
+            if !h.is_padded() {
+                prop_assert_eq!(real.first().map(|r| r.start), Some(block.start));
+                prop_assert!(real.windows(2).all(|w| w[0].end == w[1].start));
+            }
+        }
+    }
+    let gate = p.head_slices(WeightKind::Gate, 0);
+    let refused = matches!(
+        gate,
+        Err(PlanError::NotHeadSliced {
+            kind: WeightKind::Gate
+        })
+    );
+    prop_assert!(refused, "{:?}", gate);
     prop_assert!(q_seen.iter().all(|&c| c == 1), "{:?}", q_seen);
     prop_assert!(kv_holders.iter().all(|&c| c >= 1));
     prop_assert_eq!(h.kv_copies, kv_holders.iter().copied().max().unwrap());
