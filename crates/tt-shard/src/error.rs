@@ -30,31 +30,22 @@ pub enum PlanError {
         /// Name of the zero field.
         name: &'static str,
     },
-    /// Query heads do not split evenly over the devices.
+    /// More devices than query heads: some device would hold no real query head, and padding
+    /// (which only adds zero heads) cannot change that.
     #[error(
-        "{heads} query heads do not divide over {devices} devices: use a device count that \
-         divides {heads} (one of {divisors:?})"
+        "a mesh of {devices} devices cannot serve a model with {heads} query heads ({kv_heads} KV \
+         heads): every device computes at least one real query head, and padding only adds zero \
+         heads. Use a mesh of 1 to {heads} devices (e.g. 1x{heads}); any such mesh works for the \
+         heads, whether or not its device count divides {heads} query or {kv_heads} KV heads, \
+         because the planner pads each device with zero heads"
     )]
-    HeadsNotDivisible {
+    MoreDevicesThanHeads {
         /// Query heads of the model.
         heads: usize,
+        /// Key/value heads of the model.
+        kv_heads: usize,
         /// Devices in the mesh.
         devices: usize,
-        /// Device counts that would work (divisors of `heads`).
-        divisors: Vec<usize>,
-    },
-    /// The MLP intermediate size does not split evenly over the devices.
-    #[error(
-        "intermediate size {intermediate} does not divide over {devices} devices: use a device \
-         count that divides {intermediate} (one of {divisors:?})"
-    )]
-    IntermediateNotDivisible {
-        /// MLP intermediate size.
-        intermediate: usize,
-        /// Devices in the mesh.
-        devices: usize,
-        /// Device counts up to 64 that would work.
-        divisors: Vec<usize>,
     },
     /// Query heads are not a whole multiple of KV heads, so GQA groups are undefined.
     #[error(
@@ -65,17 +56,6 @@ pub enum PlanError {
         heads: usize,
         /// Key/value heads.
         kv_heads: usize,
-    },
-    /// KV heads neither split evenly over the devices nor replicate evenly onto them.
-    #[error(
-        "{kv_heads} KV heads do not map evenly onto {devices} devices: use a device count that \
-         divides {kv_heads} or is a multiple of it"
-    )]
-    KvHeadsUneven {
-        /// Key/value heads.
-        kv_heads: usize,
-        /// Devices in the mesh.
-        devices: usize,
     },
     /// Rotary embedding (rotate-half) needs an even head dimension.
     #[error(
@@ -150,6 +130,15 @@ pub enum PlanError {
         /// Kind asked for.
         kind: crate::placement::WeightKind,
     },
+    /// Head slices asked for a weight that is not split by heads.
+    #[error(
+        "weight {kind} is not split by heads: only q, k, v (rows) and o (columns) have head \
+         slices; use the plan's shard ranges for the others"
+    )]
+    NotHeadSliced {
+        /// Kind asked for.
+        kind: crate::placement::WeightKind,
+    },
     /// A size is beyond what the planner handles (each dimension at most 2^28, at most 65536
     /// devices, byte counts within 64 bits).
     #[error(
@@ -159,11 +148,4 @@ pub enum PlanError {
         /// What overflowed.
         what: String,
     },
-}
-
-/// Divisors of `n` (ascending), for error messages that list working device counts.
-pub(crate) fn divisors(n: usize, limit: usize) -> Vec<usize> {
-    (1..=n.min(limit))
-        .filter(|d| n.is_multiple_of(*d))
-        .collect()
 }

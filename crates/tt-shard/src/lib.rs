@@ -12,7 +12,7 @@
 //! - [`profile`]: device profiles (`host`, `wormhole_b0`).
 //! - [`dims`]: the decoder described by numbers, fused layouts.
 //! - [`placement`]: placements, weight kinds, source tensors.
-//! - [`heads`]: query/KV head partition (GQA replication).
+//! - [`heads`]: query/KV head partition (GQA replication, zero-head padding).
 //! - [`split`]: even splits with padding.
 //! - [`plan`]: the plan.
 //! - [`weights`]: per-weight placement, per-device shards and bytes.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::dims::DecoderDims;
 use crate::error::PlanError;
 use crate::heads::HeadPartition;
+use crate::placement::WeightKind;
 use crate::profile::DeviceProfile;
 use crate::weights::{WeightPlan, checked_product};
 
@@ -23,6 +24,9 @@ pub struct KvCacheShard {
     pub bytes_per_token: u64,
     /// Bytes of the whole cache shard on one device (padded shape).
     pub bytes: u64,
+    /// Bytes of one KV head slot of the shard (`bytes / kv_heads_per_device`): what each zero
+    /// KV head of a padded plan costs.
+    pub bytes_per_head: u64,
 }
 
 impl KvCacheShard {
@@ -49,6 +53,7 @@ impl KvCacheShard {
         .ok_or_else(too_large)?;
         let bytes = checked_product(padded_shape.iter().map(|&d| d as u64).chain(per))
             .ok_or_else(too_large)?;
+        let bytes_per_head = bytes / heads.kv_heads_per_device.max(1) as u64;
         Ok(Self {
             shape,
             padded_shape,
@@ -56,6 +61,7 @@ impl KvCacheShard {
             copies: heads.kv_copies,
             bytes_per_token,
             bytes,
+            bytes_per_head,
         })
     }
 }
@@ -73,6 +79,11 @@ pub struct DeviceMemory {
     pub layer_weight_bytes: u64,
     /// KV cache shard bytes.
     pub kv_cache_bytes: u64,
+    /// Of those, the cache of zero KV heads (padded plans; 0 otherwise).
+    pub kv_cache_padding_bytes: u64,
+    /// Weight bytes of zero heads (their Q, K, V rows and O columns; padded plans, else 0).
+    /// Included in `weight_bytes`, not in `weight_data_bytes`.
+    pub head_padding_weight_bytes: u64,
     /// Weights plus KV cache.
     pub total_bytes: u64,
     /// The profile's budget (`None` = unbounded).
@@ -84,7 +95,8 @@ pub struct DeviceMemory {
 pub struct WeightTotals {
     /// Bytes of the checkpoint's tensors (unpadded, each once).
     pub checkpoint_bytes: u64,
-    /// Padding bytes on all devices (tile padding and padding to a multiple of the devices).
+    /// Padding bytes on all devices (tile padding, padding to a multiple of the devices and
+    /// zero heads).
     pub padding_bytes: u64,
     /// Extra copies of checkpoint data on all devices (replicated weights, shared KV heads,
     /// a tied LM head).
@@ -103,6 +115,7 @@ fn too_large(what: &str) -> PlanError {
 pub(crate) fn account(
     weights: &[WeightPlan],
     kv: &KvCacheShard,
+    heads: &HeadPartition,
     dims: &DecoderDims,
     profile: &DeviceProfile,
     devices: usize,
@@ -121,6 +134,18 @@ pub(crate) fn account(
             0
         }
     })?;
+    // Bytes of one head slot of a head-sliced weight, all layers (exact: heads never straddle a
+    // tile, the plan checks head_dim against the tile).
+    let per_head = |kind: WeightKind, slots: usize| {
+        weights
+            .iter()
+            .find(|w| w.kind == kind)
+            .map_or(0, |w| w.stored_bytes_per_device / slots.max(1) as u64)
+    };
+    let q_head = per_head(WeightKind::Q, heads.heads_per_device)
+        + per_head(WeightKind::O, heads.heads_per_device);
+    let kv_head = per_head(WeightKind::K, heads.kv_heads_per_device)
+        + per_head(WeightKind::V, heads.kv_heads_per_device);
     let total_bytes = weight_bytes
         .checked_add(kv.bytes)
         .ok_or_else(|| too_large("weights plus KV cache"))?;
@@ -132,6 +157,12 @@ pub(crate) fn account(
                 weight_data_bytes: sum(&|w| w.data_bytes(device, dims.dtype_bytes))?,
                 layer_weight_bytes,
                 kv_cache_bytes: kv.bytes,
+                kv_cache_padding_bytes: heads.devices.get(device).map_or(0, |h| {
+                    (h.kv_padding() as u64).saturating_mul(kv.bytes_per_head)
+                }),
+                head_padding_weight_bytes: heads.devices.get(device).map_or(0, |h| {
+                    (h.q_padding() as u64 * q_head).saturating_add(h.kv_padding() as u64 * kv_head)
+                }),
                 total_bytes,
                 budget: profile.dram_bytes,
             })

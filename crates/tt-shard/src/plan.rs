@@ -3,13 +3,17 @@
 //! Column-parallel: Q, K, V (each device its own heads), gate, up (each device its own slice of
 //! both) and the LM head (a vocab slice). Row-parallel: the attention output and MLP down
 //! projections, each followed by an all_reduce. Replicated: embedding table and norms. The KV
-//! cache is split by KV heads (replicated where devices outnumber KV heads).
+//! cache is split by KV heads (replicated where devices outnumber KV heads). Head counts that do
+//! not divide the mesh are padded with zero heads (see [`crate::heads`]); an intermediate width
+//! or vocab that does not divide is padded with zero rows (columns for `down`) at the end.
+
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
 use crate::collective::CollectiveSummary;
-use crate::dims::{DecoderDims, MAX_DIM};
-use crate::error::{PlanError, divisors};
+use crate::dims::{DecoderDims, MAX_DIM, QkvLayout};
+use crate::error::PlanError;
 use crate::heads::{DeviceHeads, HeadPartition};
 use crate::memory::{DeviceMemory, KvCacheShard, WeightTotals, account};
 use crate::mesh::MeshShape;
@@ -84,13 +88,6 @@ impl Plan {
             }
         }
         let heads = HeadPartition::new(dims, n)?;
-        if !dims.intermediate.is_multiple_of(n) {
-            return Err(PlanError::IntermediateNotDivisible {
-                intermediate: dims.intermediate,
-                devices: n,
-                divisors: divisors(dims.intermediate, 64),
-            });
-        }
         if profile.tile_padding {
             if !dims.head_dim.is_multiple_of(profile.tile) {
                 return Err(PlanError::HeadDimNotTileAligned {
@@ -111,7 +108,7 @@ impl Plan {
         let vocab = EvenSplit::new(dims.vocab, n);
         let weights = plan_weights(dims, &heads, &intermediate, &vocab, profile)?;
         let kv_cache = KvCacheShard::new(dims, &heads, profile, options.seq_len, options.batch)?;
-        let (memory, totals) = account(&weights, &kv_cache, dims, profile, n)?;
+        let (memory, totals) = account(&weights, &kv_cache, &heads, dims, profile, n)?;
         if let Some(available) = profile.dram_bytes
             && let Some(m) = memory.iter().find(|m| m.total_bytes > available)
         {
@@ -181,7 +178,8 @@ impl Plan {
         &self.heads
     }
 
-    /// The heads device `device` owns.
+    /// The heads device `device` owns: its real heads and, per local slot, the global head it
+    /// holds or `None` for a zero padding head.
     pub fn device_heads(&self, device: usize) -> Result<&DeviceHeads, PlanError> {
         self.heads
             .devices
@@ -192,7 +190,8 @@ impl Plan {
             })
     }
 
-    /// How the MLP intermediate width splits (always exact).
+    /// How the MLP intermediate width splits (padded with zero gate/up rows and down columns at
+    /// the end when it does not divide: silu(0) * 0 = 0, so they add nothing).
     pub fn intermediate_split(&self) -> EvenSplit {
         self.intermediate
     }
@@ -232,6 +231,35 @@ impl Plan {
                 device,
                 devices: self.num_devices(),
             })
+    }
+
+    /// Per local head slot of device `device`'s shard of a head-sliced weight (`Q`, `K`, `V`:
+    /// rows; `O`: columns), in slot order: the `head_dim`-long range of the source tensor's
+    /// split dim that fills the slot (inside the fused `[Q|K|V]` rows when fused), or `None`
+    /// for a zero head. A loader builds the shard slot by slot from these; in an unpadded plan
+    /// they tile [`Plan::shard_of`]'s range.
+    pub fn head_slices(
+        &self,
+        kind: WeightKind,
+        device: usize,
+    ) -> Result<Vec<Option<Range<usize>>>, PlanError> {
+        let h = self.device_heads(device)?;
+        let d = &self.dims;
+        let fused = d.qkv_layout == QkvLayout::Fused;
+        let (sources, offset) = match kind {
+            WeightKind::Q | WeightKind::O => (&h.q_sources, 0),
+            WeightKind::K => (&h.kv_sources, if fused { d.q_dim() } else { 0 }),
+            WeightKind::V => (
+                &h.kv_sources,
+                if fused { d.q_dim() + d.kv_dim() } else { 0 },
+            ),
+            _ => return Err(PlanError::NotHeadSliced { kind }),
+        };
+        let dh = d.head_dim;
+        Ok(sources
+            .iter()
+            .map(|s| s.map(|head| offset + head * dh..offset + (head + 1) * dh))
+            .collect())
     }
 
     /// The KV cache shard of each device.

@@ -124,15 +124,39 @@ impl Display for Plan {
         } else {
             "no KV replication".to_string()
         };
-        writeln!(
-            f,
-            "  heads: {} query + {} KV ({kv_note}), GQA group {}",
-            heads.heads_per_device, heads.kv_heads_per_device, heads.group
-        )?;
+        if heads.is_padded() {
+            writeln!(
+                f,
+                "  heads: {} query + {} KV slots, local GQA group {} (model group {}); padded with \
+                 zero heads: {} query + {} KV over the mesh; each KV head on up to {} devices",
+                heads.heads_per_device,
+                heads.kv_heads_per_device,
+                heads.local_group(),
+                heads.group,
+                heads.q_padding(),
+                heads.kv_padding(),
+                heads.kv_copies
+            )?;
+        } else {
+            writeln!(
+                f,
+                "  heads: {} query + {} KV ({kv_note}), GQA group {}",
+                heads.heads_per_device, heads.kv_heads_per_device, heads.group
+            )?;
+        }
         let inter = self.intermediate_split();
+        let inter_pad = if inter.is_exact() {
+            String::new()
+        } else {
+            format!(
+                " (padded to {} = {} zero gate/up rows and down columns at the end)",
+                inter.padded_total(),
+                inter.padding()
+            )
+        };
         writeln!(
             f,
-            "  intermediate: {} -> {} per device{}",
+            "  intermediate: {}{inter_pad} -> {} per device{}",
             inter.total,
             inter.per_part,
             pad_note(p.pad(inter.per_part), inter.per_part)
@@ -165,6 +189,9 @@ impl Display for Plan {
             )?;
         }
         writeln!(f)?;
+        if heads.is_padded() {
+            self.head_table(f)?;
+        }
 
         writeln!(f, "Weights (bytes per device cover all `count` instances):")?;
         let rows: Vec<Vec<String>> = self
@@ -226,7 +253,10 @@ impl Display for Plan {
             .iter()
             .filter(|w| w.copies > 1 || !w.in_checkpoint)
             .map(|w| {
-                if w.in_checkpoint {
+                let kv = matches!(w.kind, WeightKind::K | WeightKind::V);
+                if kv && heads.is_padded() {
+                    format!("{} (up to x{})", w.kind, w.copies)
+                } else if w.in_checkpoint {
                     format!("{} (x{})", w.kind, w.copies)
                 } else {
                     format!("{} (tied: a second copy of {})", w.kind, w.source)
@@ -242,6 +272,13 @@ impl Display for Plan {
             f,
             "Checkpoint ranges per device (rows/cols of the source tensor):"
         )?;
+        if heads.is_padded() {
+            writeln!(
+                f,
+                "  (q/k/v rows and o cols: the block of the device's real heads; its shard is \
+                 built head by head from the sources above, zeros for `-`)"
+            )?;
+        }
         let kinds = [
             (WeightKind::Q, true),
             (WeightKind::K, true),
@@ -290,12 +327,23 @@ impl Display for Plan {
             group_digits(kv.bytes_per_token),
             group_digits(kv.bytes),
             fmt_bytes(kv.bytes),
-            if kv.copies > 1 {
+            if kv.copies > 1 && heads.is_padded() {
+                format!(", each KV head on up to {} devices", kv.copies)
+            } else if kv.copies > 1 {
                 format!(", each KV head on {} devices", kv.copies)
             } else {
                 String::new()
             }
         )?;
+        let zero_kv: Vec<String> = self
+            .memory()
+            .iter()
+            .filter(|m| m.kv_cache_padding_bytes > 0)
+            .map(|m| format!("{}: {}", m.device, group_digits(m.kv_cache_padding_bytes)))
+            .collect();
+        if !zero_kv.is_empty() {
+            writeln!(f, "  of which zero KV heads (B): {}", zero_kv.join(", "))?;
+        }
         if let Some(m) = m0 {
             let of_budget = m.budget.map_or(String::new(), |b| {
                 format!(
@@ -358,6 +406,65 @@ impl Display for Plan {
                 ""
             }
         )
+    }
+}
+
+impl Plan {
+    /// The per-device head table of a padded plan.
+    fn head_table(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let heads = self.heads();
+        let count = |slots: usize, zero: usize| {
+            if zero == 0 {
+                slots.to_string()
+            } else {
+                format!("{slots} ({zero} padded)")
+            }
+        };
+        let sources = |s: &[Option<usize>]| {
+            let parts: Vec<_> = s
+                .iter()
+                .map(|x| x.map_or("-".to_string(), |h| h.to_string()))
+                .collect();
+            parts.join(" ")
+        };
+        writeln!(
+            f,
+            "Heads per device (`-` = a zero head: zero Q/K/V rows, zero o_proj columns; local q \
+             head j uses local kv head j / {}):",
+            heads.local_group()
+        )?;
+        let rows: Vec<Vec<String>> = heads
+            .devices
+            .iter()
+            .zip(self.memory())
+            .enumerate()
+            .map(|(dev, (h, m))| {
+                vec![
+                    dev.to_string(),
+                    count(heads.heads_per_device, h.q_padding()),
+                    count(heads.kv_heads_per_device, h.kv_padding()),
+                    sources(&h.q_sources),
+                    sources(&h.kv_sources),
+                    group_digits(m.head_padding_weight_bytes),
+                    group_digits(m.kv_cache_padding_bytes),
+                ]
+            })
+            .collect();
+        table(
+            f,
+            &[
+                "device",
+                "q heads",
+                "kv heads",
+                "q sources",
+                "kv sources",
+                "zero-head weight B",
+                "zero-head KV cache B",
+            ],
+            &rows,
+            &[0, 5, 6],
+        )?;
+        writeln!(f)
     }
 }
 

@@ -19,6 +19,19 @@ pub struct DeviceShard {
     /// One index range per dimension of the source tensor. A shard's data is the block these
     /// ranges select; where a range is shorter than the weight's `device_shape` (a vocab that
     /// does not divide), the rest of the shard is zero padding.
+    ///
+    /// Head-sliced weights (Q, K, V rows; O columns) in a padded plan
+    /// ([`HeadPartition::is_padded`]): the range is the block of the device's real heads
+    /// ([`DeviceHeads::q_heads`] or [`DeviceHeads::kv_heads`] times `head_dim`), so `numel`
+    /// counts real data, while the shard itself holds `heads_per_device` (or
+    /// `kv_heads_per_device`) heads placed per [`DeviceHeads::q_sources`] /
+    /// [`DeviceHeads::kv_sources`]: `head_dim` rows (O: columns) per local head, zeros for
+    /// `None`. The sources are the ground truth; the block is not a contiguous prefix there.
+    ///
+    /// [`DeviceHeads::q_heads`]: crate::heads::DeviceHeads::q_heads
+    /// [`DeviceHeads::kv_heads`]: crate::heads::DeviceHeads::kv_heads
+    /// [`DeviceHeads::q_sources`]: crate::heads::DeviceHeads::q_sources
+    /// [`DeviceHeads::kv_sources`]: crate::heads::DeviceHeads::kv_sources
     pub ranges: Vec<Range<usize>>,
 }
 
@@ -61,7 +74,8 @@ pub struct WeightPlan {
     pub device_shape: Vec<usize>,
     /// `device_shape` with tile padding (what a device stores).
     pub padded_shape: Vec<usize>,
-    /// Devices holding each element of the weight (1 = split, N = replicated).
+    /// Devices holding each element of the weight (1 = split, N = replicated). For K and V of
+    /// a padded plan: the most devices holding one KV head (others may be on fewer).
     pub copies: usize,
     /// Whether the weight has its own checkpoint tensor (false for a tied LM head).
     pub in_checkpoint: bool,
@@ -340,7 +354,7 @@ fn finish(s: Spec, dims: &DecoderDims, profile: &DeviceProfile) -> Result<Weight
         })
         .ok_or(too_large(s.kind))?;
     let stored_total = stored.checked_mul(n).ok_or(too_large(s.kind))?;
-    let extra_copies = (s.copies as u64 - 1) + u64::from(!s.in_checkpoint);
+    let checkpoint_bytes = if s.in_checkpoint { logical } else { 0 };
     let split_dim = match s.placement {
         Placement::Replicated => None,
         Placement::ColumnParallel => Some(0),
@@ -360,8 +374,10 @@ fn finish(s: Spec, dims: &DecoderDims, profile: &DeviceProfile) -> Result<Weight
         in_checkpoint: s.in_checkpoint,
         shards: s.shards,
         stored_bytes_per_device: stored,
-        checkpoint_bytes: if s.in_checkpoint { logical } else { 0 },
+        checkpoint_bytes,
         padding_bytes: stored_total - data_total.min(stored_total),
-        replication_bytes: logical.checked_mul(extra_copies).ok_or(too_large(s.kind))?,
+        // Real data beyond one copy of the checkpoint tensor (a tied LM head counts fully;
+        // KV heads of a padded plan may be on different numbers of devices).
+        replication_bytes: data_total.saturating_sub(checkpoint_bytes),
     })
 }

@@ -134,53 +134,94 @@ fn gqa_with_fewer_kv_heads_than_devices_replicates_them() {
 }
 
 #[test]
-fn kv_heads_that_fit_neither_way_are_refused() {
+fn kv_heads_that_fit_neither_way_are_padded() {
+    // 24 query / 6 KV heads on 4 devices: 6 KV heads neither split nor replicate evenly, so
+    // each device gets 2 KV slots of 4 query heads; devices 2 and 3 hold one zero group each.
     let mut d = dims();
     d.heads = 24;
     d.kv_heads = 6;
     d.intermediate = 3072;
-    let err = Plan::new(
+    let p = Plan::new(
         &d,
         mesh("1x4"),
         &DeviceProfile::host(),
         PlanOptions::default(),
     )
-    .unwrap_err();
-    assert!(matches!(
-        err,
-        PlanError::KvHeadsUneven {
-            kv_heads: 6,
-            devices: 4
-        }
-    ));
-    assert!(err.to_string().contains("divides 6 or is a multiple of it"));
+    .unwrap();
+    let h = p.heads();
+    assert!(h.is_padded());
+    assert_eq!(
+        (h.heads_per_device, h.kv_heads_per_device, h.local_group()),
+        (8, 2, 4)
+    );
+    let d3 = p.device_heads(3).unwrap();
+    assert_eq!((d3.q_heads.clone(), d3.kv_heads.clone()), (20..24, 5..6));
+    assert_eq!(d3.kv_sources, [Some(5), None]);
+    assert_eq!(d3.q_sources[..4], [20, 21, 22, 23].map(Some));
+    assert_eq!(d3.q_padding(), 4);
+    // shards: padded per-device shapes, real-head blocks as ranges.
+    let q = p.weight(WeightKind::Q).unwrap();
+    assert_eq!(q.device_shape, vec![8 * 64, 768]);
+    assert_eq!(
+        p.shard_of(WeightKind::Q, 3).unwrap().rows(),
+        20 * 64..24 * 64
+    );
+    assert_eq!(
+        p.shard_of(WeightKind::K, 3).unwrap().rows(),
+        (24 + 5) * 64..(24 + 6) * 64
+    );
+    assert_eq!(
+        p.shard_of(WeightKind::O, 2).unwrap().cols(),
+        16 * 64..20 * 64
+    );
+    // 8 zero query heads (Q rows + O cols) and 2 zero KV heads (K + V rows), 12 layers.
+    let per_head = 64 * 768 * 2 * 12;
+    assert_eq!(q.padding_bytes, 8 * per_head);
+    assert_eq!(p.weight(WeightKind::K).unwrap().padding_bytes, 2 * per_head);
+    let m = &p.memory()[3];
+    assert_eq!(m.head_padding_weight_bytes, 4 * 2 * per_head + 2 * per_head);
+    assert_eq!(m.kv_cache_padding_bytes, p.kv_cache().bytes / 2);
+    assert_eq!(p.memory()[0].kv_cache_padding_bytes, 0);
+    let text = p.to_string();
+    assert!(text.contains("8 (4 padded)"), "{text}");
+    assert!(text.contains("20 21 22 23 - - - -"), "{text}");
 }
 
 #[test]
-fn intermediate_that_does_not_divide_is_refused() {
+fn intermediate_that_does_not_divide_is_padded() {
     let mut d = dims();
     d.intermediate = 3000;
     d.heads = 16;
     d.kv_heads = 16;
     d.head_dim = 48;
-    let err = Plan::new(
+    let p = Plan::new(
         &d,
         mesh("1x16"),
         &DeviceProfile::host(),
         PlanOptions::default(),
     )
-    .unwrap_err();
-    assert!(matches!(
-        err,
-        PlanError::IntermediateNotDivisible {
-            intermediate: 3000,
-            devices: 16,
-            ..
-        }
-    ));
+    .unwrap();
+    let i = p.intermediate_split();
+    assert_eq!((i.per_part, i.padded_total(), i.padding()), (188, 3008, 8));
+    // The last device holds 180 real rows and 8 zero rows of gate and up, 8 zero down columns.
+    assert_eq!(p.shard_of(WeightKind::Gate, 15).unwrap().rows(), 2820..3000);
+    assert_eq!(p.shard_of(WeightKind::Up, 15).unwrap().rows(), 5820..6000);
+    assert_eq!(p.shard_of(WeightKind::Down, 15).unwrap().cols(), 2820..3000);
+    assert_eq!(p.shard_of(WeightKind::Gate, 14).unwrap().rows(), 2632..2820);
+    let gate = p.weight(WeightKind::Gate).unwrap();
+    assert_eq!(gate.device_shape, vec![188, 768]);
+    assert_eq!(gate.padding_bytes, 8 * 768 * 2 * 12);
+    let down = p.weight(WeightKind::Down).unwrap();
+    assert_eq!(down.device_shape, vec![768, 188]);
+    assert_eq!(down.padding_bytes, 8 * 768 * 2 * 12);
+    assert!(!p.heads().is_padded());
+    let text = p.to_string();
     assert!(
-        err.to_string()
-            .contains("intermediate size 3000 does not divide over 16 devices")
+        text.contains(
+            "intermediate: 3000 (padded to 3008 = 8 zero gate/up rows and down columns at the end) \
+             -> 188 per device"
+        ),
+        "{text}"
     );
 }
 

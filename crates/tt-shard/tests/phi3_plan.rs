@@ -198,26 +198,27 @@ fn plans_exist_for_all_bringup_meshes() {
 
 #[test]
 fn impossible_mesh_is_refused_naming_the_constraint() {
-    let err = plan("1x6", &DeviceProfile::wormhole_b0(), 4096, 1).unwrap_err();
+    // 64 devices: more than the 32 query heads, which no padding can serve.
+    let err = plan("8x8", &DeviceProfile::host(), 16, 1).unwrap_err();
     assert!(matches!(
         err,
-        PlanError::HeadsNotDivisible {
+        PlanError::MoreDevicesThanHeads {
             heads: 32,
-            devices: 6,
-            ..
+            kv_heads: 32,
+            devices: 64
         }
     ));
     let msg = err.to_string();
     assert!(
-        msg.contains("32 query heads do not divide over 6 devices"),
+        msg.contains("a mesh of 64 devices cannot serve a model with 32 query heads"),
         "{msg}"
     );
-    assert!(msg.contains("[1, 2, 4, 8, 16, 32]"), "{msg}");
-    // 64 devices: heads 32 do not divide.
-    assert!(matches!(
-        plan("8x8", &DeviceProfile::host(), 16, 1),
-        Err(PlanError::HeadsNotDivisible { .. })
-    ));
+    assert!(msg.contains("Use a mesh of 1 to 32 devices"), "{msg}");
+    // 6 devices plan: 32 heads pad to 6 x 6, 8192 intermediate to 6 x 1366.
+    let p = plan("1x6", &DeviceProfile::wormhole_b0(), 4096, 1).unwrap();
+    assert!(p.heads().is_padded());
+    assert_eq!(p.heads().heads_per_device, 6);
+    assert_eq!(p.intermediate_split().padded_total(), 8196);
 }
 
 #[test]
