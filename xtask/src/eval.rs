@@ -447,8 +447,8 @@ mod tests {
     #[test]
     fn mesh_cache_and_prompt_length() {
         assert_contains(
-            &eval_error(&["--mesh", "1x3"]),
-            &["8 query heads do not divide over 3 devices"],
+            &eval_error(&["--mesh", "2x8"]),
+            &["a mesh of 16 devices cannot serve a model with 8 query heads"],
         );
         assert_contains(
             &eval_error(&["--max-seq-len", "10"]),

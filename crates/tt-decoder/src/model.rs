@@ -54,7 +54,7 @@ impl Model {
         let per_device = (0..plan.num_devices())
             .map(|d| {
                 plan.device_heads(d)
-                    .map(|h| (h.q_heads.len(), h.kv_heads.len()))
+                    .map(|h| (h.q_sources.len(), h.kv_sources.len()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let heads = uniform_heads(&per_device)?;

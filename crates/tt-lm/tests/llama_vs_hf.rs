@@ -12,8 +12,13 @@ use common::{Reference, compare, fixture_dir, generate_ref, load};
 use tt_decoder::{GenerateOptions, Logits, Sampler, generate};
 use tt_ops::Fidelity;
 
-const FIXTURES: [&str; 3] = ["llama-tiny-gqa", "llama-tiny-tied", "llama-tiny-llama3"];
-const MESHES: [(usize, usize); 4] = [(1, 1), (1, 2), (1, 8), (2, 4)];
+const FIXTURES: [&str; 4] = [
+    "llama-tiny-gqa",
+    "llama-tiny-tied",
+    "llama-tiny-llama3",
+    "llama-tiny-odd",
+];
+const MESHES: [(usize, usize); 5] = [(1, 1), (1, 2), (1, 3), (1, 8), (2, 4)];
 
 #[test]
 fn f32_logits_match_hf_on_every_mesh() {

@@ -17,7 +17,7 @@ use tt_decoder::{GenerateOptions, Logits, Sampler, generate};
 use tt_hf::{ChatMessage, Tokenizer};
 use tt_ops::Fidelity;
 
-const MESHES: [(usize, usize); 2] = [(1, 1), (1, 3)];
+const MESHES: [(usize, usize); 3] = [(1, 1), (1, 3), (2, 4)];
 
 /// The converted checkpoint (made by `cargo xtask smollm2`).
 fn checkpoint_dir() -> PathBuf {
@@ -130,7 +130,7 @@ fn greedy_generate_reproduces_hf_tokens_with_the_chat_template() {
 fn hidden_states_match_hf_layer_by_layer() {
     let r = Reference::open(&reference("hidden.safetensors"));
     let ids = r.ids("input_ids");
-    let model = load(&checkpoint_dir(), (1, 3), Fidelity::F32, 64);
+    let model = load(&checkpoint_dir(), (2, 4), Fidelity::F32, 64);
     let mut cache = model.new_cache().unwrap();
     let mut trace = Vec::new();
     model
@@ -151,7 +151,7 @@ fn hidden_states_match_hf_layer_by_layer() {
 #[test]
 fn bf16_logits_track_hf() {
     let r = Reference::open(&reference("logits.safetensors"));
-    let model = load(&checkpoint_dir(), (1, 3), Fidelity::Bf16, 128);
+    let model = load(&checkpoint_dir(), (2, 4), Fidelity::Bf16, 128);
     let ids = r.ids("long.input_ids");
     let positions = r.ids("long.positions");
     let (want, _) = r.f32("long.logits");

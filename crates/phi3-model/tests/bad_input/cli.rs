@@ -331,10 +331,10 @@ fn non_finite_weights() {
 }
 
 #[test]
-fn mesh_that_does_not_divide_the_heads() {
+fn mesh_that_no_head_padding_can_serve() {
     assert_refused(
-        &generate(&tiny(), &["--mesh", "1x3"]),
-        &["8 query heads do not divide over 3 devices"],
+        &generate(&tiny(), &["--mesh", "2x8"]),
+        &["a mesh of 16 devices cannot serve a model with 8 query heads"],
     );
 }
 
