@@ -34,6 +34,10 @@ use tt_ops::Fidelity;
     about = "Phi-3 on a simulated tensor-parallel device mesh"
 )]
 struct Cli {
+    /// More log lines on stderr: -v info, -vv debug, -vvv trace [default: warnings only, or
+    /// RUST_LOG when set].
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -378,15 +382,24 @@ fn run_plan(args: PlanArgs) -> Result<()> {
     Ok(())
 }
 
+/// The log filter: `-v` flags if given, else `RUST_LOG` if set, else warnings and errors only.
+fn log_filter(verbose: u8) -> EnvFilter {
+    let level = match verbose {
+        0 => return EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    EnvFilter::new(level)
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
+        .with_env_filter(log_filter(cli.verbose))
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => run_generate(args),
         Command::Logits(args) => run_logits(args),
