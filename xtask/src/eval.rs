@@ -8,6 +8,7 @@
 //! of the mesh run. Prints the seed's accuracy lines and one `YT_METRICS={...}` line; a progress
 //! bar goes to stderr; the exit code is non-zero only on error.
 
+mod hf;
 mod prompt;
 
 use std::ffi::OsString;
@@ -28,6 +29,7 @@ use tt_mesh::MeshShape;
 use tt_mesh::memory::host_profile_within_memory;
 use tt_ops::Fidelity;
 
+use self::hf::{hf_mode_refused, hf_script_args};
 use self::prompt::{PromptSource, check_reference_prompt, prompt_script_args};
 use crate::reference::{run_make_reference, venv_python};
 
@@ -154,36 +156,6 @@ fn bar(len: u64, template: &str) -> ProgressBar {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     bar
-}
-
-/// The options `--mode hf` refuses: those of the mesh model's run, which HF in Python has no
-/// use for (run_eval.py's hf mode has none of them either).
-fn hf_mode_refused(args: &Args) -> Vec<&'static str> {
-    let given = [
-        (args.mesh.is_some(), "--mesh"),
-        (args.fidelity.is_some(), "--fidelity"),
-        (args.prefill_decode, "--prefill-decode"),
-        (args.reference.is_some(), "--reference"),
-        (args.max_seq_len.is_some(), "--max-seq-len"),
-        (args.table, "--table"),
-        (args.report.is_some(), "--report"),
-    ];
-    given
-        .into_iter()
-        .filter_map(|(set, name)| set.then_some(name))
-        .collect()
-}
-
-/// Script arguments of `--mode hf`: the model, the prompt (run_eval.py's default
-/// `--prefill-len 20` when none is given; the script then generates 20 tokens) and the mode.
-fn hf_script_args(args: &Args, model: &str) -> Vec<OsString> {
-    let prompt = PromptSource::of(args).unwrap_or(PromptSource::Synthetic(
-        phi3_eval::synthetic::DEFAULT_PREFILL_LEN,
-    ));
-    let mut script: Vec<OsString> = vec!["--model".into(), model.into()];
-    script.extend(prompt_script_args(prompt, args.max_new_tokens));
-    script.extend(["--mode".into(), "hf".into()]);
-    script
 }
 
 /// The reference to score against: given, bundled with the model, or made now with Python.
@@ -338,7 +310,7 @@ mod tests {
 
     /// Runs the eval with `args` and returns what `main` would print: the error chain on one
     /// line (`error: {err:#}`), which must be a single paragraph.
-    fn eval_error(args: &[&str]) -> String {
+    pub(super) fn eval_error(args: &[&str]) -> String {
         let cli =
             EvalCli::try_parse_from(std::iter::once("eval").chain(args.iter().copied())).unwrap();
         let err = run(cli.args).expect_err("the eval should refuse this input");
@@ -347,7 +319,7 @@ mod tests {
         message
     }
 
-    fn assert_contains(message: &str, needles: &[&str]) {
+    pub(super) fn assert_contains(message: &str, needles: &[&str]) {
         for needle in needles {
             assert!(message.contains(needle), "missing {needle:?} in: {message}");
         }
@@ -448,77 +420,10 @@ mod tests {
         }
     }
 
-    fn parse(args: &[&str]) -> Args {
+    pub(super) fn parse(args: &[&str]) -> Args {
         EvalCli::try_parse_from(std::iter::once("eval").chain(args.iter().copied()))
             .unwrap()
             .args
-    }
-
-    /// Bare `--mode hf` asks the script for run_eval.py's default prompt and gets as far as
-    /// looking for Python; the mesh run's options are refused, all named, before that.
-    #[test]
-    fn hf_mode_defaults_and_refusals() {
-        let strings = |v: Vec<OsString>| -> Vec<String> {
-            v.into_iter()
-                .map(|s| s.to_string_lossy().into_owned())
-                .collect()
-        };
-        let bare = parse(&["--mode", "hf"]);
-        assert!(hf_mode_refused(&bare).is_empty());
-        assert_eq!(
-            strings(hf_script_args(&bare, "M")),
-            ["--model", "M", "--prefill-len", "20", "--mode", "hf"]
-        );
-        let ids = parse(&[
-            "--mode",
-            "hf",
-            "--prompt-ids-file",
-            "ids.txt",
-            "--max-new-tokens",
-            "5",
-        ]);
-        assert_eq!(
-            strings(hf_script_args(&ids, "M")),
-            [
-                "--model",
-                "M",
-                "--prompt-ids-file",
-                "ids.txt",
-                "--max-new-tokens",
-                "5",
-                "--mode",
-                "hf"
-            ]
-        );
-        assert_contains(
-            &eval_error(&["--mode", "hf", "--venv", "/nonexistent/venv"]),
-            &["no Python venv at /nonexistent/venv"],
-        );
-        let message = eval_error(&[
-            "--mode",
-            "hf",
-            "--mesh",
-            "1x2",
-            "--fidelity",
-            "f32",
-            "--prefill-decode",
-            "--reference",
-            "r.json",
-            "--max-seq-len",
-            "64",
-            "--table",
-            "--report",
-            "out.json",
-            "--venv",
-            "/nonexistent/venv",
-        ]);
-        assert_contains(
-            &message,
-            &[
-                "--mode hf scores HF against itself in Python and does not take --mesh, \
-               --fidelity, --prefill-decode, --reference, --max-seq-len, --table, --report",
-            ],
-        );
     }
 
     /// With `--reference`, every prompt option is checked against the reference's prompt
