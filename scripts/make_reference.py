@@ -21,7 +21,8 @@ transformers and torch versions, and the model and tokenizer hashes.
 --mode hf makes the same reference in memory, then scores HF against it with the eval's own loop
 (prefill the prompt, N-1 teacher-forced decode steps through the KV cache) and prints the seed's lines:
 "Top-1 accuracy: 100.00% (1.0000)", "Top-5 accuracy: ...", and "YT_METRICS={...}" with mode "hf".
-It also writes the reference if --out is given.
+It also writes the reference if --out is given. With no prompt option it uses the default of the
+seed's run_eval.py: --prefill-len 20 (and so 20 new tokens).
 
 Deterministic: fp32 on CPU with a fixed thread count; two runs write identical bytes.
 """
@@ -50,6 +51,7 @@ FORMAT = "tt-phi3-eval-reference"
 VERSION = 1
 TOP_K = 5
 SYNTHETIC_SENTENCE = "The quick brown fox jumps over the lazy dog."
+DEFAULT_SYNTHETIC_PREFILL_LEN = 20
 DEFAULT_SYNTHETIC_DECODE_LEN = 20
 THREADS = 2
 
@@ -225,7 +227,7 @@ def accuracy_line(label: str, x: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="model directory or HuggingFace id")
-    src = ap.add_mutually_exclusive_group(required=True)
+    src = ap.add_mutually_exclusive_group()
     src.add_argument("--prompt-file", type=Path)
     src.add_argument("--prompt-ids-file", type=Path)
     src.add_argument("--prefill-len", type=int, help="synthetic prompt of this many tokens")
@@ -236,6 +238,10 @@ def main() -> None:
 
     if args.mode == "reference" and args.out is None:
         fail("--out is required in reference mode")
+    if args.prompt_file is None and args.prompt_ids_file is None and args.prefill_len is None:
+        if args.mode == "reference":
+            fail("a reference needs a prompt: --prompt-file, --prompt-ids-file or --prefill-len")
+        args.prefill_len = DEFAULT_SYNTHETIC_PREFILL_LEN
     n = args.max_new_tokens
     if n is None:
         n = DEFAULT_SYNTHETIC_DECODE_LEN if args.prefill_len is not None else 100

@@ -2,9 +2,14 @@
 //!
 //! With no arguments it runs the bundled model (`fixtures/phi3-tiny-en`) on a 2x4 mesh against
 //! its bundled reference. With a prompt (`--prompt-file`, `--prompt-ids-file`, `--prefill-len`)
-//! it first makes a fresh reference with HF in Python. `--mode hf` scores HF against itself
-//! (Python). Prints the seed's accuracy lines and one `YT_METRICS={...}` line; a progress bar
-//! goes to stderr; the exit code is non-zero only on error.
+//! it first makes a fresh reference with HF in Python; with a prompt and `--reference`, the
+//! reference must have been made for that prompt. `--mode hf` scores HF against itself (Python;
+//! with no prompt, run_eval.py's default: `--prefill-len 20`, 20 tokens) and refuses the options
+//! of the mesh run. Prints the seed's accuracy lines and one `YT_METRICS={...}` line; a progress
+//! bar goes to stderr; the exit code is non-zero only on error.
+
+mod hf;
+mod prompt;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -17,13 +22,14 @@ use phi3_eval::{
     EvalMode, EvalOptions, ModelError, PrefillMode, Reference, TeacherForcedModel,
     run_teacher_forcing,
 };
-use phi3_model::tokenizer::read_prompt_file;
 use phi3_model::{KvCache, LoadProgress, Logits, Phi3Tokenizer, RuntimeOptions, bundled};
 use tt_decoder::Model;
 use tt_mesh::MeshShape;
 use tt_mesh::memory::host_profile_within_memory;
 use tt_ops::Fidelity;
 
+use self::hf::{hf_mode_refused, hf_script_args};
+use self::prompt::{PromptSource, check_reference_prompt, prompt_script_args};
 use crate::reference::{run_make_reference, venv_python};
 
 /// Eval run mode, as run_eval.py names it.
@@ -50,16 +56,17 @@ pub struct Args {
     /// Checkpoint directory or HF id [default: the bundled model].
     #[arg(long)]
     model: Option<String>,
-    /// Mesh shape.
-    #[arg(long, default_value = "2x4")]
-    mesh: MeshShape,
+    /// Mesh shape [default: 2x4].
+    #[arg(long)]
+    mesh: Option<MeshShape>,
     /// Prompt text file (a fresh HF reference is made with Python).
     #[arg(long, conflicts_with_all = ["prompt_ids_file", "prefill_len"])]
     prompt_file: Option<PathBuf>,
     /// Prompt token ids file (a fresh HF reference is made with Python).
     #[arg(long, conflicts_with = "prefill_len")]
     prompt_ids_file: Option<PathBuf>,
-    /// Synthetic prompt of this many tokens (run_eval.py's builder; a fresh reference is made).
+    /// Synthetic prompt of this many tokens (run_eval.py's builder; a fresh reference is made)
+    /// [default with --mode hf: 20].
     #[arg(long)]
     prefill_len: Option<usize>,
     /// Tokens to score [default: all of the reference's].
@@ -71,13 +78,14 @@ pub struct Args {
     /// Feed the prompt token by token instead of one prefill.
     #[arg(long)]
     prefill_decode: bool,
-    /// Activation fidelity.
-    #[arg(long, value_enum, default_value = "f32")]
-    fidelity: FidelityArg,
+    /// Activation fidelity [default: f32].
+    #[arg(long, value_enum)]
+    fidelity: Option<FidelityArg>,
     /// Reference file [default: <model>/reference/eval_reference.json].
     #[arg(long)]
     reference: Option<PathBuf>,
-    /// tt (the mesh model) or hf (HF against itself, through Python).
+    /// tt (the mesh model) or hf (HF against itself, through Python; takes only --model, a
+    /// prompt, --max-new-tokens and --venv).
     #[arg(long, value_enum, default_value = "tt")]
     mode: Mode,
     /// Also print the per-step table.
@@ -149,30 +157,12 @@ fn bar(len: u64, template: &str) -> ProgressBar {
     bar
 }
 
-/// Script arguments naming the prompt, when one was given.
-fn prompt_args(args: &Args) -> Option<Vec<OsString>> {
-    let mut out: Vec<OsString> = Vec::new();
-    if let Some(f) = &args.prompt_file {
-        out.extend(["--prompt-file".into(), f.into()]);
-    } else if let Some(f) = &args.prompt_ids_file {
-        out.extend(["--prompt-ids-file".into(), f.into()]);
-    } else if let Some(n) = args.prefill_len {
-        out.extend(["--prefill-len".into(), n.to_string().into()]);
-    } else {
-        return None;
-    }
-    if let Some(n) = args.max_new_tokens {
-        out.extend(["--max-new-tokens".into(), n.to_string().into()]);
-    }
-    Some(out)
-}
-
 /// The reference to score against: given, bundled with the model, or made now with Python.
 fn reference_path(args: &Args, model: &str, dir: &Path) -> Result<PathBuf> {
     if let Some(r) = &args.reference {
         return Ok(r.clone());
     }
-    match prompt_args(args) {
+    match PromptSource::of(args) {
         None => Ok(dir.join("reference").join("eval_reference.json")),
         Some(prompt) => {
             let out = crate::workspace_root()
@@ -183,7 +173,7 @@ fn reference_path(args: &Args, model: &str, dir: &Path) -> Result<PathBuf> {
                 std::fs::create_dir_all(parent)?;
             }
             let mut script: Vec<OsString> = vec!["--model".into(), model.into()];
-            script.extend(prompt);
+            script.extend(prompt_script_args(prompt, args.max_new_tokens));
             script.extend(["--out".into(), out.clone().into()]);
             run_make_reference(&venv_python(args.venv.as_deref())?, &script)?;
             Ok(out)
@@ -197,19 +187,25 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn run_eval(args: Args) -> Result<()> {
-    // The prompt file is checked before any Python runs or any model is read.
-    let prompt_text = match &args.prompt_file {
-        Some(file) => Some(read_prompt_file(file)?),
-        None => None,
-    };
+    if let Mode::Hf = args.mode {
+        let refused = hf_mode_refused(&args);
+        if !refused.is_empty() {
+            bail!(
+                "--mode hf scores HF against itself in Python and does not take {}: they are \
+                 options of the mesh model's run (--mode tt); drop them",
+                refused.join(", ")
+            );
+        }
+    }
+    // The prompt files are read before any Python runs or any model is read.
+    let prompt = PromptSource::of(&args);
+    let given = prompt.map(|p| p.read()).transpose()?;
     let model_name = match &args.model {
         Some(m) => m.clone(),
         None => bundled::bundled_model_dir().display().to_string(),
     };
     if let Mode::Hf = args.mode {
-        let mut script: Vec<OsString> = vec!["--model".into(), model_name.clone().into()];
-        script.extend(prompt_args(&args).unwrap_or_default());
-        script.extend(["--mode".into(), "hf".into()]);
+        let script = hf_script_args(&args, &model_name);
         return run_make_reference(&venv_python(args.venv.as_deref())?, &script);
     }
 
@@ -224,10 +220,10 @@ fn run_eval(args: Args) -> Result<()> {
         .tokenizer_path()
         .unwrap_or_else(|| bundled::bundled_tokenizer_dir().join("tokenizer.json"));
     reference.check_tokenizer_file(&tokenizer_json)?;
-    if let Some(text) = &prompt_text {
-        let tokenizer = Phi3Tokenizer::from_file(&tokenizer_json)?;
-        let ids = tokenizer.encode(phi3_eval::prompt_text_of_file(text))?;
-        reference.check_prompt(&ids)?;
+    // Whatever the prompt's source, the reference must have been made for it.
+    if let (Some(prompt), Some(given)) = (prompt, &given) {
+        let ids = given.ids(&tokenizer_json)?;
+        check_reference_prompt(&reference, &reference_file, prompt, &ids)?;
     }
 
     let decode_len = args.max_new_tokens.unwrap_or(reference.max_new_tokens);
@@ -239,12 +235,17 @@ fn run_eval(args: Args) -> Result<()> {
             reference.prompt_len
         );
     }
-    let mut options = RuntimeOptions::new(args.mesh);
+    // Without --mesh: the T3000's 2x4.
+    let mesh = match args.mesh {
+        Some(mesh) => mesh,
+        None => MeshShape::new(2, 4)?,
+    };
+    let mut options = RuntimeOptions::new(mesh);
     // Simulated devices live in host memory: a cache that cannot fit is refused, not attempted.
-    options.profile = host_profile_within_memory(args.mesh.num_devices());
+    options.profile = host_profile_within_memory(mesh.num_devices());
     options.fidelity = match args.fidelity {
-        FidelityArg::F32 => Fidelity::F32,
-        FidelityArg::Bf16 => Fidelity::Bf16,
+        None | Some(FidelityArg::F32) => Fidelity::F32,
+        Some(FidelityArg::Bf16) => Fidelity::Bf16,
     };
     options.max_seq_len = max_seq_len;
     let load_bar = bar(ckpt.total_bytes(), "loading {bar:40} {bytes}/{total_bytes}");
@@ -272,7 +273,7 @@ fn run_eval(args: Args) -> Result<()> {
     tracing::info!(
         prefill_s = run.prefill_time.as_secs_f64(),
         decode_s = run.decode_time.as_secs_f64(),
-        mesh = %args.mesh,
+        mesh = %mesh,
         "eval done"
     );
     if args.table {
@@ -309,7 +310,7 @@ mod tests {
 
     /// Runs the eval with `args` and returns what `main` would print: the error chain on one
     /// line (`error: {err:#}`), which must be a single paragraph.
-    fn eval_error(args: &[&str]) -> String {
+    pub(super) fn eval_error(args: &[&str]) -> String {
         let cli =
             EvalCli::try_parse_from(std::iter::once("eval").chain(args.iter().copied())).unwrap();
         let err = run(cli.args).expect_err("the eval should refuse this input");
@@ -318,7 +319,7 @@ mod tests {
         message
     }
 
-    fn assert_contains(message: &str, needles: &[&str]) {
+    pub(super) fn assert_contains(message: &str, needles: &[&str]) {
         for needle in needles {
             assert!(message.contains(needle), "missing {needle:?} in: {message}");
         }
@@ -417,6 +418,69 @@ mod tests {
                 )],
             );
         }
+    }
+
+    pub(super) fn parse(args: &[&str]) -> Args {
+        EvalCli::try_parse_from(std::iter::once("eval").chain(args.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    /// With `--reference`, every prompt option is checked against the reference's prompt
+    /// before the model runs (and no Python runs: the venv does not exist).
+    #[test]
+    fn a_reference_for_another_prompt_whatever_the_prompt_option() {
+        let reference = bundled_reference();
+        let dir = tempfile::tempdir().unwrap();
+        let ids = dir.path().join("ids.json");
+        std::fs::write(&ids, "[450, 4996, 17354]").unwrap();
+        let text = dir.path().join("prompt.txt");
+        std::fs::write(&text, "Another prompt.\n").unwrap();
+        let (ids, text) = (ids.display().to_string(), text.display().to_string());
+        for (option, value) in [
+            ("--prompt-ids-file", ids.as_str()),
+            ("--prefill-len", "20"),
+            ("--prompt-file", text.as_str()),
+        ] {
+            let message = eval_error(&[
+                option,
+                value,
+                "--reference",
+                &reference,
+                "--venv",
+                "/nonexistent/venv",
+            ]);
+            assert_contains(
+                &message,
+                &[
+                    &format!(
+                        "the reference {reference} was made for another prompt than {option} {value}"
+                    ),
+                    "the prompt differs from the reference's at token 0",
+                ],
+            );
+        }
+        // The reference's own prompt, as ids, passes and is scored.
+        let prompt = Reference::load(Path::new(&reference))
+            .unwrap()
+            .prompt_tokens;
+        let same = dir.path().join("same.txt");
+        let listed: Vec<String> = prompt.iter().map(u32::to_string).collect();
+        std::fs::write(&same, listed.join(", ")).unwrap();
+        let same = same.display().to_string();
+        let args = parse(&[
+            "--prompt-ids-file",
+            &same,
+            "--reference",
+            &reference,
+            "--mesh",
+            "1x1",
+            "--max-new-tokens",
+            "2",
+            "--venv",
+            "/nonexistent/venv",
+        ]);
+        run(args).unwrap();
     }
 
     #[test]

@@ -23,6 +23,10 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "xtask", about = "Project tasks for the Phi-3 mesh bringup")]
 struct Cli {
+    /// More log lines on stderr: -v info, -vv debug, -vvv trace [default: warnings only, or
+    /// RUST_LOG when set].
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     /// The task to run.
     #[command(subcommand)]
     task: Task,
@@ -55,15 +59,24 @@ pub(crate) fn workspace_root() -> PathBuf {
     manifest.parent().map_or(manifest.clone(), PathBuf::from)
 }
 
+/// The log filter: `-v` flags if given, else `RUST_LOG` if set, else warnings and errors only.
+fn log_filter(verbose: u8) -> EnvFilter {
+    let level = match verbose {
+        0 => return EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    EnvFilter::new(level)
+}
+
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter(cli.verbose))
         .init();
-    let cli = Cli::parse();
     let result = match cli.task {
         Task::Bench(args) => bench::run(args),
         Task::Eval(args) => eval::run(args),

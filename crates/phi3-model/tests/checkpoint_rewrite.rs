@@ -102,6 +102,25 @@ fn assert_changed(result: Result<impl std::fmt::Debug, CheckpointError>, shard: 
     }
 }
 
+/// A live model's prefill and decode are `FileChanged` errors naming the changed file.
+fn assert_model_refuses(model: &Phi3Model, shard: &Path) {
+    let mut cache = model.new_cache().unwrap();
+    for result in [
+        model.prefill(&mut cache, 0, &PROMPT, Logits::Last),
+        model.decode(&mut cache, &[Some(PROMPT[0])]),
+    ] {
+        match result {
+            Err(phi3_model::Error::Checkpoint(CheckpointError::FileChanged { path, .. })) => {
+                assert_eq!(path, shard)
+            }
+            other => panic!(
+                "expected FileChanged for {}, got {other:?}",
+                shard.display()
+            ),
+        }
+    }
+}
+
 /// Every way into the checkpoint's changed file is a `FileChanged` error; the other file reads.
 fn assert_checkpoint_refuses(ckpt: &Checkpoint, shard: &Path) {
     assert_changed(ckpt.check_unchanged(), shard);
@@ -121,9 +140,9 @@ fn assert_checkpoint_refuses(ckpt: &Checkpoint, shard: &Path) {
     ckpt.bf16_tensor(IN_OTHER_SHARD).unwrap();
 }
 
-/// Truncated under a live model: the checkpoint reports it on every access and a fresh open
-/// calls the file truncated. (The live model's in-place weights past the new end are not read:
-/// that is the SIGBUS the checkpoint docs leave to the caller; `watch` is the check for it.)
+/// Truncated under a live model: the checkpoint reports it on every access, the model's next
+/// prefill or decode is a `FileChanged` error (it checks its files before every forward call, so
+/// it never reads in-place weights past the new end), and a fresh open calls the file truncated.
 #[test]
 fn truncated_under_a_live_model() {
     in_child("truncated_under_a_live_model", || {
@@ -137,6 +156,8 @@ fn truncated_under_a_live_model() {
         truncate_to_half(&shard);
         assert_checkpoint_refuses(&ckpt, &shard);
         assert_changed(watch.check(), &shard);
+        // The model checks its files before every forward call: an error, not a SIGBUS.
+        assert_model_refuses(&model, &shard);
         drop(model);
         let err = Checkpoint::open_dir(dir.path()).unwrap_err();
         assert!(matches!(err, CheckpointError::Truncated { .. }), "{err}");
@@ -172,7 +193,9 @@ fn replaced_under_a_live_model() {
         bytes.truncate(half);
         std::fs::write(&new, &bytes).unwrap();
         std::fs::rename(&new, &shard).unwrap();
-        assert_eq!(logits(&model), before, "the model keeps its old weights");
+        assert!(before.iter().all(|v| v.is_finite()));
+        // The model's files are not the checkpoint's any more: it refuses to run on.
+        assert_model_refuses(&model, &shard);
         assert_checkpoint_refuses(&ckpt, &shard);
         assert!(Checkpoint::open_dir(dir.path()).is_err());
     });

@@ -9,6 +9,7 @@
 //! `original_max_position_embeddings`).
 
 use tt_hf::Checkpoint;
+use tt_hf::checkpoint::CheckpointWatch;
 use tt_mesh::{Distribution, Mesh, MeshComposer, MeshTensor};
 use tt_ops::{Fidelity, RopeTables, RopeVariant, Tensor, embedding, linear, rms_norm};
 use tt_shard::Plan;
@@ -39,6 +40,10 @@ pub struct Model {
     rope: RopeTables,
     weights: ModelWeights,
     heads: (usize, usize),
+    /// The checkpoint's files, checked before every forward call: weights are read in place from
+    /// the mapped files, so a file rewritten or truncated under the model is reported
+    /// (`CheckpointError::FileChanged`) instead of read.
+    watch: CheckpointWatch,
 }
 
 impl Model {
@@ -66,6 +71,7 @@ impl Model {
             fidelity: options.fidelity,
             weights,
             heads,
+            watch: ckpt.watch(),
         })
     }
 
@@ -208,6 +214,7 @@ impl Model {
         if tokens.is_empty() {
             return Err(Error::EmptyPrompt);
         }
+        self.watch.check()?;
         self.check_tokens(tokens)?;
         cache.check_room(user, 0, tokens.len())?;
         cache.reset(user);
@@ -247,6 +254,7 @@ impl Model {
         if active.is_empty() {
             return Err(Error::EmptyPrompt);
         }
+        self.watch.check()?;
         self.check_tokens(&active)?;
         let mut positions = Vec::with_capacity(tokens.len());
         let mut rows = Vec::with_capacity(tokens.len());

@@ -25,6 +25,7 @@ use std::fs::{File, Metadata};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::format::{MAX_HEADER_LEN, TensorRecord, parse_header_of};
 use crate::error::CheckpointError;
 
 /// What identifies one version of a file: where it lives, its size and its last change.
@@ -161,6 +162,31 @@ impl OpenFile {
             Some(what) => Err(changed(what)),
             None => Ok(()),
         }
+    }
+
+    /// Reads and validates the safetensors header ([`parse_header`](super::parse_header)) with
+    /// `pread`: the 8-byte length, then the header it gives (at most safetensors' own limit).
+    pub(crate) fn read_header(&self) -> Result<Vec<TensorRecord>, CheckpointError> {
+        let file_len = self.len();
+        let mut head = vec![0u8; file_len.min(8) as usize];
+        self.read_exact_at(&mut head, 0)?;
+        if let Ok(len_bytes) = <[u8; 8]>::try_from(head.as_slice()) {
+            let header_len = u64::from_le_bytes(len_bytes);
+            // A length past the end is reported by the parser, from the first 8 bytes alone.
+            if header_len <= file_len - 8 {
+                if header_len > MAX_HEADER_LEN {
+                    return Err(CheckpointError::MalformedHeader {
+                        path: self.path.clone(),
+                        message: format!(
+                            "a header of {header_len} bytes (safetensors allows {MAX_HEADER_LEN})"
+                        ),
+                    });
+                }
+                head.resize(8 + header_len as usize, 0);
+                self.read_exact_at(&mut head[8..], 8)?;
+            }
+        }
+        parse_header_of(&self.path, &head, file_len)
     }
 
     /// Fills `buf` from the file at `offset` with `pread` (no mapping, so no SIGBUS). A file now

@@ -602,27 +602,7 @@ fn check_shards_present(
 /// Opens a safetensors file and reads its header with `pread` (nothing is mapped yet).
 fn open_file(path: &Path) -> Result<(MappedFile, Vec<TensorRecord>), CheckpointError> {
     let file = file::OpenFile::open(path)?;
-    let file_len = file.len();
-    let mut head = vec![0u8; file_len.min(8) as usize];
-    file.read_exact_at(&mut head, 0)?;
-    if let Ok(len_bytes) = <[u8; 8]>::try_from(head.as_slice()) {
-        let header_len = u64::from_le_bytes(len_bytes);
-        if header_len > format::MAX_HEADER_LEN && header_len <= file_len - 8 {
-            return Err(CheckpointError::MalformedHeader {
-                path: path.to_path_buf(),
-                message: format!(
-                    "a header of {header_len} bytes (safetensors allows {})",
-                    format::MAX_HEADER_LEN
-                ),
-            });
-        }
-        // A length past the end is reported by the parser, from the first 8 bytes alone.
-        if header_len <= file_len - 8 {
-            head.resize(8 + header_len as usize, 0);
-            file.read_exact_at(&mut head[8..], 8)?;
-        }
-    }
-    let records = format::parse_header_of(path, &head, file_len)?;
+    let records = file.read_header()?;
     Ok((
         MappedFile {
             file: Arc::new(file),
