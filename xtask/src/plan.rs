@@ -2,7 +2,8 @@
 //!
 //! The config is read by the family its `model_type` names (`tt_lm::families()`: phi3, llama),
 //! exactly as the model crates read it, and mapped to the planner's [`DecoderDims`] by
-//! `tt_decoder::decoder_dims` (weights stored as bf16, 2 bytes, unless `--dtype-bytes`).
+//! `tt_decoder::decoder_dims`, with bytes per value from `torch_dtype` (or `dtype`; 2 when
+//! absent) unless `--dtype-bytes` says otherwise.
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +31,7 @@ pub struct Args {
     /// Sequences per decode step (KV cache rows).
     #[arg(long, value_name = "B", default_value_t = 1)]
     batch: usize,
-    /// Override bytes per stored value (default 2: the mesh stores weights as bf16).
+    /// Override bytes per stored value (default: from torch_dtype, 2 when absent).
     #[arg(long, value_name = "BYTES")]
     dtype_bytes: Option<usize>,
     /// Print the plan as JSON instead of a text report.
@@ -74,10 +75,18 @@ fn dims_from_config_file(path: &Path) -> Result<DecoderDims> {
 }
 
 /// Map an HF decoder config to [`DecoderDims`] through its family's parser (`tt-lm` knows
-/// every family).
+/// every family); bytes per value from `torch_dtype` (or `dtype`), 2 when absent.
 fn dims_from_config(text: &str) -> Result<DecoderDims> {
     let config = tt_decoder::family_for(text, &tt_lm::families())?.parse_config(text)?;
-    Ok(tt_decoder::decoder_dims(&config))
+    let mut dims = tt_decoder::decoder_dims(&config);
+    let json: serde_json::Value = serde_json::from_str(text)?;
+    let dtype = json.get("torch_dtype").or_else(|| json.get("dtype"));
+    dims.dtype_bytes = match dtype.and_then(serde_json::Value::as_str) {
+        None | Some("bfloat16" | "float16") => 2,
+        Some("float32") => 4,
+        Some(other) => anyhow::bail!("unsupported torch_dtype {other:?}: use --dtype-bytes"),
+    };
+    Ok(dims)
 }
 
 #[cfg(test)]
@@ -106,10 +115,10 @@ mod tests {
         let c = serde_json::json!({
             "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
             "vocab_size": 100, "num_hidden_layers": 2, "tie_word_embeddings": true,
-            "model_type": "llama"
+            "torch_dtype": "float32", "model_type": "llama"
         });
         let d = dims_from_config(&c.to_string()).unwrap();
-        assert_eq!((d.kv_heads, d.head_dim, d.dtype_bytes), (4, 16, 2));
+        assert_eq!((d.kv_heads, d.head_dim, d.dtype_bytes), (4, 16, 4));
         assert!(d.tied_embeddings);
         assert_eq!(d.qkv_layout, QkvLayout::Separate);
         assert_eq!(d.gate_up_layout, GateUpLayout::Separate);
@@ -121,6 +130,10 @@ mod tests {
         let err = format!("{:#}", dims_from_config(&bad.to_string()).unwrap_err());
         assert!(err.contains("vocab_size"), "{err}");
         bad["vocab_size"] = serde_json::json!(100);
+        bad["torch_dtype"] = serde_json::json!("int4");
+        let err = format!("{:#}", dims_from_config(&bad.to_string()).unwrap_err());
+        assert!(err.contains("--dtype-bytes"), "{err}");
+        bad["torch_dtype"] = serde_json::json!("float32");
         bad["model_type"] = serde_json::json!("gpt2");
         let err = format!("{:#}", dims_from_config(&bad.to_string()).unwrap_err());
         assert!(err.contains("`gpt2` model, not `phi3` or `llama`"), "{err}");
