@@ -55,6 +55,27 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<Candidate> {
     best
 }
 
+/// How equal logits are ordered when ranking a step's candidates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TieBreak {
+    /// This crate's total order ([`rank_order`]): equal logits by lowest token id first, like
+    /// `torch.argmax`. What [`top_k`] does.
+    #[default]
+    LowestId,
+    /// The order of torch's CPU `torch.topk(logits, k)`, which the seed bringup scored with (on bf16
+    /// logits); see [`crate::torch_topk`]. Differs from `LowestId` among equal logits, and in that
+    /// torch ranks NaN **first** (above every number) where `LowestId` ranks it last.
+    TorchTopk,
+}
+
+/// The `k` best tokens of `logits`, best first, equal logits ordered by `tie`.
+pub fn top_k_with(logits: &[f32], k: usize, tie: TieBreak) -> Vec<Candidate> {
+    match tie {
+        TieBreak::LowestId => top_k(logits, k),
+        TieBreak::TorchTopk => crate::torch_topk::torch_topk(logits, k),
+    }
+}
+
 /// The best token of `logits` (`None` when empty).
 pub fn argmax(logits: &[f32]) -> Option<u32> {
     top_k(logits, 1).first().map(|c| c.id)
@@ -74,6 +95,19 @@ pub struct StepScore {
     pub top5: bool,
     /// tt-metal's variant: the device's argmax is among HF's top 5 (when the reference has them).
     pub argmax_in_hf_top5: Option<bool>,
+}
+
+/// Ranks `logits` (the device's [`TOP_K`] best, equal logits ordered by `tie`) and scores the step
+/// as [`score_step`] does; returns the candidates (for the step's record) and the score.
+pub fn score_logits(
+    logits: &[f32],
+    tie: TieBreak,
+    reference_token: u32,
+    hf_top5: Option<&[u32]>,
+) -> (Vec<Candidate>, StepScore) {
+    let device_top = top_k_with(logits, TOP_K, tie);
+    let score = score_step(&device_top, reference_token, hf_top5);
+    (device_top, score)
 }
 
 /// Scores one step from the device's ranked candidates (best first, at least [`TOP_K`] unless the
@@ -200,6 +234,30 @@ mod tests {
                 argmax_in_hf_top5: Some(false)
             }
         );
+    }
+
+    #[test]
+    fn tie_break_variants() {
+        let mut x = vec![0.0f32; 32064];
+        for i in [7, 100, 30000] {
+            x[i] = 5.0;
+        }
+        assert_eq!(
+            ids(&top_k_with(&x, 5, TieBreak::LowestId)),
+            vec![7, 100, 30000, 0, 1]
+        );
+        assert_eq!(
+            ids(&top_k_with(&x, 5, TieBreak::TorchTopk)),
+            vec![100, 30000, 7, 3, 1]
+        );
+        assert_eq!(TieBreak::default(), TieBreak::LowestId);
+        // torch's top-1 here is 7, its top-5 order puts 100 first: score_logits takes the first.
+        let (top, score) = score_logits(&x, TieBreak::TorchTopk, 7, None);
+        assert_eq!(top[0].id, 100);
+        assert!(!score.top1 && score.top5);
+        let (top, score) = score_logits(&x, TieBreak::LowestId, 7, Some(&[7, 1, 2, 3, 4]));
+        assert_eq!(top, top_k(&x, TOP_K));
+        assert!(score.top1 && score.top5 && score.argmax_in_hf_top5 == Some(true));
     }
 
     fn naive_top_k(logits: &[f32], k: usize) -> Vec<u32> {

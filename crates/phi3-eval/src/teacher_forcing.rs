@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::reference::Reference;
 use crate::report::{EvalReport, StepRecord};
-use crate::scoring::{TOP_K, non_finite_count, score_step, top_k};
+use crate::scoring::{TieBreak, non_finite_count, score_logits};
 
 /// The error type a model adapter returns.
 pub type ModelError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -135,11 +135,26 @@ pub struct EvalRun {
 }
 
 /// Runs the teacher-forcing eval of `model` against `reference` (see the module doc). Calls
-/// `progress` after every model call. Starts with `model.reset()`.
+/// `progress` after every model call. Starts with `model.reset()`. Equal logits rank lowest id
+/// first ([`TieBreak::LowestId`]); [`run_teacher_forcing_with`] chooses.
 pub fn run_teacher_forcing<M: TeacherForcedModel + ?Sized>(
     model: &mut M,
     reference: &Reference,
     options: &EvalOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<EvalRun, EvalError> {
+    run_teacher_forcing_with(model, reference, options, TieBreak::LowestId, progress)
+}
+
+/// [`run_teacher_forcing`] with the order of equal logits chosen by `tie`: each step's top 5 (and
+/// so its top-1, top-5 and argmax-in-HF-top-5 results and the recorded `device_top5`) come from
+/// `top_k_with(logits, TOP_K, tie)` ([`crate::scoring::top_k_with`]). [`TieBreak::TorchTopk`] scores the way the seed bringup
+/// did (`torch.topk` on CPU), which matters when the device's logits (bf16, bfp8) tie.
+pub fn run_teacher_forcing_with<M: TeacherForcedModel + ?Sized>(
+    model: &mut M,
+    reference: &Reference,
+    options: &EvalOptions,
+    tie: TieBreak,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<EvalRun, EvalError> {
     let vocab = model.vocab_size();
@@ -239,9 +254,8 @@ pub fn run_teacher_forcing<M: TeacherForcedModel + ?Sized>(
                 found: logits.len(),
             });
         }
-        let device_top = top_k(&logits, TOP_K);
         let hf_top5 = reference.hf_top5_ids(step);
-        let score = score_step(&device_top, generated[step], hf_top5);
+        let (device_top, score) = score_logits(&logits, tie, generated[step], hf_top5);
         steps.push(StepRecord {
             step,
             position: prompt.len() + step,

@@ -4,7 +4,10 @@
 mod common;
 
 use common::{Call, Scripted, reference};
-use phi3_eval::{EvalError, EvalOptions, Phase, PrefillMode, Progress, run_teacher_forcing};
+use phi3_eval::{
+    EvalError, EvalOptions, Phase, PrefillMode, Progress, TieBreak, run_teacher_forcing,
+    run_teacher_forcing_with, torch_topk,
+};
 
 const PROMPT: [u32; 3] = [10, 11, 12];
 const GENERATED: [u32; 4] = [20, 21, 22, 23];
@@ -305,4 +308,72 @@ fn non_finite_logits_are_counted_not_fatal() {
     let counts: Vec<usize> = run.report.steps.iter().map(|s| s.non_finite).collect();
     assert_eq!(counts, vec![0, 1, 0, 0]);
     assert_eq!(run.report.summary.non_finite_steps, 1);
+}
+
+#[test]
+fn tie_break_chooses_the_order_of_equal_logits() {
+    // A vocabulary-sized model: every step's top 5 is a few distinct logits and then zeros that
+    // tie, so the order of the zeros (and of the NaN at step 2, which torch ranks first) depends
+    // on the tie-break.
+    const V: usize = 32064;
+    let scripted = || {
+        let mut m = Scripted::new(
+            V,
+            &[
+                (2, &[20, 1, 2, 3, 4]),
+                (3, &[21]),
+                (4, &[22, 30000]),
+                (5, &[]),
+            ],
+        );
+        m.nan_at = Some(4);
+        m
+    };
+    let r = reference(&PROMPT, &GENERATED, 4, V, None);
+    let opts = EvalOptions::default();
+    let base = run_teacher_forcing(&mut scripted(), &r, &opts, &mut |_| {}).unwrap();
+    let lowest =
+        run_teacher_forcing_with(&mut scripted(), &r, &opts, TieBreak::LowestId, &mut |_| {})
+            .unwrap();
+    assert_eq!(lowest.report, base.report);
+    let torch =
+        run_teacher_forcing_with(&mut scripted(), &r, &opts, TieBreak::TorchTopk, &mut |_| {})
+            .unwrap();
+
+    let lowest_top5: Vec<&[u32]> = lowest
+        .report
+        .steps
+        .iter()
+        .map(|s| &s.device_top5[..])
+        .collect();
+    assert_eq!(
+        lowest_top5,
+        vec![
+            &[20, 1, 2, 3, 4][..],
+            &[21, 0, 1, 2, 3],
+            &[22, 30000, 0, 1, 2],
+            &[0, 1, 2, 3, 4]
+        ]
+    );
+    // TorchTopk: exactly torch_topk of the same logits, step by step.
+    let m = scripted();
+    for (s, pos) in torch.report.steps.iter().zip(2..) {
+        let mut logits = vec![0.0f32; V];
+        for (i, &t) in m.rankings[&pos].iter().enumerate() {
+            logits[t as usize] = 10.0 - i as f32;
+        }
+        if pos == 4 {
+            logits[V - 1] = f32::NAN;
+        }
+        let want: Vec<u32> = torch_topk(&logits, 5).iter().map(|c| c.id).collect();
+        assert_eq!(s.device_top5, want, "step {}", s.step);
+    }
+    // Step 0 has no ties in its top 5; step 2's NaN is torch's top 1, so its top-1 hit is lost.
+    assert_eq!(
+        torch.report.steps[0].device_top5,
+        lowest.report.steps[0].device_top5
+    );
+    assert_eq!(torch.report.steps[2].device_top5[0], V as u32 - 1);
+    assert!(lowest.report.steps[2].top1 && !torch.report.steps[2].top1);
+    assert!(torch.report.steps[2].top5);
 }
