@@ -13,6 +13,7 @@
 //! | [`fidelity`] | [`Fidelity`] |
 //! | [`mod@embedding`] | [`embedding()`] |
 //! | [`mod@linear`] | [`linear()`], [`linear_into`], [`linear_column_blocks`] (dense kernels in [`kernels`]) |
+//! | [`mod@device_linear`] | [`device_linear()`] on a [`DeviceWeight`] (packed tiles), [`round_to_device_format`]: `ttnn.linear` as a Wormhole device computes it |
 //! | [`norm`] | [`rms_norm`], [`rms_norm_into`] |
 //! | [`eltwise`] | [`add`], [`add_inplace`], [`mul`], [`silu`], [`silu_mul`] |
 //! | [`rope`] | [`RopeTables`] from a [`RopeSpec`]: plain, LongRoPE and Llama 3 scaling |
@@ -25,6 +26,7 @@
 //! | [`team`] | [`team::with_team`], [`team::for_each`], [`team::map`], [`team::map_mut`]: spinning threads for a burst of short loops (a decode step) |
 
 pub mod cache;
+pub mod device_linear;
 pub mod eltwise;
 pub mod embedding;
 pub mod error;
@@ -49,6 +51,7 @@ pub mod tensor;
 mod testutil;
 
 pub use cache::{PageTable, TILE, fill_cache, paged_fill_cache, paged_update_cache};
+pub use device_linear::{DeviceWeight, device_linear, round_to_device_format};
 pub use eltwise::{add, add_inplace, mul, silu, silu_mul};
 pub use embedding::embedding;
 pub use error::{OpError, Result};

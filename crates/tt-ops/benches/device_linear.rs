@@ -1,0 +1,61 @@
+//! `device_linear` (the host emulation of a Wormhole `ttnn.linear`) on Phi-3-mini-like shapes:
+//! - decode: `m = 1`, `k = 3072`, `n = 8192`, bfp8 weights, HiFi2, bf16 accumulation;
+//! - prefill: `m = 128`, `k = 3072`, `n = 1024`, same settings.
+//!
+//! Also times `DeviceWeight::pack` of the decode weight. Run:
+//! `cargo bench -p tt-ops --bench device_linear`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput};
+use tt_numerics::{Accumulation, MathFidelity, OpSettings, StorageFormat};
+use tt_ops::{DType, DeviceWeight, Tensor, device_linear};
+
+const K: usize = 3072;
+
+/// Deterministic pseudo-random values in [-1, 1) (a 64-bit LCG).
+fn fill(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let settings = OpSettings::new(
+        StorageFormat::Bfp8B,
+        MathFidelity::HiFi2,
+        Accumulation::Bf16,
+        StorageFormat::Bf16,
+        "bench",
+    );
+    let mut group = c.benchmark_group("device_linear");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    for (m, n) in [(1usize, 8192usize), (128, 1024)] {
+        let w = Tensor::from_f32_as(&fill(n * K, 1), &[n, K], DType::Bf16).unwrap();
+        if m == 1 {
+            group.throughput(Throughput::Elements((n * K) as u64));
+            group.bench_function(format!("pack_n{n}_k{K}_bfp8"), |b| {
+                b.iter(|| DeviceWeight::pack(&w, StorageFormat::Bfp8B).unwrap())
+            });
+        }
+        let dw = DeviceWeight::pack(&w, StorageFormat::Bfp8B).unwrap();
+        let x = Tensor::from_f32(fill(m * K, 2), &[m, K]).unwrap();
+        group.throughput(Throughput::Elements((2 * m * n * K) as u64));
+        group.bench_function(format!("m{m}_k{K}_n{n}_bfp8_hifi2"), |b| {
+            b.iter(|| device_linear(&x, &dw, &settings).unwrap())
+        });
+    }
+    group.finish();
+    c.final_summary();
+}

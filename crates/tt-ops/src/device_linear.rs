@@ -1,0 +1,482 @@
+//! `device_linear`: `ttnn.linear` as a Tenstorrent Wormhole device computes it, so that a host
+//! run predicts the device's accuracy (not its speed).
+//!
+//! The weight is a [`DeviceWeight`]: HF's `w [N, K]` transposed to `[K, N]` and packed in 32x32
+//! tiles of one [`StorageFormat`] by tt-metal's host packer (ties to even), as tt_transformers
+//! does (transpose, then `ttnn.as_tensor`). Face rows run along N, so in bfp8/bfp4 the 16 output
+//! features of one input feature share an exponent.
+//!
+//! Numerics model of [`device_linear`] (`y [.., N] = x [.., K] @ W`), under an [`OpSettings`]'s
+//! fidelity, accumulation and output format:
+//! 1. Activations (SrcB): each x value is rounded to bf16, ties to even (device inputs are bf16
+//!    tensors). `b_hi` keeps its top 7 significant bits (the bf16's last mantissa bit masked off),
+//!    `b_lo = b - b_hi`.
+//! 2. Weights (SrcA): the values dequantized from the packed tiles (exact bf16 values for bf16,
+//!    bfp8 and bfp4; f32 weights are rounded to bf16, ties to even, since the matrix engine
+//!    multiplies bf16). `a_hi` keeps the top 5 significant bits (low 3 mantissa bits masked off),
+//!    `a_lo = a - a_hi`.
+//! 3. Products per fidelity (as [`tt_numerics::fidelity::product`]): LoFi `a_hi·b_hi`, HiFi2
+//!    `a·b_hi`, HiFi3 `a·b_hi + a_hi·b_lo`, HiFi4 `a·b`. Each has at most 16 significant bits, so
+//!    it is exact in f32. Zero and subnormal operands count as zero.
+//! 4. Accumulation: K runs in tiles of 32 (the last may be partial). Within a K-tile the products
+//!    are summed in f32, in order of k, starting from 0. The tile sum is then added to the
+//!    destination (starting at 0): `Fp32` → `dest += tile_sum` in f32; `Bf16` →
+//!    `dest = round_bf16(dest + tile_sum)` (ties to even).
+//! 5. Output: `dest` written in the output format by the device's packer: f32 unchanged; bf16
+//!    rounded ties away from zero; bfp8/bfp4 per run of 16 along each output row, ties away from
+//!    zero ([`round_to_device_format`]).
+//!
+//! Non-finite values follow IEEE arithmetic on the split parts (no special cases). Results are
+//! the same for any number of threads: every output element's operations run in a fixed order.
+//!
+//! Performance: per K-tile the weight panel `[32, block of N]` is dequantized once (block-float
+//! codes through a decode table), then every row of x accumulates into a contiguous f32 row
+//! buffer (`acc[n] += b · panel[k][n]`). Work is split over column blocks of N (and row chunks of
+//! x when there are few blocks) with rayon when `M·K·N` is large.
+
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+use tt_numerics::bf16::{round_bf16, round_bf16_device};
+use tt_numerics::bfp::{BfpFormat, Rounding, decode, encode_block};
+use tt_numerics::tile::{FACE, FACE_VALUES, TILE, TILE_EXPONENTS, TILE_VALUES, pack_tile};
+use tt_numerics::{Accumulation, MathFidelity, OpSettings, PackedMatrix, StorageFormat};
+
+use crate::error::{OpError, Result};
+use crate::tensor::{DType, Element, Tensor};
+
+const OP: &str = "device_linear";
+/// Above this many multiply-adds (`M·K·N`) the work is spread over rayon's threads.
+const PARALLEL_WORK: usize = 1 << 20;
+/// Output columns per parallel task (a multiple of the tile width).
+const BLOCK_COLS: usize = 256;
+/// bf16 bits kept in `a_hi` (sign, exponent, top 4 mantissa bits) as an f32 mask.
+const A_HI_MASK: u32 = 0xfff8_0000;
+/// bf16 bits kept in `b_hi` (sign, exponent, top 6 mantissa bits) as an f32 mask.
+const B_HI_MASK: u32 = 0xfffe_0000;
+
+/// A linear layer's weight as the device stores it: `w [N, K]` (HF nn.Linear layout) transposed
+/// to `[K, N]` and packed in tiles of one StorageFormat (what tt_transformers does: it transposes
+/// the weight, then ttnn.as_tensor tiles it). Face rows of 16 therefore run along N: 16 output
+/// features of one input feature share a bfp exponent.
+#[derive(Debug, Clone)]
+pub struct DeviceWeight {
+    packed: PackedMatrix,
+}
+
+impl DeviceWeight {
+    /// Packs `w [N, K]` (f32 or bf16, contiguous or a column view) with tt-metal's host packer
+    /// (ties to even). Errors unless `w` is a non-empty matrix.
+    pub fn pack(w: &Tensor, format: StorageFormat) -> Result<Self> {
+        const OP: &str = "DeviceWeight::pack";
+        let [n, k] = w.dims::<2>().map_err(|_| {
+            OpError::shape(OP, format!("weight must be [N, K], got {:?}", w.shape()))
+        })?;
+        if n == 0 || k == 0 {
+            return Err(OpError::shape(
+                OP,
+                format!("weight must not be empty, got {:?}", w.shape()),
+            ));
+        }
+        let bytes = match w.dtype() {
+            DType::F32 => {
+                let (src, stride) = w.f32_rows()?;
+                pack_transposed(src, stride, n, k, format)
+            }
+            DType::Bf16 => {
+                let (src, stride) = w.bf16_rows()?;
+                pack_transposed(src, stride, n, k, format)
+            }
+        };
+        let packed = PackedMatrix::from_bytes(k, n, format, bytes)
+            .map_err(|e| OpError::invalid(OP, e.to_string()))?;
+        Ok(Self { packed })
+    }
+
+    /// Input features `K` (the packed matrix's rows).
+    pub fn in_features(&self) -> usize {
+        self.packed.rows()
+    }
+
+    /// Output features `N` (the packed matrix's columns).
+    pub fn out_features(&self) -> usize {
+        self.packed.cols()
+    }
+
+    /// The storage format of the tiles.
+    pub fn format(&self) -> StorageFormat {
+        self.packed.format()
+    }
+
+    /// Bytes of the packed tiles (padding included).
+    pub fn byte_size(&self) -> usize {
+        self.packed.byte_size()
+    }
+
+    /// The packed `[K, N]` matrix.
+    pub fn packed(&self) -> &PackedMatrix {
+        &self.packed
+    }
+
+    /// The stored values back in HF layout: an f32 `[N, K]` tensor (for tests and debugging).
+    pub fn dequantize(&self) -> Tensor {
+        let (k, n) = (self.in_features(), self.out_features());
+        let kn = self.packed.unpack();
+        let mut nk = vec![0f32; n * k];
+        for (kk, row) in kn.chunks_exact(n).enumerate() {
+            for (nn, &v) in row.iter().enumerate() {
+                nk[nn * k + kk] = v;
+            }
+        }
+        // The length is n * k by construction, so this cannot fail.
+        Tensor::from_f32(nk, &[n, k]).unwrap_or_else(|_| Tensor::zeros(&[n, k], DType::F32))
+    }
+}
+
+/// Packs `src` (rows of `w [N, K]`, `stride` apart) transposed to `[K, N]` tiles, tile row by
+/// tile row in parallel, without a transposed copy of the whole matrix.
+fn pack_transposed<T: Element>(
+    src: &[T],
+    stride: usize,
+    n: usize,
+    k: usize,
+    format: StorageFormat,
+) -> Vec<u8> {
+    let (tiles_k, tiles_n) = (k.div_ceil(TILE), n.div_ceil(TILE));
+    let tile_bytes = format.tile_bytes();
+    let mut bytes = vec![0u8; tiles_k * tiles_n * tile_bytes];
+    bytes
+        .par_chunks_mut(tiles_n * tile_bytes)
+        .enumerate()
+        .for_each(|(kt, tile_row)| {
+            let mut tile = [0f32; TILE_VALUES];
+            let k0 = kt * TILE;
+            let kv = TILE.min(k - k0);
+            for (nt, out) in tile_row.chunks_exact_mut(tile_bytes).enumerate() {
+                tile.fill(0.0);
+                let n0 = nt * TILE;
+                for nn in 0..TILE.min(n - n0) {
+                    let start = (n0 + nn) * stride + k0;
+                    for (kk, v) in src[start..start + kv].iter().enumerate() {
+                        tile[kk * TILE + nn] = v.to_f32();
+                    }
+                }
+                pack_tile(&tile, format, Rounding::TiesToEven, out);
+            }
+        });
+    bytes
+}
+
+/// A matrix-engine operand: `x` rounded to bf16 (ties to even), zero and subnormals flushed to +0.
+#[inline(always)]
+fn operand(x: f32) -> f32 {
+    let r = round_bf16(x);
+    if r.to_bits() & 0x7f80_0000 == 0 {
+        0.0
+    } else {
+        r
+    }
+}
+
+/// `x` with the bits outside `mask` cleared.
+#[inline(always)]
+fn masked(x: f32, mask: u32) -> f32 {
+    f32::from_bits(x.to_bits() & mask)
+}
+
+/// Operand values of every (shared exponent, code) pair of a block-float format: index
+/// `exponent * codes + code`, decoded as tt-metal's tile unpacker does, then as [`operand`].
+fn bfp_table(format: BfpFormat) -> &'static [f32] {
+    static BFP8: OnceLock<Vec<f32>> = OnceLock::new();
+    static BFP4: OnceLock<Vec<f32>> = OnceLock::new();
+    let cell = match format {
+        BfpFormat::Bfp8B => &BFP8,
+        BfpFormat::Bfp4B => &BFP4,
+    };
+    cell.get_or_init(|| {
+        let codes = 1u16 << format.code_bits();
+        let mut table = Vec::with_capacity(256 * usize::from(codes));
+        for e in 0..=255u8 {
+            for c in 0..codes {
+                table.push(operand(f32::from_bits(decode(c as u8, e, format))));
+            }
+        }
+        table
+    })
+}
+
+/// Dequantizes row `r` of a tile, columns `0..out.len()` (at most 32), as matrix-engine operands.
+fn unpack_operand_row(tile: &[u8], format: StorageFormat, r: usize, out: &mut [f32]) {
+    let (face_base, fr) = ((r / FACE) * 2, r % FACE);
+    for (h, half) in out.chunks_mut(FACE).enumerate() {
+        let face = face_base + h;
+        let first = face * FACE_VALUES + fr * FACE;
+        let len = half.len();
+        match format {
+            StorageFormat::F32 => {
+                let raw = &tile[first * 4..(first + len) * 4];
+                for (o, b) in half.iter_mut().zip(raw.chunks_exact(4)) {
+                    *o = operand(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                }
+            }
+            StorageFormat::Bf16 => {
+                let raw = &tile[first * 2..(first + len) * 2];
+                for (o, b) in half.iter_mut().zip(raw.chunks_exact(2)) {
+                    *o = operand(f32::from_bits(
+                        u32::from(u16::from_le_bytes([b[0], b[1]])) << 16,
+                    ));
+                }
+            }
+            StorageFormat::Bfp8B => {
+                let e = usize::from(tile[face * FACE + fr]) * 256;
+                // A fixed-size slice: indexing it with a u8 needs no bounds check.
+                let Ok(lut) = <&[f32; 256]>::try_from(&bfp_table(BfpFormat::Bfp8B)[e..e + 256])
+                else {
+                    continue; // never: the table has 256 entries per exponent
+                };
+                let codes = &tile[TILE_EXPONENTS + first..TILE_EXPONENTS + first + len];
+                for (o, &c) in half.iter_mut().zip(codes) {
+                    *o = lut[usize::from(c)];
+                }
+            }
+            StorageFormat::Bfp4B => {
+                let e = usize::from(tile[face * FACE + fr]) * 16;
+                let Ok(lut) = <&[f32; 16]>::try_from(&bfp_table(BfpFormat::Bfp4B)[e..e + 16])
+                else {
+                    continue; // never: the table has 16 entries per exponent
+                };
+                // `first` is even: value j sits in byte j / 2, low nibble first.
+                let data =
+                    &tile[TILE_EXPONENTS + first / 2..TILE_EXPONENTS + (first + len).div_ceil(2)];
+                for (pair, &byte) in half.chunks_mut(2).zip(data) {
+                    for (o, nibble) in pair.iter_mut().zip([byte & 0x0f, byte >> 4]) {
+                        *o = lut[usize::from(nibble)];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One parallel task: rows `r0 .. r0 + rows` of x against output columns `n0 .. n0 + cols`.
+#[derive(Clone, Copy)]
+struct Task {
+    r0: usize,
+    rows: usize,
+    n0: usize,
+    cols: usize,
+}
+
+/// Computes one task's `dest [rows, cols]` (before output rounding), rules 1-4 of the module doc.
+/// `xb` holds the activations already as operands (rounded to bf16, flushed), `[M, K]`.
+fn run_task(
+    xb: &[f32],
+    k: usize,
+    w: &PackedMatrix,
+    task: Task,
+    fidelity: MathFidelity,
+    accumulation: Accumulation,
+) -> Vec<f32> {
+    let Task { r0, rows, n0, cols } = task;
+    let need_hi = matches!(fidelity, MathFidelity::LoFi | MathFidelity::HiFi3);
+    let mut panel = vec![0f32; TILE * cols];
+    let mut panel_hi = if need_hi {
+        vec![0f32; TILE * cols]
+    } else {
+        Vec::new()
+    };
+    let mut acc = vec![0f32; cols];
+    let mut dest = vec![0f32; rows * cols];
+    let tc0 = n0 / TILE;
+    for kt in 0..k.div_ceil(TILE) {
+        let k0 = kt * TILE;
+        let kv = TILE.min(k - k0);
+        for (kk, prow) in panel.chunks_exact_mut(cols).take(kv).enumerate() {
+            for (j, chunk) in prow.chunks_mut(TILE).enumerate() {
+                match w.tile(kt, tc0 + j) {
+                    Some(tile) => unpack_operand_row(tile, w.format(), kk, chunk),
+                    None => chunk.fill(0.0), // never: the task lies inside the matrix
+                }
+            }
+        }
+        if need_hi {
+            for (h, &a) in panel_hi.iter_mut().zip(&panel).take(kv * cols) {
+                *h = masked(a, A_HI_MASK);
+            }
+        }
+        for (row, drow) in dest.chunks_exact_mut(cols).enumerate() {
+            let xs = &xb[(r0 + row) * k + k0..(r0 + row) * k + k0 + kv];
+            acc.fill(0.0);
+            for (kk, &b) in xs.iter().enumerate() {
+                let pa = &panel[kk * cols..(kk + 1) * cols];
+                let b_hi = masked(b, B_HI_MASK);
+                match fidelity {
+                    MathFidelity::LoFi => {
+                        let ph = &panel_hi[kk * cols..(kk + 1) * cols];
+                        for (s, &a) in acc.iter_mut().zip(ph) {
+                            *s += b_hi * a;
+                        }
+                    }
+                    MathFidelity::HiFi2 => {
+                        for (s, &a) in acc.iter_mut().zip(pa) {
+                            *s += b_hi * a;
+                        }
+                    }
+                    MathFidelity::HiFi3 => {
+                        let ph = &panel_hi[kk * cols..(kk + 1) * cols];
+                        let b_lo = b - b_hi;
+                        for ((s, &a), &ah) in acc.iter_mut().zip(pa).zip(ph) {
+                            *s += b_hi * a + b_lo * ah;
+                        }
+                    }
+                    MathFidelity::HiFi4 => {
+                        for (s, &a) in acc.iter_mut().zip(pa) {
+                            *s += b * a;
+                        }
+                    }
+                }
+            }
+            match accumulation {
+                Accumulation::Fp32 => {
+                    for (d, &s) in drow.iter_mut().zip(&acc) {
+                        *d += s;
+                    }
+                }
+                Accumulation::Bf16 => {
+                    for (d, &s) in drow.iter_mut().zip(&acc) {
+                        *d = round_bf16(*d + s);
+                    }
+                }
+            }
+        }
+    }
+    dest
+}
+
+/// Splits `[m, n]` into tasks: column blocks of [`BLOCK_COLS`], and row chunks when there are
+/// fewer blocks than about two per thread. One task covering everything when the work is small.
+fn plan_tasks(m: usize, k: usize, n: usize) -> Vec<Task> {
+    let work = m.saturating_mul(k).saturating_mul(n);
+    if work <= PARALLEL_WORK {
+        return vec![Task {
+            r0: 0,
+            rows: m,
+            n0: 0,
+            cols: n,
+        }];
+    }
+    let col_blocks = n.div_ceil(BLOCK_COLS);
+    let want = 2 * rayon::current_num_threads();
+    let row_chunks = want.div_ceil(col_blocks).clamp(1, m);
+    let rows_per = m.div_ceil(row_chunks);
+    let mut tasks = Vec::new();
+    for r0 in (0..m).step_by(rows_per) {
+        for n0 in (0..n).step_by(BLOCK_COLS) {
+            tasks.push(Task {
+                r0,
+                rows: rows_per.min(m - r0),
+                n0,
+                cols: BLOCK_COLS.min(n - n0),
+            });
+        }
+    }
+    tasks
+}
+
+/// `x [.., K] @ W` as the device computes it under `settings` (only fidelity, accumulation, output
+/// are used; the weight's format is the DeviceWeight's). Returns an f32 tensor `[.., N]` holding
+/// the values of the output format. Errors unless x's last dimension is `K`.
+pub fn device_linear(x: &Tensor, w: &DeviceWeight, settings: &OpSettings) -> Result<Tensor> {
+    let (k, n) = (w.in_features(), w.out_features());
+    let Some((&xk, lead)) = x.shape().split_last() else {
+        return Err(OpError::shape(OP, "x must have at least one dimension"));
+    };
+    if xk != k {
+        return Err(OpError::shape(
+            OP,
+            format!(
+                "x {:?} has K = {xk} but the weight has K = {k} (N = {n})",
+                x.shape()
+            ),
+        ));
+    }
+    let m: usize = lead.iter().product();
+    let mut shape = lead.to_vec();
+    shape.push(n);
+    let xb: Vec<f32> = x.f32_values().iter().map(|&v| operand(v)).collect();
+    let mut out = vec![0f32; m * n];
+    if m > 0 {
+        let tasks = plan_tasks(m, k, n);
+        let (fidelity, accumulation) = (settings.fidelity, settings.accumulation);
+        let run = |t: &Task| run_task(&xb, k, &w.packed, *t, fidelity, accumulation);
+        let parts: Vec<Vec<f32>> = if tasks.len() > 1 {
+            tasks.par_iter().map(run).collect()
+        } else {
+            tasks.iter().map(run).collect()
+        };
+        for (t, dest) in tasks.iter().zip(&parts) {
+            for (row, src) in dest.chunks_exact(t.cols).enumerate() {
+                let at = (t.r0 + row) * n + t.n0;
+                out[at..at + t.cols].copy_from_slice(src);
+            }
+        }
+    }
+    round_to_device_format(&mut out, n, settings.output)?;
+    Tensor::from_f32(out, &shape)
+}
+
+/// Rounds a row-major `[rows, row_len]` buffer in place to `format` as the device's packer writes
+/// it: bf16 ties away from zero; bfp8/bfp4: each run of 16 consecutive values of a row (a face
+/// row; the last run of a row may be shorter and is padded with zeros for the shared exponent)
+/// shares an exponent, ties away from zero; f32: unchanged. Errors if `row_len` is 0 or
+/// `values.len()` is not a multiple of it.
+pub fn round_to_device_format(
+    values: &mut [f32],
+    row_len: usize,
+    format: StorageFormat,
+) -> Result<()> {
+    const OP: &str = "round_to_device_format";
+    if row_len == 0 || !values.len().is_multiple_of(row_len) {
+        return Err(OpError::invalid(
+            OP,
+            format!(
+                "{} values are not whole rows of {row_len} values",
+                values.len()
+            ),
+        ));
+    }
+    match format {
+        StorageFormat::F32 => {}
+        StorageFormat::Bf16 => {
+            for v in values.iter_mut() {
+                *v = round_bf16_device(*v);
+            }
+        }
+        StorageFormat::Bfp8B | StorageFormat::Bfp4B => {
+            let bfp = if format == StorageFormat::Bfp8B {
+                BfpFormat::Bfp8B
+            } else {
+                BfpFormat::Bfp4B
+            };
+            let mut block = [0u32; FACE];
+            let mut codes = [0u8; FACE];
+            for row in values.chunks_exact_mut(row_len) {
+                for run in row.chunks_mut(FACE) {
+                    block.fill(0);
+                    for (b, v) in block.iter_mut().zip(run.iter()) {
+                        *b = v.to_bits();
+                    }
+                    let shared = encode_block(&block, bfp, Rounding::TiesAwayFromZero, &mut codes);
+                    for (v, &c) in run.iter_mut().zip(&codes) {
+                        *v = f32::from_bits(decode(c, shared, bfp));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "device_linear_tests.rs"]
+mod tests;
