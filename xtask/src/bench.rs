@@ -34,6 +34,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use phi3_model::{Checkpoint, KvCache, Logits, Phi3Model, RuntimeOptions, bundled};
+use tt_decoder::{Preset, parse_preset, preset_of_fidelity};
 use tt_mesh::MeshShape;
 use tt_mesh::memory::host_profile_within_memory;
 use tt_ops::Fidelity;
@@ -65,14 +66,6 @@ impl FidelityArg {
             Self::F32 => "f32",
         }
     }
-
-    /// Bytes of one KV cache value.
-    fn kv_bytes(self) -> u64 {
-        match self {
-            Self::Bf16 => 2,
-            Self::F32 => 4,
-        }
-    }
 }
 
 /// Arguments of `cargo xtask bench`.
@@ -84,9 +77,13 @@ pub struct Args {
     /// Mesh shapes, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1x1,2x4")]
     meshes: Vec<MeshShape>,
-    /// Fidelities, comma separated.
+    /// Fidelities, comma separated (aliases of the presets `bf16` and `f32`).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "bf16,f32")]
     fidelities: Vec<FidelityArg>,
+    /// Precision presets to run instead of --fidelities, one per flag (repeat it):
+    /// `--precision accuracy --precision bf16`. Overrides as in `cargo xtask eval`.
+    #[arg(long, value_parser = parse_preset)]
+    precision: Vec<Preset>,
     /// Prompt lengths to prefill, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "155,1024")]
     prefill_lens: Vec<usize>,
@@ -184,16 +181,24 @@ pub fn run(args: Args) -> Result<()> {
     drop(files);
     drop(ckpt);
 
+    let presets = match args.precision.is_empty() {
+        true => args
+            .fidelities
+            .iter()
+            .map(|f| preset_of_fidelity(f.fidelity()))
+            .collect(),
+        false => args.precision.clone(),
+    };
     let mut runs = Vec::new();
     for &mesh in &args.meshes {
-        for &fidelity in &args.fidelities {
+        for preset in &presets {
             runs.push(bench_config(
                 &args,
                 &model_name,
                 &counts,
                 &ids,
                 mesh,
-                fidelity,
+                preset,
                 &cat,
             )?);
         }
@@ -246,17 +251,26 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Loads the model on `mesh` in `fidelity`, measures it, and drops it.
+/// A preset's name in the report (`*` when overridden).
+fn preset_label(preset: &Preset) -> String {
+    match preset.is_overridden() {
+        true => format!("{}*", preset.name()),
+        false => preset.name().to_string(),
+    }
+}
+
+/// Loads the model on `mesh` in `preset`, measures it, and drops it.
 fn bench_config(
     args: &Args,
     model_name: &str,
     counts: &Counts,
     ids: &[u32],
     mesh: MeshShape,
-    fidelity: FidelityArg,
+    preset: &Preset,
     cat: &Cat,
 ) -> Result<Run> {
-    let span = tracing::info_span!("bench", %mesh, fidelity = fidelity.name());
+    let label = preset_label(preset);
+    let span = tracing::info_span!("bench", %mesh, precision = %label);
     let _enter = span.enter();
     let scope = match reset_peak_rss() {
         true => RssScope::Config,
@@ -265,7 +279,7 @@ fn bench_config(
     let mut options = RuntimeOptions::new(mesh);
     // Simulated devices live in host memory: a cache that cannot fit is refused, not attempted.
     options.profile = host_profile_within_memory(mesh.num_devices());
-    options.fidelity = fidelity.fidelity();
+    options.precision = Some(preset.clone());
     options.max_seq_len = args.max_seq_len();
     tracing::info!("loading");
     let start = Instant::now();
@@ -304,7 +318,8 @@ fn bench_config(
         cache.reset(0);
         let steps_s = decode_steps(&model, &mut cache, 1, context, args.decode_steps, ids)?;
         let median_s = median(&steps_s);
-        let kv_bytes = counts.kv_bytes_read(context as u64, fidelity.kv_bytes());
+        let kv_value_bytes = model.numerics().kv_dtype().size_bytes() as u64;
+        let kv_bytes = counts.kv_bytes_read(context as u64, kv_value_bytes);
         decode.push(Decode {
             context,
             steps_s,
@@ -325,7 +340,7 @@ fn bench_config(
             batch_options.max_batch = users;
             batch_options.max_seq_len = args.batch_context + args.decode_steps;
             let plan = tt_decoder::plan(model.config(), &batch_options)?;
-            let mut cache = KvCache::new(&plan, model.mesh(), model.fidelity())?;
+            let mut cache = KvCache::with_dtype(&plan, model.mesh(), model.numerics().kv_dtype())?;
             let steps_s = decode_steps(
                 &model,
                 &mut cache,
@@ -349,7 +364,7 @@ fn bench_config(
     drop(model);
     let run = Run {
         mesh: mesh.to_string(),
-        fidelity: fidelity.name().to_string(),
+        fidelity: label,
         load_s,
         load_over_cat: load_s / cat.seconds.max(f64::MIN_POSITIVE),
         first_step_s,
@@ -509,8 +524,8 @@ mod tests {
         );
         let name = bundled::bundled_model_dir().display().to_string();
         for mesh in &args.meshes {
-            let run =
-                bench_config(&args, &name, &counts, &ids, *mesh, FidelityArg::Bf16, &cat).unwrap();
+            let bf16 = preset_of_fidelity(Fidelity::Bf16);
+            let run = bench_config(&args, &name, &counts, &ids, *mesh, &bf16, &cat).unwrap();
             assert_eq!(run.prefill.len(), 2);
             assert_eq!(run.decode.len(), 2);
             assert!(

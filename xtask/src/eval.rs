@@ -19,13 +19,15 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use phi3_eval::{
-    EvalMode, EvalOptions, ModelError, PrefillMode, Reference, TeacherForcedModel,
-    run_teacher_forcing,
+    EvalMode, EvalOptions, EvalRun, ModelError, PrefillMode, Reference, TeacherForcedModel,
+    TieBreak, run_teacher_forcing_with,
 };
 use phi3_model::{KvCache, LoadProgress, Logits, Phi3Tokenizer, RuntimeOptions, bundled};
-use tt_decoder::Model;
+use tt_decoder::{DecoderConfig, Model, Preset, parse_preset};
+use tt_hf::Checkpoint;
 use tt_mesh::MeshShape;
 use tt_mesh::memory::host_profile_within_memory;
+use tt_numerics::StorageFormat;
 use tt_ops::Fidelity;
 
 use self::hf::{hf_mode_refused, hf_script_args};
@@ -78,7 +80,11 @@ pub struct Args {
     /// Feed the prompt token by token instead of one prefill.
     #[arg(long)]
     prefill_decode: bool,
-    /// Activation fidelity [default: f32].
+    /// Precision preset (f32, bf16, seed, accuracy, performance, with per-op overrides such as
+    /// `accuracy,ff1_ff3.weights=bfp4`) [default: f32]. `tt-lm presets` prints them.
+    #[arg(long, value_parser = parse_preset, conflicts_with = "fidelity")]
+    precision: Option<Preset>,
+    /// Alias of `--precision f32` / `--precision bf16`.
     #[arg(long, value_enum)]
     fidelity: Option<FidelityArg>,
     /// Reference file [default: <model>/reference/eval_reference.json].
@@ -181,6 +187,34 @@ fn reference_path(args: &Args, model: &str, dir: &Path) -> Result<PathBuf> {
     }
 }
 
+/// Loads `ckpt` on the mesh `options` describe and scores it against `reference` (progress
+/// bars on stderr). Logits that leave the device in a device format (bf16, bfloat8_b) are ranked
+/// as the seed's `torch.topk` on them ranks equal logits; f32 logits by lowest id first.
+pub(crate) fn score_on_mesh(
+    ckpt: &mut Checkpoint<DecoderConfig>,
+    reference: &Reference,
+    options: &RuntimeOptions,
+    eval_options: &EvalOptions,
+) -> Result<EvalRun> {
+    let load_bar = bar(ckpt.total_bytes(), "loading {bar:40} {bytes}/{total_bytes}");
+    ckpt.set_progress(Arc::new(LoadBar(load_bar.clone())));
+    let model = Model::load(ckpt, options)?;
+    load_bar.finish_and_clear();
+    let tie = match model.numerics().logits_format() {
+        StorageFormat::F32 => TieBreak::LowestId,
+        _ => TieBreak::TorchTopk,
+    };
+    let cache = model.new_cache()?;
+    let mut mesh_model = MeshModel { model, cache };
+    let steps = bar(0, "eval {bar:40} {pos}/{len} model calls");
+    let run = run_teacher_forcing_with(&mut mesh_model, reference, eval_options, tie, &mut |p| {
+        steps.set_length(p.total as u64);
+        steps.set_position(p.done as u64);
+    })?;
+    steps.finish_and_clear();
+    Ok(run)
+}
+
 /// Runs the eval. An error comes back as one paragraph: its causes on one line, each once.
 pub fn run(args: Args) -> Result<()> {
     run_eval(args).map_err(|e| anyhow::anyhow!(phi3_model::error::one_paragraph(e.as_ref())))
@@ -247,14 +281,8 @@ fn run_eval(args: Args) -> Result<()> {
         None | Some(FidelityArg::F32) => Fidelity::F32,
         Some(FidelityArg::Bf16) => Fidelity::Bf16,
     };
+    options.precision = args.precision.clone();
     options.max_seq_len = max_seq_len;
-    let load_bar = bar(ckpt.total_bytes(), "loading {bar:40} {bytes}/{total_bytes}");
-    ckpt.set_progress(Arc::new(LoadBar(load_bar.clone())));
-    let model = Model::load(&ckpt, &options)?;
-    load_bar.finish_and_clear();
-    let cache = model.new_cache()?;
-    let mut mesh_model = MeshModel { model, cache };
-
     let eval_options = EvalOptions {
         prefill_mode: if args.prefill_decode {
             PrefillMode::PrefillDecode
@@ -263,12 +291,7 @@ fn run_eval(args: Args) -> Result<()> {
         },
         decode_len: Some(decode_len),
     };
-    let steps = bar(0, "eval {bar:40} {pos}/{len} model calls");
-    let run = run_teacher_forcing(&mut mesh_model, &reference, &eval_options, &mut |p| {
-        steps.set_length(p.total as u64);
-        steps.set_position(p.done as u64);
-    })?;
-    steps.finish_and_clear();
+    let run = score_on_mesh(&mut ckpt, &reference, &options, &eval_options)?;
     let report = run.report;
     tracing::info!(
         prefill_s = run.prefill_time.as_secs_f64(),
@@ -541,7 +564,7 @@ mod tests {
         let model = Model::load(&ckpt, &options).unwrap();
         let cache = model.new_cache().unwrap();
         let mut mesh_model = MeshModel { model, cache };
-        let run = run_teacher_forcing(
+        let run = phi3_eval::run_teacher_forcing(
             &mut mesh_model,
             &reference,
             &EvalOptions::default(),

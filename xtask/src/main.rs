@@ -3,6 +3,7 @@
 //! Each task lives in its own module with an `Args` struct and a `pub fn run(args) -> Result<()>`;
 //! this file only parses the command line and dispatches.
 
+mod accuracy;
 mod bench;
 mod eval;
 mod fixtures;
@@ -35,6 +36,9 @@ struct Cli {
 /// One `cargo xtask` subcommand.
 #[derive(Debug, Subcommand)]
 enum Task {
+    /// Accuracy prediction: every precision preset's eval as a table, and where a preset's
+    /// accuracy goes (attribution).
+    Accuracy(accuracy::Args),
     /// Load time, peak RSS, prefill and decode speed per mesh and fidelity, beside machine probes.
     Bench(bench::Args),
     /// Teacher-forcing eval of the mesh model against an HF reference (default: the bundled model).
@@ -78,6 +82,7 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(log_filter(cli.verbose))
         .init();
     let result = match cli.task {
+        Task::Accuracy(args) => accuracy::run(args),
         Task::Bench(args) => bench::run(args),
         Task::Eval(args) => eval::run(args),
         Task::Fixtures(args) => fixtures::run(args),

@@ -17,7 +17,7 @@ fn layer0(fixture: &str, rows: usize, cols: usize) -> LayerWeights {
     let config = ckpt.config().decoder_config();
     let plan = tt_decoder::plan(&config, &options).unwrap();
     let mesh = Mesh::new(options.mesh, options.profile.clone(), options.topology);
-    let mut weights = ModelWeights::load(&ckpt, &config, &plan, &mesh, options.fidelity).unwrap();
+    let mut weights = ModelWeights::load(&ckpt, &config, &plan, &mesh, &options.numerics().unwrap()).unwrap();
     weights.layers.swap_remove(0)
 }
 
@@ -25,20 +25,20 @@ fn layer0(fixture: &str, rows: usize, cols: usize) -> LayerWeights {
 fn fused_projections_cover_every_row_once_or_are_not_used() {
     // 8 query and 8 KV heads on 8 devices: Q, K and V rows partition qkv_proj.
     let w = layer0("phi3-tiny", 2, 4);
-    let qkv = w.qkv.fused.as_ref().unwrap();
+    let qkv = w.qkv.fused().unwrap();
     assert_eq!(qkv.parts.len(), 8);
     let (h, dh) = (qkv.full.dim(1).unwrap(), qkv.full.dim(0).unwrap() / 24);
     assert_eq!(
         qkv.parts[1],
         vec![dh..2 * dh, 9 * dh..10 * dh, 17 * dh..18 * dh]
     );
-    let gate_up = w.gate_up.fused.as_ref().unwrap();
+    let gate_up = w.gate_up.fused().unwrap();
     let i_d = gate_up.full.dim(0).unwrap() / 16;
     assert_eq!(gate_up.parts[7], vec![7 * i_d..8 * i_d, 15 * i_d..16 * i_d]);
     assert_eq!(gate_up.full.dim(1).unwrap(), h);
     // 2 KV heads on 8 devices: K and V rows are replicated, so the devices' rows overlap and
     // each device multiplies by its own views.
     let w = layer0("phi3-tiny-gqa", 2, 4);
-    assert!(w.qkv.fused.is_none());
-    assert!(w.gate_up.fused.is_some());
+    assert!(w.qkv.fused().is_none());
+    assert!(w.gate_up.fused().is_some());
 }

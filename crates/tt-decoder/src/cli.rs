@@ -25,10 +25,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 use tt_hf::{ChatMessage, Checkpoint, LoadProgress, StreamDecoder, Tokenizer, read_prompt_file};
 use tt_mesh::{DeviceProfile, MeshShape};
+use tt_numerics::Preset;
 use tt_ops::Fidelity;
 
 use crate::config::DecoderConfig;
 use crate::family::{Family, open_checkpoint};
+use crate::precision::parse_preset;
 use crate::{
     GenerateOptions, Logits, Model, RuntimeOptions, Sampler, Sampling, SamplingParams, generate,
 };
@@ -71,6 +73,15 @@ enum Command {
     Logits(LogitsArgs),
     /// Print the sharding plan of a checkpoint on a mesh.
     Plan(PlanArgs),
+    /// Print the precision presets: each op class's weight format, math fidelity, accumulation
+    /// and output format, with the tt-metal file each setting was taken from.
+    Presets(PresetsArgs),
+}
+
+#[derive(Debug, Args)]
+struct PresetsArgs {
+    /// One preset, with overrides (e.g. `performance,ff2.weights=bfp4`); default: every preset.
+    spec: Option<String>,
 }
 
 /// Activation fidelity on the command line.
@@ -91,9 +102,14 @@ struct ModelArgs {
     /// Mesh shape, rows x cols.
     #[arg(long, default_value = "2x4")]
     mesh: MeshShape,
-    /// Activation fidelity.
-    #[arg(long, value_enum, default_value = "f32")]
-    fidelity: FidelityArg,
+    /// Precision preset: f32, bf16, seed, accuracy or performance, with optional per-op
+    /// overrides (`accuracy,ff1_ff3.weights=bfp4,qkv.fidelity=hifi4`); see the `presets`
+    /// command. Default: f32.
+    #[arg(long, value_parser = parse_preset, conflicts_with = "fidelity")]
+    precision: Option<Preset>,
+    /// Alias of `--precision f32` / `--precision bf16`.
+    #[arg(long, value_enum)]
+    fidelity: Option<FidelityArg>,
     /// Device profile: host (this machine's memory split over the devices) or wormhole_b0.
     #[arg(long, default_value = "host")]
     profile: String,
@@ -229,9 +245,10 @@ fn load(bin: &Binary, args: &ModelArgs, needed_len: usize) -> Result<(Model, f64
     let mut options = RuntimeOptions::new(args.mesh);
     options.profile = profile(&args.profile, args.mesh)?;
     options.fidelity = match args.fidelity {
-        FidelityArg::F32 => Fidelity::F32,
-        FidelityArg::Bf16 => Fidelity::Bf16,
+        None | Some(FidelityArg::F32) => Fidelity::F32,
+        Some(FidelityArg::Bf16) => Fidelity::Bf16,
     };
+    options.precision = args.precision.clone();
     options.max_seq_len = args.max_seq_len.unwrap_or(needed_len);
     let model = Model::load(&ckpt, &options)?;
     bar.finish_and_clear();
@@ -389,6 +406,14 @@ fn write_logits(path: &Path, values: &[f32], shape: &[usize]) -> Result<()> {
     Ok(())
 }
 
+fn run_presets(args: PresetsArgs) -> Result<()> {
+    match args.spec {
+        Some(spec) => print!("{}", Preset::parse(&spec)?),
+        None => print!("{}", tt_numerics::table::all_presets_table()),
+    }
+    Ok(())
+}
+
 fn run_plan(bin: &Binary, args: PlanArgs) -> Result<()> {
     let ckpt = open(bin, args.model.as_deref())?;
     let mut options = RuntimeOptions::new(args.mesh);
@@ -427,6 +452,7 @@ pub fn main(bin: &Binary) -> ExitCode {
         Command::Generate(args) => run_generate(bin, args),
         Command::Logits(args) => run_logits(bin, args),
         Command::Plan(args) => run_plan(bin, args),
+        Command::Presets(args) => run_presets(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

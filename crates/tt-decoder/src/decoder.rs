@@ -15,11 +15,12 @@
 //! computed once and shared by every device's storage.
 
 use tt_mesh::{Mesh, RowParallelLinear};
+use tt_numerics::StorageFormat;
 use tt_ops::{
     Fidelity, KvCache as LayerCache, SdpaDecodeOptions, SdpaOptions, Tensor, add_inplace,
     nlp_concat_heads, nlp_concat_heads_decode, nlp_create_qkv_heads, nlp_create_qkv_heads_decode,
-    rms_norm, rotary_embedding, rotary_embedding_decode, scaled_dot_product_attention, silu_mul,
-    team,
+    rms_norm, rotary_embedding, rotary_embedding_decode, round_to_device_format,
+    scaled_dot_product_attention, silu_mul, team,
 };
 
 use crate::error::{Error, Result};
@@ -52,6 +53,8 @@ pub(crate) enum AttentionStep<'a> {
 pub(crate) struct LayerContext<'a> {
     pub mesh: &'a Mesh,
     pub fidelity: Fidelity,
+    /// The block-float format K and V are rounded to before entering the cache, if any.
+    pub kv_format: Option<StorageFormat>,
     pub eps: f32,
     pub sliding_window: Option<usize>,
     /// Query and KV heads per device.
@@ -67,6 +70,18 @@ impl LayerContext<'_> {
 
     fn round(&self, t: Tensor) -> Result<Tensor> {
         Ok(self.fidelity.round(t)?)
+    }
+
+    /// K or V (`[.., dh]`) as the cache stores it: rounded to the cache's block-float format
+    /// (16 values of a head row per exponent) when it has one.
+    fn to_cache(&self, t: &Tensor) -> Result<Tensor> {
+        let mut t = t.contiguous();
+        let Some(format) = self.kv_format else {
+            return Ok(t);
+        };
+        let dh = t.shape().last().copied().unwrap_or(1).max(1);
+        round_to_device_format(t.as_f32_mut()?, dh, format)?;
+        Ok(t)
     }
 
     /// One decoder layer: `x [M, H]` (replicated) is updated in place.
@@ -134,7 +149,12 @@ impl LayerContext<'_> {
                 let (q, k, v) = nlp_create_qkv_heads(&qkv.reshape(&[1, 1, m, width])?, nq, nkv)?;
                 let q = self.round(rotary_embedding(&q, cos, sin, 0)?)?;
                 let k = self.round(rotary_embedding(&k, cos, sin, 0)?)?;
-                cache.fill(&k, &v, *user, 0)?;
+                // The cache keeps what the device's packer writes; prefill attends to the K and
+                // V it computed (as tt_transformers' prefill does).
+                match self.kv_format {
+                    Some(_) => cache.fill(&self.to_cache(&k)?, &self.to_cache(&v)?, *user, 0)?,
+                    None => cache.fill(&k, &v, *user, 0)?,
+                }
                 let opts = SdpaOptions {
                     causal: true,
                     scale: None,
@@ -160,7 +180,10 @@ impl LayerContext<'_> {
                     .collect();
                 let q = self.round(rotary_embedding_decode(&q, cos, sin, &rows)?)?;
                 let k = self.round(rotary_embedding_decode(&k, cos, sin, &rows)?)?;
-                cache.update(&k, &v, positions)?;
+                match self.kv_format {
+                    Some(_) => cache.update(&self.to_cache(&k)?, &self.to_cache(&v)?, positions)?,
+                    None => cache.update(&k, &v, positions)?,
+                }
                 let opts = SdpaDecodeOptions {
                     scale: None,
                     sliding_window: self.sliding_window,

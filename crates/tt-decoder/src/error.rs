@@ -87,6 +87,9 @@ pub enum Error {
     /// The model needs something the decoder does not implement.
     #[error("{0}")]
     Unsupported(String),
+    /// A precision preset the decoder cannot run.
+    #[error("precision: {0}")]
+    Precision(String),
     /// An invariant of this crate broke (a bug: please report it).
     #[error("internal error: {0}")]
     Internal(String),

@@ -2,8 +2,9 @@
 //!
 //! Each device holds a `[max_batch, nkv_d, max_seq_len, dh]` K and V cache (a
 //! [`tt_ops::KvCache`]) in every layer, exactly the plan's `kv_cache` shard, with its bytes
-//! reserved on the device before anything is written. f32 under f32 fidelity (so the reference
-//! path keeps HF's fp32 keys), bf16 under bf16 fidelity (what a device stores). The cache is
+//! reserved on the device before anything is written. f32 under an f32 cache format (so the
+//! reference path keeps HF's fp32 keys), else bf16 (what a device stores; a bfloat8_b cache's
+//! values are rounded before they are written, see [`crate::precision`]). The cache is
 //! explicit state passed to every forward call; it remembers how many rows each user holds and
 //! which RoPE variant wrote them.
 
@@ -27,12 +28,18 @@ pub struct KvCache {
 impl KvCache {
     /// Reserves and allocates the cache the plan describes on `mesh` (a typed error naming the
     /// device, bytes needed and available when a device is full; nothing is allocated then).
+    /// The cache holds f32 under f32 fidelity, else bf16.
     pub fn new(plan: &Plan, mesh: &Mesh, fidelity: Fidelity) -> Result<Self> {
-        let shard = plan.kv_cache();
         let dtype = match fidelity {
             Fidelity::F32 => DType::F32,
             Fidelity::Bf16 => DType::Bf16,
         };
+        Self::with_dtype(plan, mesh, dtype)
+    }
+
+    /// [`KvCache::new`] with the element type given.
+    pub fn with_dtype(plan: &Plan, mesh: &Mesh, dtype: DType) -> Result<Self> {
+        let shard = plan.kv_cache();
         let [batch, nkv, len, dh] = <[usize; 4]>::try_from(shard.shape.as_slice())
             .map_err(|_| Error::Internal(format!("KV cache shard shape {:?}", shard.shape)))?;
         let layers = plan.dims().layers;

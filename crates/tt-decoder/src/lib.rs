@@ -11,7 +11,8 @@
 //!   family its `model_type` names.
 //! - [`config`]: [`DecoderConfig`], what the decoder knows of a model.
 //! - [`names`]: the tensors of a decoder checkpoint, their HF names and shapes.
-//! - [`sharding`]: the config as the planner's numbers; runtime options (mesh, fidelity, cache).
+//! - [`sharding`]: the config as the planner's numbers; runtime options (mesh, precision, cache).
+//! - [`precision`]: a `tt-numerics` precision preset resolved for the decoder ([`Numerics`]).
 //! - [`weights`]: the checkpoint split into each device's shards (parallel layers).
 //! - [`kv_cache`]: the KV cache, split by KV heads, per layer and device.
 //! - `decoder` (private): one decoder layer on the mesh; the attention cores of prefill and
@@ -31,6 +32,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod model;
 pub mod names;
+pub mod precision;
 pub mod sampling;
 pub mod sharding;
 pub mod weights;
@@ -42,5 +44,7 @@ pub use generate::{GenerateOptions, GenerateTimings, Generated, generate};
 pub use kv_cache::KvCache;
 pub use model::{Logits, Model};
 pub use names::{LayerTensor, TensorName, expected_tensors};
+pub use precision::{Numerics, parse_preset, preset_of_fidelity};
 pub use sampling::{Sampler, Sampling, SamplingParams};
 pub use sharding::{RuntimeOptions, decoder_dims, plan};
+pub use tt_numerics::{OpClass, Preset, PresetName};

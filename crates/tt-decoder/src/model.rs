@@ -11,7 +11,7 @@
 use tt_hf::Checkpoint;
 use tt_hf::checkpoint::CheckpointWatch;
 use tt_mesh::{Distribution, Mesh, MeshComposer, MeshTensor};
-use tt_ops::{Fidelity, RopeTables, RopeVariant, Tensor, embedding, linear, rms_norm};
+use tt_ops::{Fidelity, RopeTables, RopeVariant, Tensor, embedding, rms_norm};
 use tt_shard::Plan;
 
 use crate::config::DecoderConfig;
@@ -19,6 +19,7 @@ use crate::decoder::{AttentionStep, LayerContext, uniform_heads};
 use crate::error::{Error, Result};
 use crate::family::FamilyConfig;
 use crate::kv_cache::KvCache;
+use crate::precision::Numerics;
 use crate::sharding::{RuntimeOptions, plan};
 use crate::weights::ModelWeights;
 
@@ -36,6 +37,7 @@ pub struct Model {
     config: DecoderConfig,
     plan: Plan,
     mesh: Mesh,
+    numerics: Numerics,
     fidelity: Fidelity,
     rope: RopeTables,
     weights: ModelWeights,
@@ -55,7 +57,8 @@ impl Model {
         let config = ckpt.config().decoder_config();
         let plan = plan(&config, options)?;
         let mesh = Mesh::new(options.mesh, options.profile.clone(), options.topology);
-        let weights = ModelWeights::load(ckpt, &config, &plan, &mesh, options.fidelity)?;
+        let numerics = options.numerics()?;
+        let weights = ModelWeights::load(ckpt, &config, &plan, &mesh, &numerics)?;
         let per_device = (0..plan.num_devices())
             .map(|d| {
                 plan.device_heads(d)
@@ -68,7 +71,8 @@ impl Model {
             config,
             plan,
             mesh,
-            fidelity: options.fidelity,
+            fidelity: numerics.activations(),
+            numerics,
             weights,
             heads,
             watch: ckpt.watch(),
@@ -95,6 +99,11 @@ impl Model {
         self.fidelity
     }
 
+    /// The precision the model computes in.
+    pub fn numerics(&self) -> &Numerics {
+        &self.numerics
+    }
+
     /// The RoPE tables (both variants for LongRoPE).
     pub fn rope(&self) -> &RopeTables {
         &self.rope
@@ -102,13 +111,14 @@ impl Model {
 
     /// A new, empty KV cache of the planned size, reserved on every device.
     pub fn new_cache(&self) -> Result<KvCache> {
-        KvCache::new(&self.plan, &self.mesh, self.fidelity)
+        KvCache::with_dtype(&self.plan, &self.mesh, self.numerics.kv_dtype())
     }
 
     fn context(&self) -> LayerContext<'_> {
         LayerContext {
             mesh: &self.mesh,
             fidelity: self.fidelity,
+            kv_format: self.numerics.kv_block_format(),
             eps: self.config.rms_norm_eps as f32,
             sliding_window: self.config.sliding_window,
             heads: self.heads,
@@ -174,11 +184,15 @@ impl Model {
         if let Some(t) = trace {
             t.push(("final_norm".to_string(), x.clone()));
         }
-        // Column-parallel LM head: each device's vocab rows, composed in device order.
-        let lm_head = &self.weights.lm_head;
-        let shards = (0..self.mesh.num_devices())
-            .map(|d| Ok(linear(&x, lm_head.shard(d)?)?))
-            .collect::<Result<Vec<_>>>()?;
+        // Column-parallel LM head: each device's vocab rows, written in the preset's logits
+        // format, composed in device order.
+        let shards = self
+            .weights
+            .lm_head
+            .forward(&x)?
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
         let sharded =
             MeshTensor::from_shards(&self.mesh, shards, Distribution::Sharded { dim: 1 })?;
         let out = self

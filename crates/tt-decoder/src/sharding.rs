@@ -4,16 +4,18 @@
 //! device count itself, it asks the [`Plan`] built here for every range it loads.
 
 use tt_mesh::{DeviceProfile, MeshShape, Topology};
+use tt_numerics::Preset;
 use tt_ops::Fidelity;
 use tt_shard::{DecoderDims, Plan, PlanOptions};
 
 use crate::config::DecoderConfig;
 use crate::error::Result;
+use crate::precision::{Numerics, preset_of_fidelity};
 
 /// Bytes per stored weight value: the mesh keeps every matrix in bf16.
 pub const WEIGHT_DTYPE_BYTES: usize = 2;
 
-/// How a checkpoint is brought up: mesh, device profile, fidelity and cache size.
+/// How a checkpoint is brought up: mesh, device profile, precision and cache size.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
     /// Mesh shape (devices in row-major order).
@@ -22,7 +24,11 @@ pub struct RuntimeOptions {
     pub profile: DeviceProfile,
     /// Link topology used by the collectives.
     pub topology: Topology,
-    /// Activations in f32 (reference) or rounded to bf16 between ops (device-like).
+    /// The numbers the model computes with: a `tt-numerics` preset (`f32`, `bf16`, `seed`,
+    /// `accuracy`, `performance`, with overrides). `None` means the preset `fidelity` names.
+    pub precision: Option<Preset>,
+    /// The `--fidelity` alias: `F32` is the preset `f32`, `Bf16` the preset `bf16`. Used only
+    /// when `precision` is `None`.
     pub fidelity: Fidelity,
     /// KV cache length in tokens (checked against device budgets before allocating).
     pub max_seq_len: usize,
@@ -37,10 +43,25 @@ impl RuntimeOptions {
             mesh,
             profile: DeviceProfile::host(),
             topology: Topology::Linear,
+            precision: None,
             fidelity: Fidelity::F32,
             max_seq_len: 4096,
             max_batch: 1,
         }
+    }
+}
+
+impl RuntimeOptions {
+    /// The preset in force: `precision`, else the one `fidelity` names.
+    pub fn preset(&self) -> Preset {
+        self.precision
+            .clone()
+            .unwrap_or_else(|| preset_of_fidelity(self.fidelity))
+    }
+
+    /// The preset in force, resolved for the decoder.
+    pub fn numerics(&self) -> Result<Numerics> {
+        Numerics::new(self.preset())
     }
 }
 

@@ -1,35 +1,44 @@
 //! The checkpoint's tensors, split into the shards the plan gives each device.
 //!
 //! Each device receives only its part: its own heads' Q, K and V rows (of the fused `qkv_proj`
-//! or of `q_proj`, `k_proj`, `v_proj`), its own rows of gate and of up (fused or apart), its column block of `o_proj` and `down_proj`, and
-//! its vocab rows of `lm_head`. Replicated tensors (embedding, norms) are shared by every device's
-//! storage while their bytes are counted on each device.
+//! or of `q_proj`, `k_proj`, `v_proj`), its own rows of gate and of up (fused or apart), its
+//! column block of `o_proj` and `down_proj`, and its vocab rows of `lm_head`. Replicated tensors
+//! (embedding, norms) are shared by every device's storage while their bytes are counted on each
+//! device.
 //!
-//! Every matrix is bf16 (an F32 checkpoint under f32 fidelity keeps f32 copies, so the
-//! reference path computes with the file's own numbers) and, for a BF16 checkpoint, is not copied
-//! at all: each shard is a view (a row block, or a column block read with its row stride) of the
-//! tensor in the memory-mapped
-//! file ([`Checkpoint::bf16_tensor`]), so loading costs what reading the file from the page cache
-//! costs, and the process holds one copy of the weights (the page cache's). That is why Q, K and
-//! V (and gate and up) are separate per-device tensors rather than re-fused ones: a device's Q, K
-//! and V rows are three separate runs of the checkpoint tensor. When the devices' rows cover the
-//! fused checkpoint matrix exactly once, [`FusedRows`] keeps a handle on the whole matrix so the
-//! decoder can run every device's projection in one pass.
+//! How a matrix is kept follows its op class's settings in the precision preset
+//! ([`crate::precision`]):
+//! - settings a host matmul computes exactly keep host tensors: with f32 weights the
+//!   checkpoint's own precision (an F32 checkpoint keeps f32 copies, so the reference path
+//!   computes with the file's own numbers), else bf16. A BF16 checkpoint's bf16 tensors are not
+//!   copied at all: each shard is a view (a row block, or a column block read with its row
+//!   stride) of the tensor in the memory-mapped file ([`Checkpoint::bf16_tensor`]), so loading
+//!   costs what reading the file from the page cache costs, and the process holds one copy of
+//!   the weights (the page cache's). That is why Q, K and V (and gate and up) are separate
+//!   per-device tensors rather than re-fused ones. When the devices' rows cover the fused
+//!   checkpoint matrix exactly once, [`FusedRows`] keeps a handle on the whole matrix so the
+//!   decoder can run every device's projection in one pass;
+//! - any other settings read the matrix as an f32 copy (by `pread`, not through the mapping),
+//!   split it the same way, and pack each device's shard in the op's storage format (bfloat8_b,
+//!   bfloat4_b, or bf16 tiles for a bf16 op with device arithmetic); the copy is dropped once
+//!   packed, so the process holds the packed bytes only.
 
 use std::ops::Range;
 
 use rayon::prelude::*;
 use tt_hf::Checkpoint;
 use tt_mesh::{
-    ColumnParallelLinear, Distribution, FusedRows, Mesh, MeshMapper, MeshTensor, OutputGrouping,
-    RowParallelLinear,
+    ColumnParallelLinear, ColumnWeights, Distribution, FusedRows, Mesh, MeshMapper, MeshTensor,
+    OutputGrouping, RowParallelLinear, RowWeights,
 };
+use tt_numerics::{OpClass, OpSettings, StorageFormat};
 use tt_ops::{Fidelity, Tensor};
 use tt_shard::{GateUpLayout, Plan, QkvLayout, WeightKind};
 
 use crate::config::DecoderConfig;
 use crate::error::Result;
 use crate::names::{LayerTensor, TensorName, expected_tensors};
+use crate::precision::Numerics;
 
 /// One decoder layer's weights on the mesh.
 pub struct LayerWeights {
@@ -79,8 +88,9 @@ pub struct ModelWeights {
     pub layers: Vec<LayerWeights>,
     /// `[H]` f32, replicated.
     pub final_norm: MeshTensor,
-    /// `[V_d, H]` bf16 per device (the device's real vocab rows; padding rows are not stored).
-    pub lm_head: MeshTensor,
+    /// `[V_d, H]` per device (the device's real vocab rows; padding rows are not stored), one
+    /// output.
+    pub lm_head: ColumnParallelLinear,
 }
 
 /// A 1-D tensor read whole as f32.
@@ -140,14 +150,31 @@ fn columns_of(mesh: &Mesh, plan: &Plan, full: &Tensor, kind: WeightKind) -> Resu
     })
 }
 
-/// A weight matrix: under f32 fidelity at the precision the checkpoint stores it (an F32
-/// checkpoint is the reference's own numbers), else bf16 as a device stores it (a view of the
-/// mapped file for a BF16 checkpoint).
-fn matrix<C>(ckpt: &Checkpoint<C>, name: &str, fidelity: Fidelity) -> Result<Tensor> {
-    Ok(match fidelity {
-        Fidelity::F32 => ckpt.tensor_as_stored(name)?,
-        Fidelity::Bf16 => ckpt.bf16_tensor(name)?,
+/// A weight matrix read for `settings`: with f32 weights at the precision the checkpoint stores
+/// it (an F32 checkpoint is the reference's own numbers), with exact bf16 weights as bf16 (a view
+/// of the mapped file for a BF16 checkpoint), and for the device's arithmetic as an f32 copy to
+/// be packed (read with `pread`, so the mapping's pages are not made resident).
+fn matrix<C>(ckpt: &Checkpoint<C>, name: &str, settings: &OpSettings) -> Result<Tensor> {
+    if !settings.is_exact_math() {
+        let shape = ckpt.tensor_info(name)?.shape.clone();
+        return Ok(Tensor::from_f32(ckpt.read_all::<f32>(name)?, &shape)?);
+    }
+    Ok(match settings.weights {
+        StorageFormat::F32 => ckpt.tensor_as_stored(name)?,
+        _ => ckpt.bf16_tensor(name)?,
     })
+}
+
+/// The op class whose settings a layer tensor is kept under.
+fn op_class(t: LayerTensor) -> OpClass {
+    match t {
+        LayerTensor::QkvProj | LayerTensor::QProj | LayerTensor::KProj | LayerTensor::VProj => {
+            OpClass::Qkv
+        }
+        LayerTensor::OProj => OpClass::O,
+        LayerTensor::GateUpProj | LayerTensor::GateProj | LayerTensor::UpProj => OpClass::Ff1Ff3,
+        _ => OpClass::Ff2,
+    }
 }
 
 /// A column-parallel layer over `kinds`, each read from its own tensor or all from one fused
@@ -173,9 +200,9 @@ fn column_parallel(
         None => None,
     };
     Ok(ColumnParallelLinear {
-        outputs,
-        fused,
+        weights: ColumnWeights::Host { outputs, fused },
         grouping,
+        settings: OpSettings::EXACT,
     })
 }
 
@@ -187,8 +214,11 @@ fn row_parallel(
     kind: WeightKind,
 ) -> Result<RowParallelLinear> {
     Ok(RowParallelLinear {
-        weight: columns_of(mesh, plan, full, kind)?,
-        blocks: in_device_blocks(plan, full, kind)?,
+        weights: RowWeights::Host {
+            weight: columns_of(mesh, plan, full, kind)?,
+            blocks: in_device_blocks(plan, full, kind)?,
+        },
+        settings: OpSettings::EXACT,
     })
 }
 
@@ -287,13 +317,19 @@ fn padded_attention(
     )?;
     Ok((
         ColumnParallelLinear {
-            outputs: vec![q_rows, k_rows, v_rows],
-            fused: None,
+            weights: ColumnWeights::Host {
+                outputs: vec![q_rows, k_rows, v_rows],
+                fused: None,
+            },
             grouping: OutputGrouping::Concat,
+            settings: OpSettings::EXACT,
         },
         RowParallelLinear {
-            weight: o_cols,
-            blocks: None,
+            weights: RowWeights::Host {
+                weight: o_cols,
+                blocks: None,
+            },
+            settings: OpSettings::EXACT,
         },
     ))
 }
@@ -305,13 +341,13 @@ impl LayerWeights {
         config: &DecoderConfig,
         plan: &Plan,
         mesh: &Mesh,
-        fidelity: Fidelity,
+        numerics: &Numerics,
         i: usize,
     ) -> Result<Self> {
         let hidden = config.hidden_size;
         let name = |t: LayerTensor| config.family.tensor_name(TensorName::Layer(i, t));
         let replicate = |t: Tensor| mesh.distribute(&t, MeshMapper::Replicate);
-        let read = |t: LayerTensor| matrix(ckpt, &name(t), fidelity);
+        let read = |t: LayerTensor| matrix(ckpt, &name(t), &numerics.op(op_class(t)));
         let (qkv, o) = if plan.heads().is_padded() {
             padded_attention(mesh, plan, config, &read)?
         } else {
@@ -331,6 +367,8 @@ impl LayerWeights {
             let o = row_parallel(mesh, plan, &read(LayerTensor::OProj)?, WeightKind::O)?;
             (qkv, o)
         };
+        let qkv = qkv.with_settings(mesh, numerics.op(OpClass::Qkv))?;
+        let o = o.with_settings(mesh, numerics.op(OpClass::O))?;
         let gate_up_fused = match config.gate_up_layout {
             GateUpLayout::Fused => Some(read(LayerTensor::GateUpProj)?),
             GateUpLayout::Separate => None,
@@ -357,8 +395,9 @@ impl LayerWeights {
                 &name(LayerTensor::PostAttentionLayerNorm),
                 hidden,
             )?)?,
-            gate_up,
-            down: row_parallel(mesh, plan, &read(LayerTensor::DownProj)?, WeightKind::Down)?,
+            gate_up: gate_up.with_settings(mesh, numerics.op(OpClass::Ff1Ff3))?,
+            down: row_parallel(mesh, plan, &read(LayerTensor::DownProj)?, WeightKind::Down)?
+                .with_settings(mesh, numerics.op(OpClass::Ff2))?,
         })
     }
 }
@@ -371,26 +410,40 @@ impl ModelWeights {
         config: &DecoderConfig,
         plan: &Plan,
         mesh: &Mesh,
-        fidelity: Fidelity,
+        numerics: &Numerics,
     ) -> Result<Self> {
         let hidden = config.hidden_size;
         ckpt.check_tensors(&expected_tensors(config))?;
         let name = |t: TensorName| config.family.tensor_name(t);
         let replicate = |t: Tensor| mesh.distribute(&t, MeshMapper::Replicate);
 
-        let embed_full = matrix(ckpt, &name(TensorName::Embed), fidelity)?;
+        // The embedding table is a lookup, kept as the activations are stored.
+        let embed_settings = match numerics.activations() {
+            Fidelity::F32 => OpSettings::EXACT,
+            Fidelity::Bf16 => numerics.preset().get(OpClass::Activations).to_owned(),
+        };
+        let embed_full = matrix(ckpt, &name(TensorName::Embed), &embed_settings)?;
         let embed = replicate(embed_full.clone())?;
         let final_norm = replicate(read_vector(ckpt, &name(TensorName::FinalNorm), hidden)?)?;
         let layers = (0..config.num_hidden_layers)
             .into_par_iter()
-            .map(|i| LayerWeights::load(ckpt, config, plan, mesh, fidelity, i))
+            .map(|i| LayerWeights::load(ckpt, config, plan, mesh, numerics, i))
             .collect::<Result<Vec<_>>>()?;
-        let head_full = if config.tie_word_embeddings {
-            embed_full
-        } else {
-            matrix(ckpt, &name(TensorName::LmHead), fidelity)?
+        let head_settings = numerics.op(OpClass::LmHead);
+        let head_full = match (config.tie_word_embeddings, head_settings == embed_settings) {
+            (true, true) => embed_full,
+            (true, false) => matrix(ckpt, &name(TensorName::Embed), &head_settings)?,
+            (false, _) => matrix(ckpt, &name(TensorName::LmHead), &head_settings)?,
         };
-        let lm_head = rows_of(mesh, plan, &head_full, WeightKind::LmHead)?;
+        let lm_head = ColumnParallelLinear {
+            weights: ColumnWeights::Host {
+                outputs: vec![rows_of(mesh, plan, &head_full, WeightKind::LmHead)?],
+                fused: None,
+            },
+            grouping: OutputGrouping::Concat,
+            settings: OpSettings::EXACT,
+        }
+        .with_settings(mesh, head_settings)?;
         Ok(Self {
             embed,
             layers,

@@ -16,8 +16,8 @@
 //! - [`tensor`]: mesh tensors and their distribution contract.
 //! - [`mapper`]: mappers and composers.
 //! - [`ccl`]: collectives (schedules and their execution on device buffers).
-//! - [`parallel`]: column- and row-parallel linear layers; a row-parallel layer ends in its
-//!   all_reduce.
+//! - [`parallel`]: column- and row-parallel linear layers, with host or packed device weights
+//!   ([`DeviceShards`]); a row-parallel layer ends in its all_reduce.
 //! - [`error`]: typed errors.
 
 pub mod ccl;
@@ -36,7 +36,10 @@ pub use links::LinkBytes;
 pub use mapper::{MeshComposer, MeshMapper};
 pub use memory::{Allocation, MemoryStats};
 pub use mesh::{Execution, Mesh};
-pub use parallel::{ColumnParallelLinear, FusedRows, OutputGrouping, RowParallelLinear};
+pub use parallel::{
+    ColumnParallelLinear, ColumnWeights, DeviceShards, FusedRows, OutputGrouping,
+    RowParallelLinear, RowWeights,
+};
 pub use tensor::{Distribution, MeshTensor};
 pub use topology::{Algorithm, Topology};
 pub use tt_shard::{DeviceProfile, MeshShape};

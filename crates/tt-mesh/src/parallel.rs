@@ -6,6 +6,12 @@
 //! - [`RowParallelLinear`]: every device holds the input columns matching its slice and computes
 //!   a partial product; the layer ends in its `all_reduce`, so it returns the replicated sum.
 //!
+//! Each layer carries the [`OpSettings`] of its op class. Its weights are either host tensors
+//! ([`ColumnWeights::Host`], [`RowWeights::Host`]: f32 or bf16, multiplied by the host's exact
+//! kernels) or packed as the device stores them ([`DeviceShards`]: any storage format, multiplied
+//! with the device's fidelity and accumulation by [`tt_ops::device_linear`]). Either way, every
+//! device's output is written in the settings' output format, as the device's packer writes it.
+//!
 //! Invariant: each device's numbers are those of its own shard. When the devices' shards
 //! partition one checkpoint matrix exactly, the host runs all devices in one pass over the whole
 //! matrix ([`FusedRows`], column blocks) and hands each device its part; this is an optimisation
@@ -15,10 +21,15 @@
 
 use std::ops::Range;
 
-use tt_ops::{Tensor, linear, linear_column_blocks, team};
+use rayon::prelude::*;
+use tt_numerics::OpSettings;
+use tt_ops::{
+    DeviceWeight, Tensor, device_linear, linear, linear_column_blocks, round_to_device_format, team,
+};
 
 use crate::Collectives;
 use crate::error::MeshError;
+use crate::memory::Allocation;
 use crate::mesh::Mesh;
 use crate::tensor::{Distribution, MeshTensor};
 
@@ -41,93 +52,282 @@ pub enum OutputGrouping {
     Apart,
 }
 
+/// Per device, its weights packed as the device stores them (one per output of the layer), with
+/// their bytes reserved on the device.
+#[derive(Debug)]
+pub struct DeviceShards {
+    weights: Vec<Vec<DeviceWeight>>,
+    _allocations: Vec<Allocation>,
+}
+
+impl DeviceShards {
+    /// Packs `per_device[d][o]` (output `o` of device `d`, `[N, K]`) in `format` and reserves the
+    /// packed bytes on each device.
+    pub fn pack(
+        mesh: &Mesh,
+        per_device: &[Vec<&Tensor>],
+        format: tt_numerics::StorageFormat,
+    ) -> Result<Self, MeshError> {
+        if per_device.len() != mesh.num_devices() {
+            return Err(MeshError::DeviceCount {
+                expected: mesh.num_devices(),
+                got: per_device.len(),
+            });
+        }
+        let weights = per_device
+            .par_iter()
+            .map(|outputs| {
+                outputs
+                    .iter()
+                    .map(|w| Ok(DeviceWeight::pack(w, format)?))
+                    .collect::<Result<Vec<_>, MeshError>>()
+            })
+            .collect::<Result<Vec<_>, MeshError>>()?;
+        let _allocations = weights
+            .iter()
+            .enumerate()
+            .map(|(d, ws)| {
+                let bytes: usize = ws.iter().map(DeviceWeight::byte_size).sum();
+                mesh.allocate(d, bytes as u64)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            weights,
+            _allocations,
+        })
+    }
+
+    /// Device `d`'s weights, one per output.
+    pub fn device(&self, d: usize) -> Result<&[DeviceWeight], MeshError> {
+        self.weights
+            .get(d)
+            .map(Vec::as_slice)
+            .ok_or(MeshError::DeviceOutOfRange {
+                device: d,
+                devices: self.weights.len(),
+            })
+    }
+
+    /// Packed bytes over all devices.
+    pub fn byte_size(&self) -> usize {
+        self.weights
+            .iter()
+            .flatten()
+            .map(DeviceWeight::byte_size)
+            .sum()
+    }
+}
+
+/// The weights of a [`ColumnParallelLinear`].
+#[derive(Debug)]
+pub enum ColumnWeights {
+    /// Host tensors, multiplied exactly.
+    Host {
+        /// Per output (e.g. Q, K, V), each device's weight rows `[N_d, H]`.
+        outputs: Vec<MeshTensor>,
+        /// The whole fused matrix, when the devices' rows cover it exactly once.
+        fused: Option<FusedRows>,
+    },
+    /// Packed device weights, multiplied with the device's arithmetic.
+    Device(DeviceShards),
+}
+
 /// A linear layer split by output rows over the devices; no collective.
 #[derive(Debug)]
 pub struct ColumnParallelLinear {
-    /// Per output (e.g. Q, K, V), each device's weight rows `[N_d, H]`.
-    pub outputs: Vec<MeshTensor>,
-    /// The whole fused matrix, when the devices' rows cover it exactly once.
-    pub fused: Option<FusedRows>,
+    /// The weights.
+    pub weights: ColumnWeights,
     /// How a device's outputs are returned.
     pub grouping: OutputGrouping,
+    /// The op's numerics (its output format is applied in both weight kinds).
+    pub settings: OpSettings,
+}
+
+/// Writes `t` in `settings.output`, as the device's packer writes an op's output.
+fn write_output(mut t: Tensor, settings: &OpSettings) -> Result<Tensor, MeshError> {
+    if settings.output != tt_numerics::StorageFormat::F32 {
+        let n = t.shape().last().copied().unwrap_or(1).max(1);
+        round_to_device_format(t.as_f32_mut()?, n, settings.output)?;
+    }
+    Ok(t)
 }
 
 impl ColumnParallelLinear {
+    /// The whole fused matrix of host weights, when the devices' rows cover it exactly once.
+    pub fn fused(&self) -> Option<&FusedRows> {
+        match &self.weights {
+            ColumnWeights::Host { fused, .. } => fused.as_ref(),
+            ColumnWeights::Device(_) => None,
+        }
+    }
+
     /// Every device's outputs for the replicated input `x [M, H]`: per device, one tensor
     /// ([`OutputGrouping::Concat`]) or one per output ([`OutputGrouping::Apart`]).
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Vec<Tensor>>, MeshError> {
-        let devices = self.outputs.first().map_or(0, MeshTensor::num_devices);
-        let per_output = match self.grouping {
-            OutputGrouping::Concat => vec![self.outputs.len()],
-            OutputGrouping::Apart => vec![1; self.outputs.len()],
-        };
-        match &self.fused {
-            Some(f) => {
-                let y = linear(x, &f.full)?;
-                team::map(f.parts.len(), |d| {
-                    let mut rest = f.parts[d].as_slice();
-                    per_output
-                        .iter()
-                        .map(|&count| {
-                            let (these, tail) = rest
-                                .split_at_checked(count)
-                                .ok_or_else(|| wrong_outputs(count))?;
-                            rest = tail;
-                            Ok(y.gather_columns(these)?)
-                        })
-                        .collect()
-                })
-                .into_iter()
-                .collect()
-            }
-            None => team::map(devices, |d| {
-                let ys = self
-                    .outputs
-                    .iter()
-                    .map(|w| Ok(linear(x, w.shard(d)?)?))
-                    .collect::<Result<Vec<_>, MeshError>>()?;
+        let ys = self.forward_outputs(x)?;
+        ys.into_iter()
+            .map(|ys| {
+                let ys = ys
+                    .into_iter()
+                    .map(|y| write_output(y, &self.settings))
+                    .collect::<Result<Vec<_>, _>>()?;
                 match self.grouping {
                     OutputGrouping::Apart => Ok(ys),
+                    OutputGrouping::Concat if ys.len() == 1 => Ok(ys),
                     OutputGrouping::Concat => {
                         let refs: Vec<&Tensor> = ys.iter().collect();
                         Ok(vec![Tensor::cat(&refs, 1)?])
                     }
                 }
             })
+            .collect()
+    }
+
+    /// Per device, one tensor per output (or, for a fused host pass grouped by
+    /// [`OutputGrouping::Concat`], the outputs already side by side), before the output format
+    /// is applied.
+    fn forward_outputs(&self, x: &Tensor) -> Result<Vec<Vec<Tensor>>, MeshError> {
+        match &self.weights {
+            ColumnWeights::Host {
+                fused: Some(f),
+                outputs,
+            } => {
+                let y = linear(x, &f.full)?;
+                team::map(f.parts.len(), |d| {
+                    let parts = f.parts[d]
+                        .get(..outputs.len())
+                        .ok_or_else(|| wrong_outputs(outputs.len()))?;
+                    match self.grouping {
+                        // One gather of all the device's ranges, side by side.
+                        OutputGrouping::Concat => Ok(vec![y.gather_columns(parts)?]),
+                        OutputGrouping::Apart => parts
+                            .iter()
+                            .map(|r| Ok(y.gather_columns(std::slice::from_ref(r))?))
+                            .collect(),
+                    }
+                })
+                .into_iter()
+                .collect()
+            }
+            ColumnWeights::Host {
+                outputs,
+                fused: None,
+            } => {
+                let devices = outputs.first().map_or(0, MeshTensor::num_devices);
+                team::map(devices, |d| {
+                    outputs
+                        .iter()
+                        .map(|w| Ok(linear(x, w.shard(d)?)?))
+                        .collect()
+                })
+                .into_iter()
+                .collect()
+            }
+            ColumnWeights::Device(shards) => team::map(shards.weights.len(), |d| {
+                shards
+                    .device(d)?
+                    .iter()
+                    .map(|w| Ok(device_linear(x, w, &self.settings)?))
+                    .collect()
+            })
             .into_iter()
             .collect(),
         }
     }
+
+    /// The same layer with its weights packed as the device stores them (in
+    /// `settings.weights`), when `settings` need the device's arithmetic; else unchanged but
+    /// for the settings.
+    pub fn with_settings(self, mesh: &Mesh, settings: OpSettings) -> Result<Self, MeshError> {
+        let weights = match self.weights {
+            ColumnWeights::Host { outputs, .. } if !settings.is_exact_math() => {
+                let per_device = (0..mesh.num_devices())
+                    .map(|d| outputs.iter().map(|o| o.shard(d)).collect())
+                    .collect::<Result<Vec<Vec<&Tensor>>, _>>()?;
+                ColumnWeights::Device(DeviceShards::pack(mesh, &per_device, settings.weights)?)
+            }
+            weights => weights,
+        };
+        Ok(Self {
+            weights,
+            grouping: self.grouping,
+            settings,
+        })
+    }
+}
+
+/// The weights of a [`RowParallelLinear`].
+#[derive(Debug)]
+pub enum RowWeights {
+    /// Host tensors, multiplied exactly.
+    Host {
+        /// Each device's input columns `[H, K_d]` (column views of the checkpoint matrix).
+        weight: MeshTensor,
+        /// The whole matrix, when device `d` holds exactly its `d`-th equal column block: then
+        /// all devices' products run in one pass over it (`tt_ops::linear_column_blocks`).
+        blocks: Option<Tensor>,
+    },
+    /// Packed device weights, multiplied with the device's arithmetic.
+    Device(DeviceShards),
 }
 
 /// A linear layer split by input columns over the devices, ending in its `all_reduce`.
 #[derive(Debug)]
 pub struct RowParallelLinear {
-    /// Each device's input columns `[H, K_d]` (column views of the checkpoint matrix).
-    pub weight: MeshTensor,
-    /// The whole matrix, when device `d` holds exactly its `d`-th equal column block: then all
-    /// devices' products run in one pass over it (`tt_ops::linear_column_blocks`).
-    pub blocks: Option<Tensor>,
+    /// The weights.
+    pub weights: RowWeights,
+    /// The op's numerics (each device's partial is written in its output format).
+    pub settings: OpSettings,
 }
 
 impl RowParallelLinear {
     /// `sum_d xs[d] @ w_d^T` over the mesh: every device's partial product, then the
     /// all_reduce; returns the replicated sum.
     pub fn forward(&self, mesh: &Mesh, xs: &[Tensor]) -> Result<Tensor, MeshError> {
-        let partials = match &self.blocks {
-            Some(full) => {
+        let partials = match &self.weights {
+            RowWeights::Host {
+                blocks: Some(full), ..
+            } => {
                 let refs: Vec<&Tensor> = xs.iter().collect();
                 linear_column_blocks(&refs, full)?
             }
-            None => team::map(xs.len(), |d| Ok(linear(&xs[d], self.weight.shard(d)?)?))
+            RowWeights::Host {
+                weight,
+                blocks: None,
+            } => team::map(xs.len(), |d| Ok(linear(&xs[d], weight.shard(d)?)?))
                 .into_iter()
                 .collect::<Result<Vec<_>, MeshError>>()?,
+            RowWeights::Device(shards) => team::map(xs.len(), |d| {
+                let [w] = shards.device(d)? else {
+                    return Err(wrong_outputs(1));
+                };
+                Ok(device_linear(&xs[d], w, &self.settings)?)
+            })
+            .into_iter()
+            .collect::<Result<Vec<_>, MeshError>>()?,
         };
+        let partials = partials
+            .into_iter()
+            .map(|p| write_output(p, &self.settings))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut partial = MeshTensor::from_shards(mesh, partials, Distribution::PartialSum)?;
         partial.expect(Distribution::PartialSum, "row-parallel output")?;
         mesh.ccl().all_reduce(&mut partial)?;
         partial.expect(Distribution::Replicated, "all_reduce output")?;
         Ok(partial.shard(0)?.clone())
+    }
+
+    /// The same layer with its weights packed as the device stores them, when `settings` need
+    /// the device's arithmetic; else unchanged but for the settings.
+    pub fn with_settings(self, mesh: &Mesh, settings: OpSettings) -> Result<Self, MeshError> {
+        let weights = match self.weights {
+            RowWeights::Host { weight, .. } if !settings.is_exact_math() => {
+                let per_device = weight.shards().iter().map(|w| vec![w]).collect::<Vec<_>>();
+                RowWeights::Device(DeviceShards::pack(mesh, &per_device, settings.weights)?)
+            }
+            weights => weights,
+        };
+        Ok(Self { weights, settings })
     }
 }
 

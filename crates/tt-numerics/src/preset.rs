@@ -3,6 +3,8 @@
 //!
 //! Named presets:
 //! - `f32`: exact host arithmetic, no device rounding anywhere;
+//! - `bf16`: bf16 weights, KV cache and activations with exact products and fp32 accumulation,
+//!   logits written out in bf16 by the device's packer (what `--fidelity bf16` always meant);
 //! - `seed`: the seed bringup's bf16 weights, KV cache and activations with ttnn's default compute
 //!   config for `ttnn.linear` (HiFi2, bf16 accumulation when the output is not f32) and for SDPA
 //!   (HiFi2, bf16 accumulation);
@@ -40,6 +42,9 @@ pub const SRC_TT_LM_HEAD: &str =
     "models/tt_transformers/tt/lm_head.py (HiFi2, fp32 acc off, bfloat8_b output)";
 /// The exact preset.
 pub const SRC_EXACT: &str = "exact host f32 (no device rounding)";
+/// The host bf16 preset.
+pub const SRC_HOST_BF16: &str =
+    "host bf16 (--fidelity bf16): bf16 storage, exact products, bf16 outputs (device packer)";
 /// A user override.
 pub const SRC_OVERRIDE: &str = "override";
 
@@ -170,6 +175,15 @@ pub struct OpSettings {
 }
 
 impl OpSettings {
+    /// Exact host arithmetic: f32 operand, HiFi4, fp32 destination, f32 output.
+    pub const EXACT: OpSettings = OpSettings::new(
+        StorageFormat::F32,
+        MathFidelity::HiFi4,
+        Accumulation::Fp32,
+        StorageFormat::F32,
+        SRC_EXACT,
+    );
+
     /// Settings taken from `source`.
     pub const fn new(
         weights: StorageFormat,
@@ -191,6 +205,15 @@ impl OpSettings {
     /// Whether `field` was changed by an override.
     pub fn is_overridden(&self, field: Field) -> bool {
         self.overridden[field.index()]
+    }
+
+    /// Whether a plain host matmul computes this op's sums: the stored operand is f32 or bf16,
+    /// every product is exact (HiFi4) and the destination is fp32. Block-float weights, a lower
+    /// fidelity or a bf16 destination need the device's arithmetic emulated.
+    pub fn is_exact_math(&self) -> bool {
+        matches!(self.weights, StorageFormat::F32 | StorageFormat::Bf16)
+            && self.fidelity == MathFidelity::HiFi4
+            && self.accumulation == Accumulation::Fp32
     }
 
     /// How the device rounds what it writes: ties away from zero (its packer).
@@ -215,6 +238,8 @@ impl OpSettings {
 pub enum PresetName {
     /// Exact f32.
     F32,
+    /// bf16 storage and outputs with exact products (the `--fidelity bf16` alias).
+    Bf16,
     /// The seed bringup's bf16 with ttnn defaults.
     Seed,
     /// tt_transformers accuracy mode.
@@ -225,12 +250,19 @@ pub enum PresetName {
 
 impl PresetName {
     /// Every preset, most exact first.
-    pub const ALL: [PresetName; 4] = [Self::F32, Self::Seed, Self::Accuracy, Self::Performance];
+    pub const ALL: [PresetName; 5] = [
+        Self::F32,
+        Self::Bf16,
+        Self::Seed,
+        Self::Accuracy,
+        Self::Performance,
+    ];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Self::F32 => "f32",
+            Self::Bf16 => "bf16",
             Self::Seed => "seed",
             Self::Accuracy => "accuracy",
             Self::Performance => "performance",
@@ -248,7 +280,7 @@ impl FromStr for PresetName {
             .ok_or_else(|| NumericsError::UnknownName {
                 what: "precision preset",
                 got: s.to_string(),
-                expected: "f32, seed, accuracy, performance",
+                expected: "f32, bf16, seed, accuracy, performance",
             })
     }
 }
@@ -274,6 +306,7 @@ impl Preset {
         use StorageFormat::{Bf16, Bfp4B, Bfp8B, F32};
         let ops = match name {
             PresetName::F32 => [OpSettings::new(F32, HiFi4, Fp32, F32, SRC_EXACT); 8],
+            PresetName::Bf16 => [OpSettings::new(Bf16, HiFi4, Fp32, Bf16, SRC_HOST_BF16); 8],
             PresetName::Seed => {
                 let linear = OpSettings::new(Bf16, HiFi2, AccBf16, Bf16, SRC_MATMUL_DEFAULT);
                 let storage = OpSettings::new(Bf16, HiFi2, AccBf16, Bf16, SRC_SEED);

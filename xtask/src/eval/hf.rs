@@ -12,6 +12,7 @@ pub(super) fn hf_mode_refused(args: &Args) -> Vec<&'static str> {
     let given = [
         (args.mesh.is_some(), "--mesh"),
         (args.fidelity.is_some(), "--fidelity"),
+        (args.precision.is_some(), "--precision"),
         (args.prefill_decode, "--prefill-decode"),
         (args.reference.is_some(), "--reference"),
         (args.max_seq_len.is_some(), "--max-seq-len"),
