@@ -4,6 +4,7 @@
 //! this file only parses the command line and dispatches.
 
 mod bench;
+mod download;
 mod eval;
 mod fixtures;
 mod gguf;
