@@ -537,6 +537,13 @@ mod tests {
         assert_ne!(a, read(2));
     }
 
+    /// The tensors `synth` writes for the config `text`.
+    fn tensor_list(text: &str) -> Vec<TensorSpec> {
+        Dims::from_json(&serde_json::from_str(text).unwrap())
+            .unwrap()
+            .tensors()
+    }
+
     #[test]
     fn full_size_phi3_mini_tensor_list() {
         let path = crate::workspace_root().join("fixtures/configs/phi3-mini-128k.json");
@@ -552,6 +559,56 @@ mod tests {
             assert!(s.iter().map(TensorSpec::bytes).sum::<u64>() <= DEFAULT_SHARD_BYTES);
         }
         assert_eq!(assign_shards(&tensors, Some(7)).unwrap().len(), 7);
+    }
+
+    /// The synthesized bytes, pinned: sha256 of every file of two tiny checkpoints (tied and
+    /// untied, one and three shards) and of Phi-3-mini's `name shape` list, as the writer made
+    /// them before it took its tensor list from `tt_decoder`.
+    #[test]
+    fn synthesized_checkpoints_are_pinned() {
+        let mut got = Vec::new();
+        for (tie, shards) in [(false, Some(3)), (true, None)] {
+            let dir = synth_tiny(&tiny_config(tie), 7, shards);
+            let mut files: Vec<_> = std::fs::read_dir(dir.path().join("ckpt"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            for f in files {
+                let name = f.file_name().unwrap().to_string_lossy().into_owned();
+                got.push(format!(
+                    "{tie} {name} {}",
+                    crate::download::sha256_file(&f).unwrap()
+                ));
+            }
+        }
+        let path = crate::workspace_root().join("fixtures/configs/phi3-mini-128k.json");
+        let listing: String = tensor_list(&std::fs::read_to_string(path).unwrap())
+            .iter()
+            .map(|t| format!("{} {:?}\n", t.name, t.shape))
+            .collect();
+        got.push(format!(
+            "phi3-mini {}",
+            crate::download::sha256_hex(listing.as_bytes())
+        ));
+        let want = [
+            "false config.json 2c4a3300601b5727e9ad7108215431b290b12502b19fb60061eff9eb0e57ac9b",
+            "false generation_config.json 826288ba947fee57b14e92e4e9f3ea1f8e4e297e37d5663f95bfcdd5852a4bb6",
+            "false model-00001-of-00003.safetensors b0a04a94bda7879143d923476829481a6b851a2c1ab5fd2f7ffd87bff4d6147d",
+            "false model-00002-of-00003.safetensors 93f9f283e1ffe05fa98b0a19aa5302ad3604d048c07f328b0a97b61bf26e9ea0",
+            "false model-00003-of-00003.safetensors 866d6e76293260b2e27a6f82e22b4dc4b11a6047342d95a4415955e8683819e6",
+            "false model.safetensors.index.json b9d61640bd4de0e0575a82a41c9ee8d7863d55e904a3fb9d620eb8fb09c1abaf",
+            "false tokenizer.json 76a656e263dd843209678fb8285622f83c959f364b2b50a3224d0be69e4cb9d8",
+            "false tokenizer_config.json 88ffbfd9557620bdb49a8f428af11da8736558b75a14c9d0e394feae557376ed",
+            "true config.json 4204b4a559990de901e8e98ee8fb97a0b2147848591ec345fb3152943647e1cc",
+            "true generation_config.json 826288ba947fee57b14e92e4e9f3ea1f8e4e297e37d5663f95bfcdd5852a4bb6",
+            "true model-00001-of-00001.safetensors 6661a50c1ee2183355c4faa1c2323c86f8e25e7813cc64c152df99daf119e1fb",
+            "true model.safetensors.index.json b685116ecc2f063770428d7355996202e0dc6df9f9beec9964761d3c0948a48e",
+            "true tokenizer.json 76a656e263dd843209678fb8285622f83c959f364b2b50a3224d0be69e4cb9d8",
+            "true tokenizer_config.json 88ffbfd9557620bdb49a8f428af11da8736558b75a14c9d0e394feae557376ed",
+            "phi3-mini f51798ce3965d31d0a7d7a6da9ae0ac120e971e3e6683dd5f95fb99fa7658f6c",
+        ];
+        assert_eq!(got, want, "{got:#?}");
     }
 
     #[test]
