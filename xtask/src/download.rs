@@ -138,6 +138,26 @@ mod tests {
         );
     }
 
+    /// A wheel already in the directory with the pinned sha256 is taken without running pip.
+    #[test]
+    fn fetch_keeps_a_wheel_that_is_already_there() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("w.whl"), b"wheel").unwrap();
+        let sha: &'static str = Box::leak(sha256_hex(b"wheel").into_boxed_str());
+        let wheel = PinnedWheel {
+            package: "p",
+            version: "1",
+            file: "w.whl",
+            sha256: sha,
+            pip_args: &[],
+            no_pip_hint: "",
+        };
+        let got = wheel
+            .fetch(Path::new("/nonexistent/python"), dir.path())
+            .unwrap();
+        assert_eq!(got, dir.path().join("w.whl"));
+    }
+
     #[test]
     fn check_names_the_package_on_a_mismatch() {
         let dir = tempfile::tempdir().unwrap();
