@@ -37,6 +37,19 @@ MIN_RELATIVE_MARGIN = 5e-3  # the script fails if no candidate reaches this (top
 MIN_HF_BF16_PCC = 0.9985
 FILE_BUDGET_BYTES = 8 * 1024 * 1024
 
+class SpecSizes:
+    """What a model spec (a frozen dataclass with heads, head_dim and vocab) derives."""
+
+    @property
+    def hidden(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def eos_ids(self) -> list[int]:
+        # Three stop tokens near the end of the vocabulary, like Phi-3's 32000/32001/32007.
+        return [self.vocab - 10, self.vocab - 9, self.vocab - 3]
+
+
 # The running script's name, which leads every message.
 PROG = Path(sys.argv[0]).stem if sys.argv and sys.argv[0].endswith(".py") else "fixtures"
 

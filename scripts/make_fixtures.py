@@ -44,6 +44,7 @@ from fixture_common import (  # noqa: E402
     PROMPT_CANDIDATES,
     PROMPT_LEN,
     SCRIPTS_DIR,
+    SpecSizes,
     arg_parser,
     check_bf16_gate,
     check_lm_head,
@@ -77,7 +78,7 @@ TOTAL_BUDGET_BYTES = 20 * 1000 * 1000
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(SpecSizes):
     """One tiny Phi-3 checkpoint."""
 
     name: str
@@ -99,15 +100,6 @@ class ModelSpec:
     qkv_scale: float = 2.5
     embed_std: float = 1.0
     final_norm_range: tuple[float, float] = (0.6, 1.4)
-
-    @property
-    def hidden(self) -> int:
-        return self.heads * self.head_dim
-
-    @property
-    def eos_ids(self) -> list[int]:
-        # Three stop tokens near the end of the vocabulary, like Phi-3's 32000/32001/32007.
-        return [self.vocab - 10, self.vocab - 9, self.vocab - 3]
 
 
 MODELS = [

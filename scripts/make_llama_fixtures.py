@@ -36,7 +36,7 @@ LLAMA_TOTAL_BUDGET_BYTES = 8 * 1000 * 1000  # the Llama fixtures together
 
 
 @dataclasses.dataclass(frozen=True)
-class LlamaSpec:
+class LlamaSpec(common.SpecSizes):
     """One tiny Llama checkpoint."""
 
     name: str
@@ -57,14 +57,6 @@ class LlamaSpec:
     qkv_scale: float = 2.5
     embed_std: float = 1.0
     final_norm_range: tuple[float, float] = (0.6, 1.4)
-
-    @property
-    def hidden(self) -> int:
-        return self.heads * self.head_dim
-
-    @property
-    def eos_ids(self) -> list[int]:
-        return [self.vocab - 10, self.vocab - 9, self.vocab - 3]
 
 
 # Tied recipe (as phi3-tiny-tied): a small embedding, the logit scale restored by a larger final
