@@ -6,7 +6,7 @@ Run through `cargo xtask fixtures --llama` (which makes the venv), or directly:
     ~/.cache/tt-phi3/venv/bin/python scripts/make_llama_fixtures.py --out fixtures
 
 The layout, the reference formats and the checks are those of scripts/make_fixtures.py (the tiny
-Phi-3 fixtures), whose helpers this script imports: HF layout with bf16 weights in two safetensors
+Phi-3 fixtures), through the helpers both import from scripts/fixture_common.py: HF layout with bf16 weights in two safetensors
 shards plus the index, `reference/` with fp32 all-position logits of two sequences, the residual
 stream per layer, RoPE tables and HF greedy `generate` (32 new tokens); the bf16 sanity gate; a
 reload that must reproduce every reference bit for bit; two runs give identical bytes.
@@ -15,11 +15,8 @@ fixtures/README.md documents the models and the few keys that differ from Phi-3'
 
 from __future__ import annotations
 
-import argparse
-import copy
 import dataclasses
 import json
-import math
 import os
 import shutil
 import sys
@@ -27,21 +24,19 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
-SCRIPTS_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(SCRIPTS_DIR))
-import make_fixtures as mf  # noqa: E402  (helpers shared with the Phi-3 fixtures)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fixture_common as common  # noqa: E402  (helpers shared with the Phi-3 fixtures)
 
-SHORT_LEN, LONG_LEN = mf.SHORT_LEN, mf.LONG_LEN  # 40, 80
-PROMPT_LEN, NEW_TOKENS = mf.PROMPT_LEN, mf.NEW_TOKENS  # 48 + 32 = 80
+PROMPT_LEN, NEW_TOKENS = common.PROMPT_LEN, common.NEW_TOKENS  # 48 + 32 = 80
 COS_SIN_LEN = 128
-MAX_POSITIONS = 1024
+MAX_POSITIONS = common.MAX_POSITIONS
 LLAMA_TOTAL_BUDGET_BYTES = 8 * 1000 * 1000  # the Llama fixtures together
 
 
 @dataclasses.dataclass(frozen=True)
-class LlamaSpec:
+class LlamaSpec(common.SpecSizes):
     """One tiny Llama checkpoint."""
 
     name: str
@@ -62,14 +57,6 @@ class LlamaSpec:
     qkv_scale: float = 2.5
     embed_std: float = 1.0
     final_norm_range: tuple[float, float] = (0.6, 1.4)
-
-    @property
-    def hidden(self) -> int:
-        return self.heads * self.head_dim
-
-    @property
-    def eos_ids(self) -> list[int]:
-        return [self.vocab - 10, self.vocab - 9, self.vocab - 3]
 
 
 # Tied recipe (as phi3-tiny-tied): a small embedding, the logit scale restored by a larger final
@@ -118,31 +105,9 @@ def make_config(spec: LlamaSpec) -> LlamaConfig:
 
 
 def init_weights(model: LlamaForCausalLM, spec: LlamaSpec) -> None:
-    """make_fixtures.init_weights' recipe with Llama's separate projections."""
-    g = mf.generator(spec.seed)
-    h, inter = spec.hidden, spec.intermediate
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            shape = tuple(p.shape)
-            if name.endswith("layernorm.weight"):
-                v = torch.empty(shape).uniform_(0.6, 1.4, generator=g)
-            elif name == "model.norm.weight":
-                v = torch.empty(shape).uniform_(*spec.final_norm_range, generator=g)
-            elif name == "model.embed_tokens.weight":
-                v = torch.randn(shape, generator=g) * spec.embed_std
-            elif name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight")):
-                v = torch.randn(shape, generator=g) * (spec.qkv_scale / math.sqrt(h))
-            elif name.endswith("o_proj.weight"):
-                v = torch.randn(shape, generator=g) / math.sqrt(shape[1])
-            elif name.endswith(("gate_proj.weight", "up_proj.weight")):
-                v = torch.randn(shape, generator=g) / math.sqrt(h)
-            elif name.endswith("down_proj.weight"):
-                v = torch.randn(shape, generator=g) / math.sqrt(inter)
-            elif name == "lm_head.weight":
-                v = torch.randn(shape, generator=g) * (3.0 / math.sqrt(h))
-            else:
-                raise RuntimeError(f"no init rule for {name}")
-            p.data = v.to(torch.bfloat16).to(torch.float32)
+    """fixture_common.init_weights with Llama's separate projections."""
+    common.init_weights(model, spec, qkv=("q_proj.weight", "k_proj.weight", "v_proj.weight"),
+                    gate_up=("gate_proj.weight", "up_proj.weight"))
 
 
 def hub_style_config(hf: dict, spec: LlamaSpec) -> dict:
@@ -158,19 +123,11 @@ def hub_style_config(hf: dict, spec: LlamaSpec) -> dict:
 def write_checkpoint(spec: LlamaSpec, model_dir: Path) -> None:
     model = LlamaForCausalLM(make_config(spec)).eval()
     init_weights(model, spec)
-    bf16 = copy.deepcopy(model).to(torch.bfloat16)
-    bf16.save_pretrained(model_dir, max_shard_size=mf.shard_size_for_two(model))
-    shards = sorted(p.name for p in model_dir.glob("*.safetensors"))
-    if len(shards) != 2:
-        mf.fail(f"{spec.name}: expected two shards, save_pretrained wrote {shards}")
-    if spec.config_style == "hub":
-        hf = json.loads((model_dir / "config.json").read_text())
-        mf.write_json(model_dir / "config.json", hub_style_config(hf, spec))
-    GenerationConfig(bos_token_id=1, eos_token_id=spec.eos_ids, pad_token_id=spec.eos_ids[0]).save_pretrained(model_dir)
+    common.save_checkpoint(spec, model, model_dir, hub_style_config)
 
 
 def load(model_dir: Path, dtype=torch.float32) -> LlamaForCausalLM:
-    return LlamaForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager").eval()
+    return common.load(LlamaForCausalLM, model_dir, dtype)
 
 
 def check_loaded_config(spec: LlamaSpec, model: LlamaForCausalLM) -> None:
@@ -184,10 +141,8 @@ def check_loaded_config(spec: LlamaSpec, model: LlamaForCausalLM) -> None:
     want = (spec.hidden, spec.heads, spec.kv_heads, spec.head_dim, spec.layers, spec.intermediate,
             spec.vocab, spec.tied, False, False, want_rope)
     if got != want:
-        mf.fail(f"{spec.name}: reloaded config differs from the spec:\n got {got}\nwant {want}")
-    has_lm_head = any("lm_head" in k for k in mf.weight_names(Path(model.name_or_path)))
-    if has_lm_head == spec.tied:
-        mf.fail(f"{spec.name}: lm_head present={has_lm_head} but tied={spec.tied}")
+        common.fail(f"{spec.name}: reloaded config differs from the spec:\n got {got}\nwant {want}")
+    common.check_lm_head(spec, model)
 
 
 def rope_tables(spec: LlamaSpec, model: LlamaForCausalLM) -> tuple[dict[str, torch.Tensor], float]:
@@ -208,63 +163,48 @@ def rope_tables(spec: LlamaSpec, model: LlamaForCausalLM) -> tuple[dict[str, tor
 
 def greedy_plain(model: LlamaForCausalLM, prompt: torch.Tensor) -> dict:
     """make_fixtures.greedy_cached_no_recompute (plain cached forward calls); for Llama it must equal generate."""
-    return mf.greedy_cached_no_recompute(model, prompt)
+    return common.greedy_cached_no_recompute(model, prompt)
 
 
 def choose_prompt(spec: LlamaSpec, model: LlamaForCausalLM) -> tuple[torch.Tensor, dict, int]:
     """Seeded candidate prompts; keep the varied greedy path with the largest smallest relative margin."""
     best = None
-    for k in range(mf.PROMPT_CANDIDATES):
-        prompt = token_ids(spec, 100 + k, PROMPT_LEN)
-        res = mf.greedy(model, prompt)
+    for k in range(common.PROMPT_CANDIDATES):
+        prompt = common.token_ids(spec, 100 + k, PROMPT_LEN)
+        res = common.greedy(model, prompt)
         new = res["output_ids"][PROMPT_LEN:]
-        if len(new) != NEW_TOKENS or len(set(new)) < mf.MIN_DISTINCT_NEW:
+        if len(new) != NEW_TOKENS or len(set(new)) < common.MIN_DISTINCT_NEW:
             continue
         score = min(res["step_relative_margins"])
         if best is None or score > best[0]:
             best = (score, k, prompt, res)
     if best is None:
-        mf.fail(f"{spec.name}: no candidate prompt qualifies (stop token or repeats)")
+        common.fail(f"{spec.name}: no candidate prompt qualifies (stop token or repeats)")
     score, k, prompt, res = best
-    if score < mf.MIN_RELATIVE_MARGIN:
-        mf.fail(f"{spec.name}: best prompt has relative margin {score:.2e} < {mf.MIN_RELATIVE_MARGIN}")
+    if score < common.MIN_RELATIVE_MARGIN:
+        common.fail(f"{spec.name}: best prompt has relative margin {score:.2e} < {common.MIN_RELATIVE_MARGIN}")
     return prompt, res, k
 
 
-def token_ids(spec: LlamaSpec, stream: int, length: int) -> torch.Tensor:
-    return torch.randint(0, spec.vocab, (length,), generator=mf.generator(spec.seed * 1000 + stream))
-
-
 def compute_references(spec: LlamaSpec, model: LlamaForCausalLM, prompt: torch.Tensor | None):
-    short_ids, long_ids = token_ids(spec, 1, SHORT_LEN), token_ids(spec, 2, LONG_LEN)
-    logits = {
-        "short.input_ids": short_ids,
-        "short.logits": mf.forward_logits(model, short_ids),
-        "long.input_ids": long_ids,
-        "long.logits": mf.forward_logits(model, long_ids),
-    }
-    hidden = mf.hidden_states(model, short_ids)
-    if not torch.equal(hidden.pop("logits"), logits["short.logits"]):
-        raise RuntimeError(f"{spec.name}: hooked forward changed the logits")
-    hidden["input_ids"] = short_ids
+    logits, hidden = common.logits_and_hidden(spec, model)
     rope, attention_factor = rope_tables(spec, model)
     if prompt is None:
         prompt, gen, candidate = choose_prompt(spec, model)
     else:
-        gen, candidate = mf.greedy(model, prompt), None
+        gen, candidate = common.greedy(model, prompt), None
     gen["no_recompute"] = greedy_plain(model, prompt)
     if gen["no_recompute"]["output_ids"] != gen["output_ids"]:
-        mf.fail(f"{spec.name}: plain cached greedy differs from HF generate (Llama never recomputes)")
+        common.fail(f"{spec.name}: plain cached greedy differs from HF generate (Llama never recomputes)")
     return logits, hidden, rope, attention_factor, prompt, gen, candidate
 
 
 def generate_json(spec: LlamaSpec, prompt: torch.Tensor, gen: dict, candidate: int | None) -> dict:
-    """make_fixtures.generate_json's keys; no recompute for Llama (the two greedy paths are equal)."""
-    out = mf.generate_json(spec, prompt, gen, candidate)
-    out["original_max_position_embeddings"] = (
-        spec.llama3["original_max_position_embeddings"] if spec.llama3 is not None else None)
+    """make_fixtures.py's generate.json keys; no recompute for Llama (the two greedy paths are equal)."""
+    original_max = spec.llama3["original_max_position_embeddings"] if spec.llama3 is not None else None
+    out = common.generate_json(spec, prompt, gen, candidate, original_max)
     if out["recompute_at_call"]:
-        mf.fail(f"{spec.name}: HF generate recomputed its cache at calls {out['recompute_at_call']}")
+        common.fail(f"{spec.name}: HF generate recomputed its cache at calls {out['recompute_at_call']}")
     return out
 
 
@@ -276,17 +216,15 @@ def scaling_effect(spec: LlamaSpec, model_dir: Path, logits: dict[str, torch.Ten
     cfg.rope_parameters = {"rope_type": "default", "rope_theta": spec.rope_theta}
     plain = LlamaForCausalLM.from_pretrained(model_dir, config=cfg, dtype=torch.float32,
                                              attn_implementation="eager").eval()
-    diff = (mf.forward_logits(plain, logits["long.input_ids"]) - logits["long.logits"]).abs().max()
+    diff = (common.forward_logits(plain, logits["long.input_ids"]) - logits["long.logits"]).abs().max()
     scale = logits["long.logits"].abs().max()
     if not diff > 0.1 * scale:
-        mf.fail(f"{spec.name}: removing the llama3 scaling changes the logits by only {diff:.4f}")
+        common.fail(f"{spec.name}: removing the llama3 scaling changes the logits by only {diff:.4f}")
     return float(diff)
 
 
 def hf_bf16_pcc(model_dir: Path, logits: dict[str, torch.Tensor]) -> dict[str, float]:
-    model = load(model_dir, torch.bfloat16)
-    return {seq: mf.pcc(mf.forward_logits(model, logits[f"{seq}.input_ids"]), logits[f"{seq}.logits"])
-            for seq in ("short", "long")}
+    return common.hf_bf16_pcc(LlamaForCausalLM, model_dir, logits)
 
 
 def write_references(spec: LlamaSpec, model_dir: Path, versions: dict[str, str]) -> dict:
@@ -294,9 +232,7 @@ def write_references(spec: LlamaSpec, model_dir: Path, versions: dict[str, str])
     check_loaded_config(spec, model)
     logits, hidden, rope, attention_factor, prompt, gen, candidate = compute_references(spec, model, None)
     bf16_pcc = hf_bf16_pcc(model_dir, logits)
-    for seq, value in bf16_pcc.items():
-        if not value >= mf.MIN_HF_BF16_PCC:
-            mf.fail(f"{spec.name}: HF in bf16 reaches logits PCC {value:.5f} < {mf.MIN_HF_BF16_PCC} on {seq}")
+    common.check_bf16_gate(spec, bf16_pcc)
     effect = scaling_effect(spec, model_dir, logits)
     ref = model_dir / "reference"
     ref.mkdir()
@@ -308,15 +244,15 @@ def write_references(spec: LlamaSpec, model_dir: Path, versions: dict[str, str])
                  "cos_sin_positions": COS_SIN_LEN}
     if spec.llama3 is not None:
         rope_json.update({k: v for k, v in spec.llama3.items() if k != "rope_type"})
-    mf.write_json(ref / "rope.json", rope_json)
+    common.write_json(ref / "rope.json", rope_json)
     generation = generate_json(spec, prompt, gen, candidate)
-    mf.write_json(ref / "generate.json", generation)
+    common.write_json(ref / "generate.json", generation)
     meta = {"generator": "scripts/make_llama_fixtures.py", "versions": versions, "dtype": "float32",
             "attn_implementation": "eager", "token_id_dtype": "I64", "seed": spec.seed,
             "hf_bf16_pcc": bf16_pcc}
     if effect is not None:
         meta["llama3_scaling_max_logit_change"] = effect
-    mf.write_json(ref / "meta.json", meta)
+    common.write_json(ref / "meta.json", meta)
     generation["hf_bf16_pcc"] = bf16_pcc
     generation["max_abs_logit"] = {s: float(logits[f"{s}.logits"].abs().max()) for s in ("short", "long")}
     generation["scaling_effect"] = effect
@@ -332,25 +268,20 @@ def verify(spec: LlamaSpec, model_dir: Path) -> None:
     prompt = torch.tensor(want_gen["prompt_ids"], dtype=torch.int64)
     logits, hidden, rope, factor, _, gen, _ = compute_references(spec, model, prompt)
     for what, got in (("logits", logits), ("hidden", hidden), ("rope", rope)):
-        want = load_file(ref / f"{what}.safetensors")
-        if sorted(got) != sorted(want):
-            mf.fail(f"{spec.name}: {what} tensors {sorted(got)} != written {sorted(want)}")
-        for name in got:
-            if got[name].dtype != want[name].dtype or not torch.equal(got[name], want[name]):
-                mf.fail(f"{spec.name}: {what}/{name} not reproduced")
+        common.check_reproduced(spec, what, got, load_file(ref / f"{what}.safetensors"))
     if factor != json.loads((ref / "rope.json").read_text())["attention_factor"]:
-        mf.fail(f"{spec.name}: attention factor not reproduced")
+        common.fail(f"{spec.name}: attention factor not reproduced")
     if hf_bf16_pcc(model_dir, logits) != json.loads((ref / "meta.json").read_text())["hf_bf16_pcc"]:
-        mf.fail(f"{spec.name}: HF bf16 PCC not reproduced")
+        common.fail(f"{spec.name}: HF bf16 PCC not reproduced")
     if gen["output_ids"] != want_gen["output_ids"]:
-        mf.fail(f"{spec.name}: greedy tokens not reproduced")
+        common.fail(f"{spec.name}: greedy tokens not reproduced")
     cfg = make_config(spec)
     cfg._attn_implementation = "eager"  # as `load` asks from_pretrained for
     fresh = LlamaForCausalLM(cfg).eval()
     init_weights(fresh, spec)
     for seq in ("short", "long"):
-        if not torch.equal(mf.forward_logits(fresh, logits[f"{seq}.input_ids"]), logits[f"{seq}.logits"]):
-            mf.fail(f"{spec.name}: in-memory model and reloaded checkpoint differ on {seq} logits")
+        if not torch.equal(common.forward_logits(fresh, logits[f"{seq}.input_ids"]), logits[f"{seq}.logits"]):
+            common.fail(f"{spec.name}: in-memory model and reloaded checkpoint differ on {seq} logits")
 
 
 def check_budget(out: Path, names: list[str]) -> int:
@@ -359,47 +290,40 @@ def check_budget(out: Path, names: list[str]) -> int:
         for path in (out / name).rglob("*"):
             if path.is_file():
                 total += path.stat().st_size
-                if path.stat().st_size > mf.FILE_BUDGET_BYTES:
-                    mf.fail(f"{path} is over the {mf.FILE_BUDGET_BYTES}-byte file budget")
+                if path.stat().st_size > common.FILE_BUDGET_BYTES:
+                    common.fail(f"{path} is over the {common.FILE_BUDGET_BYTES}-byte file budget")
     if total > LLAMA_TOTAL_BUDGET_BYTES:
-        mf.fail(f"Llama fixtures total {total} bytes, over {LLAMA_TOTAL_BUDGET_BYTES}")
+        common.fail(f"Llama fixtures total {total} bytes, over {LLAMA_TOTAL_BUDGET_BYTES}")
     return total
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("fixtures"), help="fixtures directory")
-    parser.add_argument("--only", action="append", help="write only this model (repeatable)")
-    parser.add_argument("--allow-version-mismatch", action="store_true")
-    parser.add_argument("--sha256", action="store_true", help="print sha256 of every written file")
-    args = parser.parse_args()
+    args = common.arg_parser(__doc__).parse_args()
 
-    versions = mf.check_versions(args.allow_version_mismatch)
-    mf.set_deterministic()
+    versions = common.check_versions(args.allow_version_mismatch)
+    common.set_deterministic()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    specs = [s for s in MODELS if not args.only or s.name in args.only]
-    if args.only and len(specs) != len(args.only):
-        mf.fail(f"unknown model in --only {args.only}; known: {[s.name for s in MODELS]}")
+    specs = common.selected(MODELS, args.only)
     for spec in specs:
         model_dir = out / spec.name
         if model_dir.exists():
             shutil.rmtree(model_dir)
-        mf.log(f"{spec.name}: writing checkpoint")
+        common.log(f"{spec.name}: writing checkpoint")
         write_checkpoint(spec, model_dir)
-        mf.log(f"{spec.name}: computing references")
+        common.log(f"{spec.name}: computing references")
         gen = write_references(spec, model_dir, versions)
-        mf.log(f"{spec.name}: verifying a fresh reload against the written references")
+        common.log(f"{spec.name}: verifying a fresh reload against the written references")
         verify(spec, model_dir)
         effect = "" if gen["scaling_effect"] is None else f"; llama3 scaling moves logits by {gen['scaling_effect']:.2f}"
-        mf.log(f"{spec.name}: ok; greedy min margin {gen['min_margin']:.4f} (relative "
+        common.log(f"{spec.name}: ok; greedy min margin {gen['min_margin']:.4f} (relative "
                f"{gen['min_relative_margin']:.4f}); max |logit| short {gen['max_abs_logit']['short']:.2f} "
                f"long {gen['max_abs_logit']['long']:.2f}; HF bf16 PCC short {gen['hf_bf16_pcc']['short']:.5f} "
                f"long {gen['hf_bf16_pcc']['long']:.5f}{effect}")
     total = check_budget(out, [s.name for s in MODELS if (out / s.name).exists()])
-    mf.log(f"Llama fixtures: {total} bytes")
+    common.log(f"Llama fixtures: {total} bytes")
     if args.sha256:
-        print("\n".join(mf.sha256_listing(out, [s.name for s in specs])))
+        print("\n".join(common.sha256_listing(out, [s.name for s in specs])))
 
 
 if __name__ == "__main__":

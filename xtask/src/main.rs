@@ -5,6 +5,7 @@
 
 mod accuracy;
 mod bench;
+mod download;
 mod eval;
 mod fixtures;
 mod gguf;

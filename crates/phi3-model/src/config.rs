@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use tt_decoder::config::validate_heads;
 use tt_decoder::{DecoderConfig, FamilyConfig};
 use tt_hf::json::{TokenIds, in_range, parse_json, positive, positive_float, required};
 use tt_hf::{ConfigError, GenerationConfig, HfConfig, ModelConfig};
@@ -21,8 +22,6 @@ use crate::family::PHI3;
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 /// HF `Phi3Config` default of `original_max_position_embeddings` (and `max_position_embeddings`).
 const DEFAULT_ORIGINAL_MAX: i64 = 4096;
-/// Largest size accepted for any dimension (keeps every derived product far from overflow).
-const MAX_DIM: i64 = tt_hf::json::MAX_DIM;
 /// Accepted `rope_theta` (real models use 1e4 to 1e7). With the factor range below, the RoPE
 /// tables, which HF and this crate compute in f32, stay finite at every supported position:
 /// `ext * theta^(2i/d)` lies in [1e-6, 1e36] and `position / (ext * theta^(2i/d))` below 1e16.
@@ -322,32 +321,12 @@ impl RawConfig {
             None => num_attention_heads,
         };
         let explicit_head_dim = self.head_dim.map(|v| positive(v, "head_dim")).transpose()?;
-        let head_dim = match explicit_head_dim {
-            Some(d) => d,
-            None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
-            None => {
-                return Err(ConfigError::HiddenNotDivisibleByHeads {
-                    hidden_size,
-                    heads: num_attention_heads,
-                });
-            }
-        };
-        if (num_attention_heads as u64) * (head_dim as u64) > MAX_DIM as u64 {
-            return Err(ConfigError::InvalidValue {
-                field: "head_dim",
-                value: head_dim as f64,
-                expected: "num_attention_heads x head_dim of at most 2^31",
-            });
-        }
-        if num_attention_heads % num_key_value_heads != 0 {
-            return Err(ConfigError::HeadsNotDivisibleByKvHeads {
-                heads: num_attention_heads,
-                kv_heads: num_key_value_heads,
-            });
-        }
-        if head_dim % 2 != 0 {
-            return Err(ConfigError::OddHeadDim { head_dim });
-        }
+        let head_dim = validate_heads(
+            hidden_size,
+            num_attention_heads,
+            num_key_value_heads,
+            explicit_head_dim,
+        )?;
         let max_position_embeddings = positive(
             self.max_position_embeddings.unwrap_or(DEFAULT_ORIGINAL_MAX),
             "max_position_embeddings",

@@ -5,12 +5,10 @@
 //! exactly (the generation crosses the LongRoPE switch), and per-layer hidden states.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-
 use phi3_model::{
     Checkpoint, GenerateOptions, Logits, Phi3Model, RuntimeOptions, Sampler, generate,
 };
-use safetensors::SafeTensors;
+use tt_hf::testutil::{Reference, compare, fixture_dir, generate_ref};
 use tt_mesh::MeshShape;
 use tt_ops::{Fidelity, Tensor};
 
@@ -22,65 +20,6 @@ const FIXTURES: [&str; 4] = [
 ];
 // 1x3 pads the 8 heads (and the 2 KV heads of phi3-tiny-gqa) with zero heads.
 const MESHES: [(usize, usize); 5] = [(1, 1), (1, 2), (1, 3), (1, 8), (2, 4)];
-
-fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures")
-        .join(name)
-}
-
-struct Reference {
-    bytes: Vec<u8>,
-}
-
-impl Reference {
-    fn open(path: &Path) -> Self {
-        Self {
-            bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        }
-    }
-
-    fn f32(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
-        let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
-        let v = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        (v, t.shape().to_vec())
-    }
-
-    fn ids(&self, name: &str) -> Vec<u32> {
-        let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(name).unwrap();
-        assert_eq!(t.dtype(), safetensors::Dtype::I64, "{name}");
-        t.data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
-            .collect()
-    }
-}
-
-/// Pearson correlation and max |a - b|.
-fn compare(a: &[f32], b: &[f32]) -> (f64, f64) {
-    assert_eq!(a.len(), b.len());
-    let n = a.len() as f64;
-    let (ma, mb) = (
-        a.iter().map(|&x| f64::from(x)).sum::<f64>() / n,
-        b.iter().map(|&x| f64::from(x)).sum::<f64>() / n,
-    );
-    let (mut sab, mut saa, mut sbb, mut max) = (0.0, 0.0, 0.0, 0.0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (dx, dy) = (f64::from(x) - ma, f64::from(y) - mb);
-        sab += dx * dy;
-        saa += dx * dx;
-        sbb += dy * dy;
-        max = max.max((f64::from(x) - f64::from(y)).abs());
-    }
-    (sab / (saa.sqrt() * sbb.sqrt()), max)
-}
 
 fn load(name: &str, mesh: (usize, usize), fidelity: Fidelity) -> Phi3Model {
     let ckpt = Checkpoint::open_dir(&fixture_dir(name)).unwrap();
@@ -131,19 +70,10 @@ fn bf16_logits_track_hf() {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct GenerateRef {
-    prompt_ids: Vec<u32>,
-    max_new_tokens: usize,
-    eos_token_id: Vec<u32>,
-    output_ids: Vec<u32>,
-}
-
 #[test]
 fn greedy_generate_reproduces_hf_tokens_on_every_mesh() {
     for name in FIXTURES {
-        let path = fixture_dir(name).join("reference/generate.json");
-        let r: GenerateRef = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let r = generate_ref(&fixture_dir(name).join("reference/generate.json"));
         for mesh in MESHES {
             let model = load(name, mesh, Fidelity::F32);
             let mut cache = model.new_cache().unwrap();

@@ -4,7 +4,8 @@
 //! embedding as a [`RopeSpec`], the layouts of its projections, its special ids); everything
 //! downstream (planner, loader, layers, generation) reads only this. Derived sizes are methods.
 
-use tt_hf::{GenerationConfig, ModelConfig};
+use tt_hf::json::MAX_DIM;
+use tt_hf::{ConfigError, GenerationConfig, ModelConfig};
 use tt_ops::RopeSpec;
 use tt_shard::{GateUpLayout, QkvLayout};
 
@@ -91,5 +92,72 @@ impl ModelConfig for DecoderConfig {
             pad_token_id: self.pad_token_id,
             ..GenerationConfig::default()
         }
+    }
+}
+
+/// The attention-head checks every family's config parser makes, with the head width they give:
+/// `head_dim` if the file gives it, else `hidden_size / heads` (which must divide); at most
+/// 2^31 query rows (heads x head_dim); whole query-head groups per KV head; an even head width
+/// (RoPE rotates pairs). `heads` and `kv_heads` are already positive.
+pub fn validate_heads(
+    hidden_size: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: Option<usize>,
+) -> Result<usize, ConfigError> {
+    let head_dim = match head_dim {
+        Some(d) => d,
+        None if hidden_size.is_multiple_of(heads) => hidden_size / heads,
+        None => return Err(ConfigError::HiddenNotDivisibleByHeads { hidden_size, heads }),
+    };
+    if (heads as u64) * (head_dim as u64) > MAX_DIM as u64 {
+        return Err(ConfigError::InvalidValue {
+            field: "head_dim",
+            value: head_dim as f64,
+            expected: "num_attention_heads x head_dim of at most 2^31",
+        });
+    }
+    if !heads.is_multiple_of(kv_heads) {
+        return Err(ConfigError::HeadsNotDivisibleByKvHeads { heads, kv_heads });
+    }
+    if head_dim % 2 != 0 {
+        return Err(ConfigError::OddHeadDim { head_dim });
+    }
+    Ok(head_dim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_checks_in_order() {
+        assert!(matches!(validate_heads(3072, 32, 32, None), Ok(96)));
+        assert!(matches!(validate_heads(100, 4, 2, Some(8)), Ok(8)));
+        assert!(matches!(
+            validate_heads(100, 3, 3, None),
+            Err(ConfigError::HiddenNotDivisibleByHeads {
+                hidden_size: 100,
+                heads: 3
+            })
+        ));
+        assert!(matches!(
+            validate_heads(64, 1 << 20, 1, Some(1 << 12)),
+            Err(ConfigError::InvalidValue {
+                field: "head_dim",
+                ..
+            })
+        ));
+        assert!(matches!(
+            validate_heads(64, 4, 3, None),
+            Err(ConfigError::HeadsNotDivisibleByKvHeads {
+                heads: 4,
+                kv_heads: 3
+            })
+        ));
+        assert!(matches!(
+            validate_heads(36, 4, 4, None),
+            Err(ConfigError::OddHeadDim { head_dim: 9 })
+        ));
     }
 }

@@ -18,6 +18,8 @@ pub mod checkpoint;
 pub mod error;
 pub mod generation_config;
 pub mod json;
+#[doc(hidden)]
+pub mod testutil;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate, Role};

@@ -2,22 +2,23 @@
 //! benchmark's effective figures. Also the median and the synthetic prompt.
 //!
 //! - Decode reads every matrix once per step whatever the batch (the GEMV serves all rows from one
-//!   pass): the four matrices of every layer (`qkv_proj`, `o_proj`, `gate_up_proj`, `down_proj`)
-//!   and the LM head (the embedding matrix when tied), in bf16. The embedding table is only
+//!   pass): the matrices of every layer (`tt_decoder::names`: Phi-3's `qkv_proj`, `o_proj`,
+//!   `gate_up_proj`, `down_proj`; Llama's separate projections) and the LM head (the embedding matrix when tied), in bf16. The embedding table is only
 //!   indexed (one row per token) and the norms are vectors: neither is counted.
 //! - Prefill with [`phi3_model::Logits::Last`] multiplies every token by every layer matrix and
 //!   the last one by the LM head: `2 x params` FLOPs per matrix row pass. Attention (`Q K^T` and
 //!   `P V`, causal, within the sliding window) is counted apart.
 
-use phi3_model::Phi3Config;
-use phi3_model::sharding::WEIGHT_DTYPE_BYTES;
+use tt_decoder::FamilyConfig;
+use tt_decoder::names::LayerTensor;
+use tt_decoder::sharding::WEIGHT_DTYPE_BYTES;
 
 /// Sizes of a model that the benchmark's effective figures divide by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     /// Decoder layers.
     pub layers: u64,
-    /// Parameters of every layer's four matrices, all layers together.
+    /// Parameters of every layer's matrices, all layers together.
     pub layer_matmul_params: u64,
     /// Parameters of the LM head (`vocab x hidden`; the embedding matrix when tied).
     pub lm_head_params: u64,
@@ -30,13 +31,17 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// The counts of `config`.
-    pub fn new(config: &Phi3Config) -> Self {
+    /// The counts of `config` (a family's config, or the decoder's view of it).
+    pub fn new(config: &impl FamilyConfig) -> Self {
+        let config = config.decoder_config();
         let h = config.hidden_size as u64;
-        let per_layer = config.qkv_size() as u64 * h
-            + h * config.q_size() as u64
-            + config.gate_up_size() as u64 * h
-            + h * config.intermediate_size as u64;
+        // The layer's matrices (its norms are vectors), with the shapes the checkpoint holds.
+        let per_layer: u64 = LayerTensor::of(&config)
+            .into_iter()
+            .map(|t| t.shape(&config))
+            .filter(|shape| shape.len() == 2)
+            .map(|shape| shape.iter().map(|&d| d as u64).product::<u64>())
+            .sum();
         Self {
             layers: config.num_hidden_layers as u64,
             layer_matmul_params: per_layer * config.num_hidden_layers as u64,
@@ -105,9 +110,13 @@ pub fn synthetic_ids(vocab: usize, n: usize) -> Vec<u32> {
 mod tests {
     use super::*;
 
-    fn config(file: &str) -> Phi3Config {
-        let path = crate::workspace_root().join(file);
-        Phi3Config::from_file(&path).unwrap()
+    /// The config at `file`, parsed by the family its `model_type` names.
+    fn config(file: &str) -> tt_decoder::DecoderConfig {
+        let text = std::fs::read_to_string(crate::workspace_root().join(file)).unwrap();
+        tt_decoder::family_for(&text, &tt_lm::families())
+            .unwrap()
+            .parse_config(&text)
+            .unwrap()
     }
 
     /// Phi-3-mini-128k: 7.45 GB of bf16 matrices per decode token (docs/PERFORMANCE.md).
@@ -138,6 +147,16 @@ mod tests {
         let c = Counts::new(&cfg);
         assert_eq!(c.layer_matmul_params, 4 * 128 * (384 + 128 + 1024 + 512));
         assert_eq!(c.lm_head_params, 32_064 * 128);
+    }
+
+    /// Llama's separate projections count as Phi-3's fused ones would.
+    #[test]
+    fn llama_counts_its_separate_projections() {
+        let c = Counts::new(&config("fixtures/llama-tiny-gqa/config.json"));
+        // H 128, 8 query and 2 KV heads of 16, I 256: q, k, v, o, gate, up, down.
+        let per_layer = 128 * (128 + 32 + 32 + 128 + 256 + 256 + 256);
+        assert_eq!(c.layer_matmul_params, 2 * per_layer);
+        assert_eq!((c.q_size, c.kv_size), (128, 32));
     }
 
     #[test]
