@@ -17,7 +17,8 @@ fn layer0(fixture: &str, rows: usize, cols: usize) -> LayerWeights {
     let config = ckpt.config().decoder_config();
     let plan = tt_decoder::plan(&config, &options).unwrap();
     let mesh = Mesh::new(options.mesh, options.profile.clone(), options.topology);
-    let mut weights = ModelWeights::load(&ckpt, &config, &plan, &mesh, &options.numerics().unwrap()).unwrap();
+    let mut weights =
+        ModelWeights::load(&ckpt, &config, &plan, &mesh, &options.numerics().unwrap()).unwrap();
     weights.layers.swap_remove(0)
 }
 
