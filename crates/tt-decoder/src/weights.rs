@@ -422,7 +422,25 @@ impl ModelWeights {
             Fidelity::F32 => OpSettings::EXACT,
             Fidelity::Bf16 => numerics.preset().get(OpClass::Activations).to_owned(),
         };
-        let embed_full = matrix(ckpt, &name(TensorName::Embed), &embed_settings)?;
+        // With packed weights the process should hold the packed bytes only: the embedding is
+        // then a bf16 copy (read by `pread`), not a view that keeps its whole file mapped.
+        let packs = [
+            OpClass::Qkv,
+            OpClass::O,
+            OpClass::Ff1Ff3,
+            OpClass::Ff2,
+            OpClass::LmHead,
+        ]
+        .iter()
+        .any(|&op| !numerics.op(op).is_exact_math());
+        let embed_full = match (packs, embed_settings.weights) {
+            (true, StorageFormat::Bf16) => {
+                let embed_name = name(TensorName::Embed);
+                let shape = ckpt.tensor_info(&embed_name)?.shape.clone();
+                Tensor::from_bf16(ckpt.read_all::<half::bf16>(&embed_name)?, &shape)?
+            }
+            _ => matrix(ckpt, &name(TensorName::Embed), &embed_settings)?,
+        };
         let embed = replicate(embed_full.clone())?;
         let final_norm = replicate(read_vector(ckpt, &name(TensorName::FinalNorm), hidden)?)?;
         let layers = (0..config.num_hidden_layers)
