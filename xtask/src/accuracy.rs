@@ -65,6 +65,10 @@ struct AttributionArgs {
     /// Mesh shape.
     #[arg(long, default_value = "1x1")]
     mesh: MeshShape,
+    /// Set the knobs back cumulatively (each run keeps the previous knobs exact), ending at
+    /// the f32 preset's numbers, instead of one at a time.
+    #[arg(long)]
+    cumulative: bool,
 }
 
 /// Runs the command.
@@ -315,14 +319,27 @@ fn attribution(args: AttributionArgs) -> Result<()> {
         percent(s.top5)
     );
     println!();
-    println!("| knob set back to exact | top-1 % | top-5 % | top-1 recovered (points) |");
+    let header = match args.cumulative {
+        true => "knobs set back to exact, cumulatively",
+        false => "knob set back to exact",
+    };
+    println!("| {header} | top-1 % | top-5 % | top-1 recovered (points) |");
     println!("|---|---|---|---|");
+    let mut kept = base.clone();
     for (label, overrides) in knobs(&base) {
-        let mut preset = base.clone();
+        let mut preset = match args.cumulative {
+            true => kept.clone(),
+            false => base.clone(),
+        };
+        let label = match args.cumulative {
+            true => format!("+ {label}"),
+            false => label,
+        };
         for o in &overrides {
             preset.apply_override(o)?;
         }
         let r = score(&mut ckpt, &reference, args.mesh, &preset)?;
+        kept = preset;
         println!(
             "| {label} | {} | {} | {:+.0} |",
             percent(r.summary.top1),
