@@ -38,7 +38,6 @@ pub struct Model {
     plan: Plan,
     mesh: Mesh,
     numerics: Numerics,
-    fidelity: Fidelity,
     rope: RopeTables,
     weights: ModelWeights,
     heads: (usize, usize),
@@ -71,7 +70,6 @@ impl Model {
             config,
             plan,
             mesh,
-            fidelity: numerics.activations(),
             numerics,
             weights,
             heads,
@@ -96,7 +94,7 @@ impl Model {
 
     /// Activation fidelity.
     pub fn fidelity(&self) -> Fidelity {
-        self.fidelity
+        self.numerics.activations()
     }
 
     /// The precision the model computes in.
@@ -117,7 +115,7 @@ impl Model {
     fn context(&self) -> LayerContext<'_> {
         LayerContext {
             mesh: &self.mesh,
-            fidelity: self.fidelity,
+            fidelity: self.numerics.activations(),
             kv_format: self.numerics.kv_block_format(),
             eps: self.config.rms_norm_eps as f32,
             sliding_window: self.config.sliding_window,
@@ -179,7 +177,7 @@ impl Model {
             Logits::Last => x.narrow(0, m.saturating_sub(1), m.min(1))?,
         };
         let x = self
-            .fidelity
+            .fidelity()
             .round(rms_norm(&x, self.weights.final_norm.shard(0)?, ctx.eps)?)?;
         if let Some(t) = trace {
             t.push(("final_norm".to_string(), x.clone()));
@@ -236,7 +234,7 @@ impl Model {
         let variant = self.rope.choose(tokens.len());
         let (cos, sin) = self.cos_sin(variant, &positions)?;
         let x = self
-            .fidelity
+            .fidelity()
             .round(embedding(tokens, self.weights.embed.shard(0)?)?)?;
         let step = AttentionStep::Prefill {
             user,
@@ -292,7 +290,7 @@ impl Model {
         let (cos, sin) = self.cos_sin(variant, &rows)?;
         let ids: Vec<u32> = tokens.iter().map(|t| t.unwrap_or(0)).collect();
         let x = self
-            .fidelity
+            .fidelity()
             .round(embedding(&ids, self.weights.embed.shard(0)?)?)?;
         let step = AttentionStep::Decode {
             positions: &positions,

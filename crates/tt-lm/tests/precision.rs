@@ -33,18 +33,9 @@ fn logits(model: &Model) -> (Vec<f32>, usize) {
     (out.to_f32_vec(), vocab)
 }
 
+/// Pearson correlation (the shared test helper's).
 fn pcc(a: &[f32], b: &[f32]) -> f64 {
-    let n = a.len() as f64;
-    let ma = a.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-    let mb = b.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x) - ma, f64::from(y) - mb);
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    ab / (aa * bb).sqrt()
+    tt_hf::testutil::compare(a, b).0
 }
 
 /// Bytes in use on device 0 (weights; no cache allocated yet).
