@@ -23,7 +23,7 @@
 //! Prints a Markdown table (stdout; stderr with `--json`, which prints the JSON on stdout).
 //! Progress lines go through `tracing`.
 
-mod counts;
+pub(crate) mod counts;
 mod peer;
 mod report;
 

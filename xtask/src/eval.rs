@@ -216,11 +216,27 @@ pub(crate) fn score_on_mesh(
 }
 
 /// Runs the eval. An error comes back as one paragraph: its causes on one line, each once.
+///
+/// Under `mpirun -n R` (xtask built with `--features mpi`) the mesh is spread over the R ranks:
+/// every rank scores, rank 0 prints and writes the report, and an error on any rank ends the job
+/// with that rank's message.
 pub fn run(args: Args) -> Result<()> {
-    run_eval(args).map_err(|e| anyhow::anyhow!(phi3_model::error::one_paragraph(e.as_ref())))
+    let one_paragraph =
+        |e: anyhow::Error| anyhow::anyhow!(phi3_model::error::one_paragraph(e.as_ref()));
+    let ranks = tt_decoder::Ranks::from_env()?;
+    ranks.silence_followers()?;
+    ranks.share_cores()?;
+    let result = run_eval(args, &ranks).map_err(one_paragraph);
+    if let Err(err) = &result
+        && ranks.ranks() > 1
+    {
+        eprintln!("rank {}: error: {err}", ranks.rank());
+        ranks.abort(1);
+    }
+    result
 }
 
-fn run_eval(args: Args) -> Result<()> {
+fn run_eval(args: Args, ranks: &tt_decoder::Ranks) -> Result<()> {
     if let Mode::Hf = args.mode {
         let refused = hf_mode_refused(&args);
         if !refused.is_empty() {
@@ -283,6 +299,7 @@ fn run_eval(args: Args) -> Result<()> {
     };
     options.precision = args.precision.clone();
     options.max_seq_len = max_seq_len;
+    options.transport = ranks.transport();
     let eval_options = EvalOptions {
         prefill_mode: if args.prefill_decode {
             PrefillMode::PrefillDecode
@@ -309,7 +326,7 @@ fn run_eval(args: Args) -> Result<()> {
         };
         println!("{}", report.table(&text));
     }
-    if let Some(path) = &args.report {
+    if let Some(path) = args.report.as_ref().filter(|_| ranks.is_leader()) {
         std::fs::write(path, report.to_json_pretty())
             .with_context(|| format!("writing {}", path.display()))?;
     }

@@ -9,6 +9,8 @@ mod download;
 mod eval;
 mod fixtures;
 mod gguf;
+mod mpi;
+mod mpi_bench;
 mod plan;
 mod reference;
 mod smollm2;
@@ -46,6 +48,12 @@ enum Task {
     Eval(eval::Args),
     /// Regenerate fixtures/ (tiny Phi-3 checkpoints and HF references) with Python transformers.
     Fixtures(fixtures::Args),
+    /// MPI tests: collectives, logits and generation under `mpirun -n 2` / `-n 4` against one
+    /// process (bit-identical), and a rank that dies or fails to load ending the job.
+    MpiTest(mpi::Args),
+    /// One process against the same mesh spread over MPI ranks on this host: decode ms/token,
+    /// peak RSS per rank, and what the ranks exchange per decode step.
+    MpiBench(mpi_bench::Args),
     /// Print the tensor-parallel plan of an HF config on a mesh (text or --json).
     Plan(plan::Args),
     /// Make an HF reference (prompt + greedy tokens + HF top-5) for the eval, with Python transformers.
@@ -87,6 +95,8 @@ fn main() -> std::process::ExitCode {
         Task::Bench(args) => bench::run(args),
         Task::Eval(args) => eval::run(args),
         Task::Fixtures(args) => fixtures::run(args),
+        Task::MpiTest(args) => mpi::run(args),
+        Task::MpiBench(args) => mpi_bench::run(args),
         Task::Plan(args) => plan::run(args),
         Task::Reference(args) => reference::run(args),
         Task::Smollm2(args) => smollm2::run(args),

@@ -9,6 +9,10 @@
 //! code and one paragraph on stderr; logs are quiet (warnings only) unless `-v` or `RUST_LOG`
 //! asks for more.
 //!
+//! Under `mpirun -n R` (built with the `mpi` feature) the mesh is spread over the R processes:
+//! each loads and holds only its own devices' shards, rank 0 prints and writes files, and an
+//! error on any rank ends the whole job with that rank's message ([`crate::ranks`]).
+//!
 //! Under the `host` profile each simulated device's budget is this machine's physical memory
 //! split over the devices, so a KV cache (or model) that cannot fit in memory is refused with
 //! the bytes needed and available before anything is allocated.
@@ -32,7 +36,8 @@ use crate::config::DecoderConfig;
 use crate::family::{Family, open_checkpoint};
 use crate::precision::parse_preset;
 use crate::{
-    GenerateOptions, Logits, Model, RuntimeOptions, Sampler, Sampling, SamplingParams, generate,
+    GenerateOptions, Logits, Model, Ranks, RuntimeOptions, Sampler, Sampling, SamplingParams,
+    generate,
 };
 
 /// What a binary runs: its name, the families it knows, and its default model.
@@ -228,12 +233,13 @@ fn profile(name: &str, mesh: MeshShape) -> Result<DeviceProfile> {
         .with_context(|| format!("unknown device profile {name:?}; use host or wormhole_b0"))
 }
 
-/// Opens the checkpoint and loads it onto the mesh with a progress bar; returns the load time.
-fn load(bin: &Binary, args: &ModelArgs, needed_len: usize) -> Result<(Model, f64)> {
+/// Opens the checkpoint and loads it onto the mesh (this rank's devices, under MPI) with a
+/// progress bar (rank 0's only); returns the load time.
+fn load(bin: &Binary, args: &ModelArgs, needed_len: usize, ranks: &Ranks) -> Result<(Model, f64)> {
     let start = Instant::now();
     let mut ckpt = open(bin, args.model.as_deref())?;
     let bar = ProgressBar::new(ckpt.total_bytes());
-    if std::io::stderr().is_terminal() {
+    if std::io::stderr().is_terminal() && ranks.is_leader() {
         bar.set_style(
             ProgressStyle::with_template("loading {bar:40} {bytes}/{total_bytes} {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -250,6 +256,7 @@ fn load(bin: &Binary, args: &ModelArgs, needed_len: usize) -> Result<(Model, f64
     };
     options.precision = args.precision.clone();
     options.max_seq_len = args.max_seq_len.unwrap_or(needed_len);
+    options.transport = ranks.transport();
     let model = Model::load(&ckpt, &options)?;
     bar.finish_and_clear();
     Ok((model, start.elapsed().as_secs_f64()))
@@ -265,6 +272,20 @@ fn tokenizer_for(bin: &Binary, ckpt: &Checkpoint<DecoderConfig>) -> Result<Token
     Ok(tok)
 }
 
+/// The peak RSS of every rank, in rank order (this process's alone without ranks; 0 where the
+/// OS does not report it).
+fn per_rank_peak_rss(model: &Model) -> Result<Vec<u64>> {
+    let mine = peak_rss_bytes().unwrap_or(0);
+    let Some(transport) = model.mesh().transport() else {
+        return Ok(vec![mine]);
+    };
+    let all = transport.all_gather(&mine.to_le_bytes())?;
+    Ok(all
+        .iter()
+        .map(|b| <[u8; 8]>::try_from(b.as_slice()).map_or(0, u64::from_le_bytes))
+        .collect())
+}
+
 /// Peak resident set size of this process (VmHWM), if the OS reports it.
 fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -273,7 +294,7 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn run_generate(bin: &Binary, args: GenerateArgs) -> Result<()> {
+fn run_generate(bin: &Binary, args: GenerateArgs, ranks: &Ranks) -> Result<()> {
     // User input first (the prompt file), then the checkpoint.
     let text = match (&args.prompt, &args.prompt_file) {
         (Some(text), _) => Some(text.clone()),
@@ -328,7 +349,7 @@ fn run_generate(bin: &Binary, args: GenerateArgs) -> Result<()> {
         }),
     };
     let mut samplers = [Sampler::new(sampling)?];
-    let (model, load_s) = load(bin, &args.model, needed)?;
+    let (model, load_s) = load(bin, &args.model, needed, ranks)?;
     let options = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         min_new_tokens: args.min_new_tokens,
@@ -355,6 +376,10 @@ fn run_generate(bin: &Binary, args: GenerateArgs) -> Result<()> {
         &mut on_token,
     )?;
     let generated = &out[0];
+    // Every rank's peak RSS (a collective: every rank reaches this line).
+    let peak_rss_per_rank = per_rank_peak_rss(&model)?;
+    let steps = timings.decode_steps_s.len().max(1) as f64;
+    let traffic = timings.decode_traffic;
     let text = match &tokenizer {
         Some(tok) => tok.decode(generated.new_tokens(), true)?,
         None => String::new(),
@@ -372,6 +397,13 @@ fn run_generate(bin: &Binary, args: GenerateArgs) -> Result<()> {
                 "decode_s_per_token": timings.decode_median_s(),
                 "decode_steps": timings.decode_steps_s.len(),
                 "peak_rss_bytes": peak_rss_bytes(),
+            },
+            "ranks": {
+                "ranks": ranks.ranks(),
+                "peak_rss_bytes": peak_rss_per_rank,
+                "rank0_decode_messages_per_step": traffic.messages as f64 / steps,
+                "rank0_decode_bytes_per_step": traffic.bytes as f64 / steps,
+                "rank0_decode_exchange_us_per_step": traffic.exchange_ns as f64 / steps / 1e3,
             }
         });
         println!("{json}");
@@ -387,10 +419,13 @@ fn run_generate(bin: &Binary, args: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_logits(bin: &Binary, args: LogitsArgs) -> Result<()> {
-    let (model, _) = load(bin, &args.model, args.tokens.len())?;
+fn run_logits(bin: &Binary, args: LogitsArgs, ranks: &Ranks) -> Result<()> {
+    let (model, _) = load(bin, &args.model, args.tokens.len(), ranks)?;
     let mut cache = model.new_cache()?;
     let logits = model.prefill(&mut cache, 0, &args.tokens, Logits::All)?;
+    if !ranks.is_leader() {
+        return Ok(());
+    }
     write_logits(&args.out, &logits.to_f32_vec(), logits.shape())?;
     tracing::info!(out = %args.out.display(), shape = ?logits.shape(), "wrote logits");
     Ok(())
@@ -448,14 +483,35 @@ pub fn main(bin: &Binary) -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
         )
         .init();
-    let result = match cli.command {
-        Command::Generate(args) => run_generate(bin, args),
-        Command::Logits(args) => run_logits(bin, args),
-        Command::Plan(args) => run_plan(bin, args),
-        Command::Presets(args) => run_presets(args),
+    // Under mpirun every rank runs this; rank 0 prints, the others only report errors.
+    let ranks = match Ranks::from_env() {
+        Ok(ranks) => ranks,
+        Err(err) => {
+            eprintln!("error: {}", tt_hf::one_paragraph(&err));
+            return ExitCode::FAILURE;
+        }
     };
+    let ready = ranks.silence_followers().and_then(|()| ranks.share_cores());
+    let result = ready
+        .map_err(anyhow::Error::from)
+        .and_then(|()| match cli.command {
+            Command::Generate(args) => run_generate(bin, args, &ranks),
+            Command::Logits(args) => run_logits(bin, args, &ranks),
+            Command::Plan(args) => run_plan(bin, args),
+            Command::Presets(args) => run_presets(args),
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if ranks.ranks() > 1 => {
+            // The other ranks may be waiting on this one: end the whole job.
+            eprintln!(
+                "rank {}: error: {}",
+                ranks.rank(),
+                tt_hf::one_paragraph(err.as_ref())
+            );
+            ranks.abort(1);
+            ExitCode::FAILURE
+        }
         Err(err) => {
             eprintln!("error: {}", tt_hf::one_paragraph(err.as_ref()));
             ExitCode::FAILURE

@@ -93,7 +93,7 @@ impl LayerContext<'_> {
         step: &AttentionStep<'_>,
     ) -> Result<()> {
         let m = x.dim(0)?;
-        let h = self.round(rms_norm(x, w.attn_norm.shard(0)?, self.eps)?)?;
+        let h = self.round(rms_norm(x, w.attn_norm.replica()?, self.eps)?)?;
 
         // Attention: column-parallel QKV, local heads, row-parallel o_proj.
         let qkvs = w.qkv.forward(&h)?;
@@ -116,7 +116,7 @@ impl LayerContext<'_> {
         self.fidelity.apply(x)?;
 
         // MLP: column-parallel gate/up, row-parallel down.
-        let h = self.round(rms_norm(x, w.mlp_norm.shard(0)?, self.eps)?)?;
+        let h = self.round(rms_norm(x, w.mlp_norm.replica()?, self.eps)?)?;
         let mut gate_ups = w.gate_up.forward(&h)?;
         let acts = team::map_mut(&mut gate_ups, |_, parts| {
             let [gate, up] =

@@ -87,6 +87,9 @@ pub enum Error {
     /// The model needs something the decoder does not implement.
     #[error("{0}")]
     Unsupported(String),
+    /// The MPI ranks of the run could not be set up.
+    #[error("MPI: {0}")]
+    Mpi(String),
     /// A precision preset the decoder cannot run.
     #[error("precision: {0}")]
     Precision(String),

@@ -36,6 +36,9 @@ pub struct GenerateTimings {
     /// Seconds of every decode step (one entry per step, all sequences together; a step that
     /// recomputed a cache at the LongRoPE switch is included).
     pub decode_steps_s: Vec<f64>,
+    /// What this process exchanged with the other ranks during the decode steps (zero unless
+    /// the mesh spans several ranks).
+    pub decode_traffic: tt_mesh::RankTraffic,
 }
 
 impl GenerateTimings {
@@ -150,6 +153,7 @@ pub fn generate(
 
         // Feed each live sequence's newest token.
         let step = Instant::now();
+        let traffic = model.mesh().rank_traffic();
         let mut batch: Vec<Option<u32>> = vec![None; cache.batch()];
         for (user, seq) in seqs.iter().enumerate() {
             if seq.done {
@@ -176,6 +180,8 @@ pub fn generate(
             }
         }
         timings.decode_steps_s.push(step.elapsed().as_secs_f64());
+        let step_traffic = model.mesh().rank_traffic().since(&traffic);
+        timings.decode_traffic = timings.decode_traffic.plus(&step_traffic);
     }
 
     let out = seqs

@@ -1,6 +1,6 @@
 //! The model's KV cache: per layer and per device, K and V split by KV heads.
 //!
-//! Each device holds a `[max_batch, nkv_d, max_seq_len, dh]` K and V cache (a
+//! Each device (of this process, when the mesh spans ranks) holds a `[max_batch, nkv_d, max_seq_len, dh]` K and V cache (a
 //! [`tt_ops::KvCache`]) in every layer, exactly the plan's `kv_cache` shard, with its bytes
 //! reserved on the device before anything is written. f32 under an f32 cache format (so the
 //! reference path keeps HF's fp32 keys), else bf16 (what a device stores; a bfloat8_b cache's
@@ -17,7 +17,7 @@ use tt_ops::RopeVariant;
 
 /// K and V caches of every layer on every device, plus each user's length.
 pub struct KvCache {
-    /// `[layer][device]`.
+    /// `[layer][local device]`.
     pub(crate) layers: Vec<Vec<tt_ops::KvCache>>,
     lens: Vec<usize>,
     variants: Vec<Option<RopeVariant>>,
@@ -51,12 +51,13 @@ impl KvCache {
                     "a KV cache of {layers} layers x batch {batch} x {nkv} heads x {len} positions                      x {dh} does not fit in 64 bits of bytes"
                 ))
             })?;
-        let reserved = (0..mesh.num_devices())
+        let reserved = mesh
+            .local_devices()
             .map(|d| mesh.allocate(d, per_device))
             .collect::<Result<Vec<_>, _>>()?;
         let layers = (0..layers)
             .map(|_| {
-                (0..mesh.num_devices())
+                mesh.local_devices()
                     .map(|_| tt_ops::KvCache::contiguous(batch, nkv, len, dh, dtype))
                     .collect()
             })

@@ -14,12 +14,15 @@
 //! - [`sharding`]: the config as the planner's numbers; runtime options (mesh, precision, cache).
 //! - [`precision`]: a `tt-numerics` precision preset resolved for the decoder ([`Numerics`]).
 //! - [`weights`]: the checkpoint split into each device's shards (parallel layers).
+//! - `local_read` (private): on a rank of a multi-process mesh, reading only its devices' rows
+//!   and columns.
 //! - [`kv_cache`]: the KV cache, split by KV heads, per layer and device.
 //! - `decoder` (private): one decoder layer on the mesh; the attention cores of prefill and
 //!   decode.
 //! - [`model`]: [`Model`]: load, prefill, decode.
 //! - [`generate`]: HF-style generation (with the LongRoPE cache recompute), batches, streaming.
 //! - [`sampling`]: greedy and seeded top-k/top-p sampling.
+//! - [`ranks`]: this process alone, or the MPI ranks of an `mpirun` launch ([`Ranks`]).
 //! - [`cli`]: the `generate` / `logits` / `plan` commands of a model binary.
 //! - [`error`]: typed errors.
 
@@ -30,9 +33,11 @@ pub mod error;
 pub mod family;
 pub mod generate;
 pub mod kv_cache;
+mod local_read;
 pub mod model;
 pub mod names;
 pub mod precision;
+pub mod ranks;
 pub mod sampling;
 pub mod sharding;
 pub mod weights;
@@ -45,6 +50,7 @@ pub use kv_cache::KvCache;
 pub use model::{Logits, Model};
 pub use names::{LayerTensor, TensorName, expected_tensors};
 pub use precision::{Numerics, parse_preset, preset_of_fidelity};
+pub use ranks::Ranks;
 pub use sampling::{Sampler, Sampling, SamplingParams};
 pub use sharding::{RuntimeOptions, decoder_dims, plan};
 pub use tt_numerics::{OpClass, Preset, PresetName};

@@ -55,7 +55,10 @@ impl Model {
     ) -> Result<Self> {
         let config = ckpt.config().decoder_config();
         let plan = plan(&config, options)?;
-        let mesh = Mesh::new(options.mesh, options.profile.clone(), options.topology);
+        let mut mesh = Mesh::new(options.mesh, options.profile.clone(), options.topology);
+        if let Some(transport) = &options.transport {
+            mesh = mesh.with_transport(transport.clone())?;
+        }
         let numerics = options.numerics()?;
         let weights = ModelWeights::load(ckpt, &config, &plan, &mesh, &numerics)?;
         let per_device = (0..plan.num_devices())
@@ -176,14 +179,15 @@ impl Model {
             Logits::All => x,
             Logits::Last => x.narrow(0, m.saturating_sub(1), m.min(1))?,
         };
-        let x = self
-            .fidelity()
-            .round(rms_norm(&x, self.weights.final_norm.shard(0)?, ctx.eps)?)?;
+        let x =
+            self.fidelity()
+                .round(rms_norm(&x, self.weights.final_norm.replica()?, ctx.eps)?)?;
         if let Some(t) = trace {
             t.push(("final_norm".to_string(), x.clone()));
         }
         // Column-parallel LM head: each device's vocab rows, written in the preset's logits
-        // format, composed in device order.
+        // format, composed in device order (gathered from every rank when the mesh spans
+        // several: every rank gets the whole logits, so all of them pick the same next token).
         let shards = self
             .weights
             .lm_head
@@ -235,7 +239,7 @@ impl Model {
         let (cos, sin) = self.cos_sin(variant, &positions)?;
         let x = self
             .fidelity()
-            .round(embedding(tokens, self.weights.embed.shard(0)?)?)?;
+            .round(embedding(tokens, self.weights.embed.replica()?)?)?;
         let step = AttentionStep::Prefill {
             user,
             cos: &cos,
@@ -291,7 +295,7 @@ impl Model {
         let ids: Vec<u32> = tokens.iter().map(|t| t.unwrap_or(0)).collect();
         let x = self
             .fidelity()
-            .round(embedding(&ids, self.weights.embed.shard(0)?)?)?;
+            .round(embedding(&ids, self.weights.embed.replica()?)?)?;
         let step = AttentionStep::Decode {
             positions: &positions,
             cos: &cos,

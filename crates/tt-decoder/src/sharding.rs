@@ -3,7 +3,9 @@
 //! This is the only place where a model's sizes meet `tt-shard`: the model never divides by the
 //! device count itself, it asks the [`Plan`] built here for every range it loads.
 
-use tt_mesh::{DeviceProfile, MeshShape, Topology};
+use std::sync::Arc;
+
+use tt_mesh::{DeviceProfile, MeshShape, Topology, Transport};
 use tt_numerics::Preset;
 use tt_ops::Fidelity;
 use tt_shard::{DecoderDims, Plan, PlanOptions};
@@ -34,6 +36,10 @@ pub struct RuntimeOptions {
     pub max_seq_len: usize,
     /// Sequences decoded together (KV cache rows).
     pub max_batch: usize,
+    /// The ranks hosting the mesh when it spans several processes (MPI ranks, or
+    /// [`tt_mesh::ThreadRanks`]): each rank then loads and holds only its own block of devices.
+    /// `None`: this process hosts every device.
+    pub transport: Option<Arc<dyn Transport>>,
 }
 
 impl RuntimeOptions {
@@ -47,6 +53,7 @@ impl RuntimeOptions {
             fidelity: Fidelity::F32,
             max_seq_len: 4096,
             max_batch: 1,
+            transport: None,
         }
     }
 }

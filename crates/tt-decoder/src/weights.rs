@@ -22,6 +22,10 @@
 //!   split it the same way, and pack each device's shard in the op's storage format (bfloat8_b,
 //!   bfloat4_b, or bf16 tiles for a bf16 op with device arithmetic); the copy is dropped once
 //!   packed, so the process holds the packed bytes only.
+//!
+//! On a rank of a mesh spread over several processes nothing is mapped: every matrix is read by
+//! `pread`, and only the rows or columns of this rank's devices (`crate::local_read`), so a rank
+//! holds its own devices' weights plus the replicated tensors.
 
 use std::ops::Range;
 
@@ -37,6 +41,7 @@ use tt_shard::{GateUpLayout, Plan, QkvLayout, WeightKind};
 
 use crate::config::DecoderConfig;
 use crate::error::Result;
+use crate::local_read::{HeldColumns, Part, kind_part, layer_part, read_columns, read_part};
 use crate::names::{LayerTensor, TensorName, expected_tensors};
 use crate::precision::Numerics;
 
@@ -56,8 +61,17 @@ pub struct LayerWeights {
     pub down: RowParallelLinear,
 }
 
-/// `full` with every device's rows of `kinds`, if those rows cover `full` exactly once.
-fn covering_rows(plan: &Plan, full: &Tensor, kinds: &[WeightKind]) -> Result<Option<FusedRows>> {
+/// `full` with every device's rows of `kinds`, if those rows cover `full` exactly once and this
+/// process hosts every device (a rank of a multi-process mesh touches only its own rows).
+fn covering_rows(
+    mesh: &Mesh,
+    plan: &Plan,
+    full: &Tensor,
+    kinds: &[WeightKind],
+) -> Result<Option<FusedRows>> {
+    if mesh.ranks() > 1 {
+        return Ok(None);
+    }
     let parts = (0..plan.num_devices())
         .map(|d| {
             kinds
@@ -100,11 +114,9 @@ fn read_vector<C>(ckpt: &Checkpoint<C>, name: &str, len: usize) -> Result<Tensor
     Ok(Tensor::from_f32(data, &[len])?)
 }
 
-/// One shard per device, each a view of `full`, placed on the mesh.
+/// One shard per device of this process, each a view of `full`, placed on the mesh.
 fn sharded(mesh: &Mesh, dim: usize, view: impl Fn(usize) -> Result<Tensor>) -> Result<MeshTensor> {
-    let shards = (0..mesh.num_devices())
-        .map(view)
-        .collect::<Result<Vec<_>>>()?;
+    let shards = mesh.local_devices().map(view).collect::<Result<Vec<_>>>()?;
     Ok(MeshTensor::from_shards(
         mesh,
         shards,
@@ -117,18 +129,22 @@ fn row_block(full: &Tensor, rows: Range<usize>) -> Result<Tensor> {
     Ok(full.narrow(0, rows.start, rows.len())?)
 }
 
-/// Columns `cols` of a matrix (a strided view).
-fn column_block(full: &Tensor, cols: Range<usize>) -> Result<Tensor> {
-    Ok(full.columns(cols.start, cols.len())?)
-}
-
 /// Each device's rows of `kind` in `full`, as a mesh tensor sharded along dim 0.
 fn rows_of(mesh: &Mesh, plan: &Plan, full: &Tensor, kind: WeightKind) -> Result<MeshTensor> {
     sharded(mesh, 0, |d| row_block(full, plan.shard_of(kind, d)?.rows()))
 }
 
-/// `full` itself if device `d`'s columns of `kind` are its `d`-th equal block, in device order.
-fn in_device_blocks(plan: &Plan, full: &Tensor, kind: WeightKind) -> Result<Option<Tensor>> {
+/// `full` itself if device `d`'s columns of `kind` are its `d`-th equal block, in device order,
+/// and this process hosts every device.
+fn in_device_blocks(
+    mesh: &Mesh,
+    plan: &Plan,
+    full: &Tensor,
+    kind: WeightKind,
+) -> Result<Option<Tensor>> {
+    if mesh.ranks() > 1 {
+        return Ok(None);
+    }
     let devices = plan.num_devices();
     let width = full.dim(1)?;
     let blocks = (0..devices)
@@ -144,9 +160,15 @@ fn in_device_blocks(plan: &Plan, full: &Tensor, kind: WeightKind) -> Result<Opti
 }
 
 /// Each device's columns of `kind` in `full`, as a mesh tensor sharded along dim 1.
-fn columns_of(mesh: &Mesh, plan: &Plan, full: &Tensor, kind: WeightKind) -> Result<MeshTensor> {
+fn columns_of(
+    mesh: &Mesh,
+    plan: &Plan,
+    full: &HeldColumns,
+    kind: WeightKind,
+) -> Result<MeshTensor> {
     sharded(mesh, 1, |d| {
-        column_block(full, plan.shard_of(kind, d)?.cols())
+        let cols = plan.shard_of(kind, d)?.cols();
+        full.columns(cols.start, cols.len())
     })
 }
 
@@ -196,7 +218,7 @@ fn column_parallel(
         })
         .collect::<Result<Vec<_>>>()?;
     let fused = match &fused {
-        Some(full) => covering_rows(plan, full, kinds)?,
+        Some(full) => covering_rows(mesh, plan, full, kinds)?,
         None => None,
     };
     Ok(ColumnParallelLinear {
@@ -206,17 +228,21 @@ fn column_parallel(
     })
 }
 
-/// A row-parallel layer over `kind` from the whole checkpoint matrix `full`.
+/// A row-parallel layer over `kind` from the checkpoint matrix `full` (its columns held).
 fn row_parallel(
     mesh: &Mesh,
     plan: &Plan,
-    full: &Tensor,
+    full: &HeldColumns,
     kind: WeightKind,
 ) -> Result<RowParallelLinear> {
+    let blocks = match full.as_whole() {
+        Some(whole) => in_device_blocks(mesh, plan, whole, kind)?,
+        None => None,
+    };
     Ok(RowParallelLinear {
         weights: RowWeights::Host {
             weight: columns_of(mesh, plan, full, kind)?,
-            blocks: in_device_blocks(plan, full, kind)?,
+            blocks,
         },
         settings: OpSettings::EXACT,
     })
@@ -243,11 +269,11 @@ fn head_rows(full: &Tensor, base: usize, sources: &[Option<usize>], dh: usize) -
 
 /// Input columns of the query heads `sources` from `o_proj` (`head_dim` columns each, zeros for
 /// a padding head): a view when they are consecutive real heads, else a copy.
-fn head_columns(full: &Tensor, sources: &[Option<usize>], dh: usize) -> Result<Tensor> {
+fn head_columns(full: &HeldColumns, sources: &[Option<usize>], dh: usize) -> Result<Tensor> {
     if let Some(first) = consecutive(sources) {
-        return Ok(full.columns(first * dh, sources.len() * dh)?);
+        return full.columns(first * dh, sources.len() * dh);
     }
-    let rows = full.dim(0)?;
+    let rows = full.rows()?;
     let pieces = sources
         .iter()
         .map(|s| match s {
@@ -276,6 +302,7 @@ fn padded_attention(
     plan: &Plan,
     config: &DecoderConfig,
     read: &dyn Fn(LayerTensor) -> Result<Tensor>,
+    read_cols: &dyn Fn(LayerTensor) -> Result<HeldColumns>,
 ) -> Result<(ColumnParallelLinear, RowParallelLinear)> {
     let dh = config.head_dim;
     let (q_size, kv_size) = (config.q_size(), config.kv_size());
@@ -295,7 +322,7 @@ fn padded_attention(
             (read(LayerTensor::VProj)?, 0),
         ),
     };
-    let o = read(LayerTensor::OProj)?;
+    let o = read_cols(LayerTensor::OProj)?;
     let per_device = |f: &dyn Fn(usize) -> Result<Tensor>, dim: usize| -> Result<MeshTensor> {
         sharded(mesh, dim, f)
     };
@@ -347,9 +374,37 @@ impl LayerWeights {
         let hidden = config.hidden_size;
         let name = |t: LayerTensor| config.family.tensor_name(TensorName::Layer(i, t));
         let replicate = |t: Tensor| mesh.distribute(&t, MeshMapper::Replicate);
-        let read = |t: LayerTensor| matrix(ckpt, &name(t), &numerics.op(op_class(t)));
+        // On a rank of a multi-process mesh, only this rank's rows or columns are read.
+        let read = |t: LayerTensor| {
+            let settings = numerics.op(op_class(t));
+            if mesh.ranks() > 1 {
+                read_part(
+                    ckpt,
+                    &name(t),
+                    &layer_part(mesh, plan, config, t)?,
+                    &settings,
+                )
+            } else {
+                matrix(ckpt, &name(t), &settings)
+            }
+        };
+        // A row-parallel weight's columns: the whole matrix in one process; on a rank, the
+        // span of its devices' columns, compact.
+        let read_cols = |t: LayerTensor| {
+            let settings = numerics.op(op_class(t));
+            if mesh.ranks() > 1 {
+                read_columns(
+                    ckpt,
+                    &name(t),
+                    &layer_part(mesh, plan, config, t)?,
+                    &settings,
+                )
+            } else {
+                Ok(HeldColumns::whole(matrix(ckpt, &name(t), &settings)?))
+            }
+        };
         let (qkv, o) = if plan.heads().is_padded() {
-            padded_attention(mesh, plan, config, &read)?
+            padded_attention(mesh, plan, config, &read, &read_cols)?
         } else {
             let qkv_fused = match config.qkv_layout {
                 QkvLayout::Fused => Some(read(LayerTensor::QkvProj)?),
@@ -364,7 +419,7 @@ impl LayerWeights {
                 |k| read(separate_qkv[k]),
                 OutputGrouping::Concat,
             )?;
-            let o = row_parallel(mesh, plan, &read(LayerTensor::OProj)?, WeightKind::O)?;
+            let o = row_parallel(mesh, plan, &read_cols(LayerTensor::OProj)?, WeightKind::O)?;
             (qkv, o)
         };
         let qkv = qkv.with_settings(mesh, numerics.op(OpClass::Qkv))?;
@@ -396,8 +451,13 @@ impl LayerWeights {
                 hidden,
             )?)?,
             gate_up: gate_up.with_settings(mesh, numerics.op(OpClass::Ff1Ff3))?,
-            down: row_parallel(mesh, plan, &read(LayerTensor::DownProj)?, WeightKind::Down)?
-                .with_settings(mesh, numerics.op(OpClass::Ff2))?,
+            down: row_parallel(
+                mesh,
+                plan,
+                &read_cols(LayerTensor::DownProj)?,
+                WeightKind::Down,
+            )?
+            .with_settings(mesh, numerics.op(OpClass::Ff2))?,
         })
     }
 }
@@ -439,6 +499,9 @@ impl ModelWeights {
                 let shape = ckpt.tensor_info(&embed_name)?.shape.clone();
                 Tensor::from_bf16(ckpt.read_all::<half::bf16>(&embed_name)?, &shape)?
             }
+            _ if mesh.ranks() > 1 => {
+                read_part(ckpt, &name(TensorName::Embed), &Part::All, &embed_settings)?
+            }
             _ => matrix(ckpt, &name(TensorName::Embed), &embed_settings)?,
         };
         let embed = replicate(embed_full.clone())?;
@@ -448,10 +511,17 @@ impl ModelWeights {
             .map(|i| LayerWeights::load(ckpt, config, plan, mesh, numerics, i))
             .collect::<Result<Vec<_>>>()?;
         let head_settings = numerics.op(OpClass::LmHead);
+        let head_name = match config.tie_word_embeddings {
+            true => name(TensorName::Embed),
+            false => name(TensorName::LmHead),
+        };
         let head_full = match (config.tie_word_embeddings, head_settings == embed_settings) {
             (true, true) => embed_full,
-            (true, false) => matrix(ckpt, &name(TensorName::Embed), &head_settings)?,
-            (false, _) => matrix(ckpt, &name(TensorName::LmHead), &head_settings)?,
+            _ if mesh.ranks() > 1 => {
+                let rows = kind_part(mesh, plan, &[WeightKind::LmHead], false)?;
+                read_part(ckpt, &head_name, &rows, &head_settings)?
+            }
+            _ => matrix(ckpt, &head_name, &head_settings)?,
         };
         let lm_head = ColumnParallelLinear {
             weights: ColumnWeights::Host {

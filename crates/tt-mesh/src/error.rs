@@ -99,6 +99,32 @@ pub enum MeshError {
         /// Last device.
         last: usize,
     },
+    /// Another rank could not be reached, or sent something this rank did not expect.
+    #[error("rank {rank}: {detail}")]
+    Transport {
+        /// The rank at the other end.
+        rank: usize,
+        /// What happened.
+        detail: String,
+    },
+    /// A device hosted by another rank (this process holds only its own devices' shards).
+    #[error("device {device} is hosted by another rank (this rank hosts devices {first}..{end})")]
+    NotLocal {
+        /// Device asked for.
+        device: usize,
+        /// First device of this rank.
+        first: usize,
+        /// One past its last device.
+        end: usize,
+    },
+    /// The devices do not split into equal contiguous blocks over the ranks.
+    #[error("{devices} devices do not split into equal blocks over {ranks} ranks")]
+    RankSplit {
+        /// Devices in the mesh.
+        devices: usize,
+        /// Ranks in the job.
+        ranks: usize,
+    },
     /// A mesh tensor allocated on another mesh.
     #[error("the mesh tensor was allocated on another mesh")]
     ForeignTensor,

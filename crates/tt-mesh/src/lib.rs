@@ -18,6 +18,9 @@
 //! - [`ccl`]: collectives (schedules and their execution on device buffers).
 //! - [`parallel`]: column- and row-parallel linear layers, with host or packed device weights
 //!   ([`DeviceShards`]); a row-parallel layer ends in its all_reduce.
+//! - [`transport`]: ranks that together host one mesh ([`Transport`]; [`ThreadRanks`] in one
+//!   process, `mpi::MpiTransport` across processes and hosts with the `mpi` feature).
+//! - `wire`: bit-exact bytes between ranks.
 //! - [`error`]: typed errors.
 
 pub mod ccl;
@@ -26,13 +29,17 @@ pub mod links;
 pub mod mapper;
 pub mod memory;
 pub mod mesh;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod parallel;
 pub mod tensor;
 pub mod topology;
+pub mod transport;
+mod wire;
 
 pub use ccl::{Ccl, Collectives};
 pub use error::MeshError;
-pub use links::LinkBytes;
+pub use links::{LinkBytes, RankTraffic};
 pub use mapper::{MeshComposer, MeshMapper};
 pub use memory::{Allocation, MemoryStats};
 pub use mesh::{Execution, Mesh};
@@ -42,4 +49,5 @@ pub use parallel::{
 };
 pub use tensor::{Distribution, MeshTensor};
 pub use topology::{Algorithm, Topology};
+pub use transport::{ThreadRanks, Transport};
 pub use tt_shard::{DeviceProfile, MeshShape};

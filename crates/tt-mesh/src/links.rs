@@ -4,11 +4,47 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-/// Live counters, one per ordered device pair.
+/// Live counters, one per ordered device pair, plus this rank's messages to other ranks.
 #[derive(Debug)]
 pub(crate) struct LinkCounters {
     n: usize,
     bytes: Vec<AtomicU64>,
+    messages_sent: AtomicU64,
+    message_bytes_sent: AtomicU64,
+    exchange_ns: AtomicU64,
+}
+
+/// What this process sent to other ranks (messages and their payload bytes) and the time its
+/// collectives spent exchanging them; zero in a one-process mesh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RankTraffic {
+    /// Point-to-point messages sent.
+    pub messages: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// Nanoseconds spent in exchanges between ranks: sending, and waiting for the messages of
+    /// the other ranks (which includes waiting for a slower rank to reach the step).
+    pub exchange_ns: u64,
+}
+
+impl RankTraffic {
+    /// The traffic since `earlier` (a snapshot of the same mesh).
+    pub fn since(&self, earlier: &RankTraffic) -> RankTraffic {
+        RankTraffic {
+            messages: self.messages.saturating_sub(earlier.messages),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+            exchange_ns: self.exchange_ns.saturating_sub(earlier.exchange_ns),
+        }
+    }
+
+    /// The sum of two counts.
+    pub fn plus(&self, other: &RankTraffic) -> RankTraffic {
+        RankTraffic {
+            messages: self.messages + other.messages,
+            bytes: self.bytes + other.bytes,
+            exchange_ns: self.exchange_ns + other.exchange_ns,
+        }
+    }
 }
 
 impl LinkCounters {
@@ -16,6 +52,27 @@ impl LinkCounters {
         Self {
             n,
             bytes: (0..n * n).map(|_| AtomicU64::new(0)).collect(),
+            messages_sent: AtomicU64::new(0),
+            message_bytes_sent: AtomicU64::new(0),
+            exchange_ns: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn add_message(&self, bytes: u64) {
+        self.messages_sent.fetch_add(1, Ordering::Relaxed);
+        self.message_bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_exchange_time(&self, elapsed: std::time::Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.exchange_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    pub(crate) fn traffic(&self) -> RankTraffic {
+        RankTraffic {
+            messages: self.messages_sent.load(Ordering::Relaxed),
+            bytes: self.message_bytes_sent.load(Ordering::Relaxed),
+            exchange_ns: self.exchange_ns.load(Ordering::Relaxed),
         }
     }
 
@@ -40,6 +97,9 @@ impl LinkCounters {
         for c in &self.bytes {
             c.store(0, Ordering::Relaxed);
         }
+        self.messages_sent.store(0, Ordering::Relaxed);
+        self.message_bytes_sent.store(0, Ordering::Relaxed);
+        self.exchange_ns.store(0, Ordering::Relaxed);
     }
 }
 

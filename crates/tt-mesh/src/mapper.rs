@@ -5,6 +5,8 @@ use tt_ops::Tensor;
 use crate::error::MeshError;
 use crate::mesh::Mesh;
 use crate::tensor::{Distribution, MeshTensor};
+use crate::transport::Transport;
+use crate::wire::{TensorReader, put_tensor};
 
 /// How a host tensor is placed on the devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,14 +73,16 @@ fn part_of(
 }
 
 impl Mesh {
-    /// Place `tensor` on the mesh as `mapper` says, reserving each shard's bytes.
+    /// Place `tensor` on the mesh as `mapper` says, reserving each shard's bytes (on a mesh
+    /// spread over ranks, only this rank's devices' shards are made).
     pub fn distribute(&self, tensor: &Tensor, mapper: MeshMapper) -> Result<MeshTensor, MeshError> {
         const OP: &str = "distribute";
         let n = self.num_devices();
+        let local = self.local_devices();
         let (shards, distribution) = match mapper {
-            MeshMapper::Replicate => (vec![tensor.clone(); n], Distribution::Replicated),
+            MeshMapper::Replicate => (vec![tensor.clone(); local.len()], Distribution::Replicated),
             MeshMapper::Shard { dim } => (
-                (0..n)
+                local
                     .map(|d| part_of(tensor, dim, d, n, OP))
                     .collect::<Result<Vec<_>, _>>()?,
                 Distribution::Sharded { dim },
@@ -93,7 +97,7 @@ impl Mesh {
                     });
                 }
                 let (rows, cols) = (self.shape().rows(), self.shape().cols());
-                let shards = (0..n)
+                let shards = local
                     .map(|d| {
                         let (r, c) = (d / cols, d % cols);
                         let t = match dims[0] {
@@ -112,7 +116,9 @@ impl Mesh {
         MeshTensor::from_shards(self, shards, distribution)
     }
 
-    /// Bring `tensor` back to the host as `composer` says.
+    /// Bring `tensor` back to the host as `composer` says. On a mesh spread over ranks every
+    /// rank gets the whole result (the shards are gathered from every rank first), so every
+    /// rank must call it.
     pub fn compose(
         &self,
         tensor: &MeshTensor,
@@ -125,7 +131,14 @@ impl Mesh {
                 got: tensor.num_devices(),
             });
         }
-        let shards = tensor.shards();
+        let gathered;
+        let shards = match self.transport() {
+            None => tensor.shards(),
+            Some(transport) => {
+                gathered = gather_shards(self, transport, tensor)?;
+                &gathered
+            }
+        };
         let check_dim = |dim: usize| {
             let rank = shards.first().map_or(0, Tensor::rank);
             if dim >= rank {
@@ -150,7 +163,48 @@ impl Mesh {
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Tensor::cat(&rows.iter().collect::<Vec<_>>(), dims[0])?)
             }
-            MeshComposer::Replica { device } => Ok(tensor.shard(device)?.clone()),
+            MeshComposer::Replica { device } => {
+                shards
+                    .get(device)
+                    .cloned()
+                    .ok_or(MeshError::DeviceOutOfRange {
+                        device,
+                        devices: self.num_devices(),
+                    })
+            }
         }
     }
+}
+
+/// Every device's shard of `tensor`, gathered from every rank, in device order.
+fn gather_shards(
+    mesh: &Mesh,
+    transport: &dyn Transport,
+    tensor: &MeshTensor,
+) -> Result<Vec<Tensor>, MeshError> {
+    let mut mine = Vec::new();
+    for t in tensor.shards() {
+        put_tensor(t, &mut mine)?;
+    }
+    let per_rank = tensor.shards().len();
+    let started = std::time::Instant::now();
+    let all = transport.all_gather(&mine)?;
+    mesh.links().add_exchange_time(started.elapsed());
+    for _ in 1..transport.ranks() {
+        mesh.links().add_message(mine.len() as u64);
+    }
+    let mut shards = Vec::with_capacity(mesh.num_devices());
+    for (rank, bytes) in all.iter().enumerate() {
+        let mut reader = TensorReader::new(bytes, rank);
+        for _ in 0..per_rank {
+            shards.push(reader.tensor()?);
+        }
+        if !reader.is_done() {
+            return Err(MeshError::Transport {
+                rank,
+                detail: "sent more shards than its devices hold".into(),
+            });
+        }
+    }
+    Ok(shards)
 }

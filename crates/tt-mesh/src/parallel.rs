@@ -53,24 +53,26 @@ pub enum OutputGrouping {
 }
 
 /// Per device, its weights packed as the device stores them (one per output of the layer), with
-/// their bytes reserved on the device.
+/// their bytes reserved on the device (this process's devices only, on a mesh spread over ranks).
 #[derive(Debug)]
 pub struct DeviceShards {
     weights: Vec<Vec<DeviceWeight>>,
+    first: usize,
     _allocations: Vec<Allocation>,
 }
 
 impl DeviceShards {
-    /// Packs `per_device[d][o]` (output `o` of device `d`, `[N, K]`) in `format` and reserves the
-    /// packed bytes on each device.
+    /// Packs `per_device[i][o]` (output `o` of the `i`-th local device, `[N, K]`) in `format`
+    /// and reserves the packed bytes on each device.
     pub fn pack(
         mesh: &Mesh,
         per_device: &[Vec<&Tensor>],
         format: tt_numerics::StorageFormat,
     ) -> Result<Self, MeshError> {
-        if per_device.len() != mesh.num_devices() {
+        let local = mesh.local_devices();
+        if per_device.len() != local.len() {
             return Err(MeshError::DeviceCount {
-                expected: mesh.num_devices(),
+                expected: local.len(),
                 got: per_device.len(),
             });
         }
@@ -85,30 +87,37 @@ impl DeviceShards {
             .collect::<Result<Vec<_>, MeshError>>()?;
         let _allocations = weights
             .iter()
-            .enumerate()
-            .map(|(d, ws)| {
+            .zip(local.clone())
+            .map(|(ws, d)| {
                 let bytes: usize = ws.iter().map(DeviceWeight::byte_size).sum();
                 mesh.allocate(d, bytes as u64)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             weights,
+            first: local.start,
             _allocations,
         })
     }
 
-    /// Device `d`'s weights, one per output.
+    /// The devices whose weights this process holds.
+    pub fn local_devices(&self) -> Range<usize> {
+        self.first..self.first + self.weights.len()
+    }
+
+    /// Device `d`'s weights, one per output (a device of this process).
     pub fn device(&self, d: usize) -> Result<&[DeviceWeight], MeshError> {
-        self.weights
-            .get(d)
+        d.checked_sub(self.first)
+            .and_then(|i| self.weights.get(i))
             .map(Vec::as_slice)
-            .ok_or(MeshError::DeviceOutOfRange {
+            .ok_or(MeshError::NotLocal {
                 device: d,
-                devices: self.weights.len(),
+                first: self.first,
+                end: self.first + self.weights.len(),
             })
     }
 
-    /// Packed bytes over all devices.
+    /// Packed bytes over this process's devices.
     pub fn byte_size(&self) -> usize {
         self.weights
             .iter()
@@ -161,7 +170,7 @@ impl ColumnParallelLinear {
         }
     }
 
-    /// Every device's outputs for the replicated input `x [M, H]`: per device, one tensor
+    /// Every local device's outputs for the replicated input `x [M, H]`: per device, one tensor
     /// ([`OutputGrouping::Concat`]) or one per output ([`OutputGrouping::Apart`]).
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Vec<Tensor>>, MeshError> {
         let ys = self.forward_outputs(x)?;
@@ -193,9 +202,14 @@ impl ColumnParallelLinear {
                 outputs,
             } => {
                 let y = linear(x, &f.full)?;
-                team::map(f.parts.len(), |d| {
-                    let parts = f.parts[d]
-                        .get(..outputs.len())
+                let local = outputs
+                    .first()
+                    .map_or(0..f.parts.len(), MeshTensor::local_devices);
+                team::map(local.len(), |i| {
+                    let parts = f
+                        .parts
+                        .get(local.start + i)
+                        .and_then(|p| p.get(..outputs.len()))
                         .ok_or_else(|| wrong_outputs(outputs.len()))?;
                     match self.grouping {
                         // One gather of all the device's ranges, side by side.
@@ -213,19 +227,19 @@ impl ColumnParallelLinear {
                 outputs,
                 fused: None,
             } => {
-                let devices = outputs.first().map_or(0, MeshTensor::num_devices);
-                team::map(devices, |d| {
+                let local = outputs.first().map_or(0..0, MeshTensor::local_devices);
+                team::map(local.len(), |i| {
                     outputs
                         .iter()
-                        .map(|w| Ok(linear(x, w.shard(d)?)?))
+                        .map(|w| Ok(linear(x, w.shard(local.start + i)?)?))
                         .collect()
                 })
                 .into_iter()
                 .collect()
             }
-            ColumnWeights::Device(shards) => team::map(shards.weights.len(), |d| {
+            ColumnWeights::Device(shards) => team::map(shards.weights.len(), |i| {
                 shards
-                    .device(d)?
+                    .device(shards.first + i)?
                     .iter()
                     .map(|w| Ok(device_linear(x, w, &self.settings)?))
                     .collect()
@@ -241,7 +255,8 @@ impl ColumnParallelLinear {
     pub fn with_settings(self, mesh: &Mesh, settings: OpSettings) -> Result<Self, MeshError> {
         let weights = match self.weights {
             ColumnWeights::Host { outputs, .. } if !settings.is_exact_math() => {
-                let per_device = (0..mesh.num_devices())
+                let per_device = mesh
+                    .local_devices()
                     .map(|d| outputs.iter().map(|o| o.shard(d)).collect())
                     .collect::<Result<Vec<Vec<&Tensor>>, _>>()?;
                 ColumnWeights::Device(DeviceShards::pack(mesh, &per_device, settings.weights)?)
@@ -282,26 +297,28 @@ pub struct RowParallelLinear {
 
 impl RowParallelLinear {
     /// `sum_d xs[d] @ w_d^T` over the mesh: every device's partial product, then the
-    /// all_reduce; returns the replicated sum.
+    /// all_reduce; returns the replicated sum. `xs` are the local devices' inputs, in device
+    /// order (every device's in a one-process mesh).
     pub fn forward(&self, mesh: &Mesh, xs: &[Tensor]) -> Result<Tensor, MeshError> {
         let partials = match &self.weights {
             RowWeights::Host {
-                blocks: Some(full), ..
-            } => {
+                blocks: Some(full),
+                weight,
+            } if weight.local_devices().len() == weight.num_devices() => {
                 let refs: Vec<&Tensor> = xs.iter().collect();
                 linear_column_blocks(&refs, full)?
             }
-            RowWeights::Host {
-                weight,
-                blocks: None,
-            } => team::map(xs.len(), |d| Ok(linear(&xs[d], weight.shard(d)?)?))
-                .into_iter()
-                .collect::<Result<Vec<_>, MeshError>>()?,
-            RowWeights::Device(shards) => team::map(xs.len(), |d| {
-                let [w] = shards.device(d)? else {
+            RowWeights::Host { weight, .. } => {
+                let first = weight.local_devices().start;
+                team::map(xs.len(), |i| Ok(linear(&xs[i], weight.shard(first + i)?)?))
+                    .into_iter()
+                    .collect::<Result<Vec<_>, MeshError>>()?
+            }
+            RowWeights::Device(shards) => team::map(xs.len(), |i| {
+                let [w] = shards.device(shards.first + i)? else {
                     return Err(wrong_outputs(1));
                 };
-                Ok(device_linear(&xs[d], w, &self.settings)?)
+                Ok(device_linear(&xs[i], w, &self.settings)?)
             })
             .into_iter()
             .collect::<Result<Vec<_>, MeshError>>()?,
@@ -314,7 +331,7 @@ impl RowParallelLinear {
         partial.expect(Distribution::PartialSum, "row-parallel output")?;
         mesh.ccl().all_reduce(&mut partial)?;
         partial.expect(Distribution::Replicated, "all_reduce output")?;
-        Ok(partial.shard(0)?.clone())
+        Ok(partial.replica()?.clone())
     }
 
     /// The same layer with its weights packed as the device stores them, when `settings` need

@@ -45,36 +45,46 @@ impl fmt::Display for Distribution {
     }
 }
 
-/// One tensor per device of a mesh, with its bytes reserved on each device.
+/// One tensor per device of a mesh, with its bytes reserved on each device. When the mesh
+/// spans several ranks, a rank's mesh tensor holds the shards of its own devices only
+/// ([`MeshTensor::local_devices`]); device indices stay those of the whole mesh.
 #[derive(Debug)]
 pub struct MeshTensor {
     shards: Vec<Tensor>,
     allocations: Vec<Allocation>,
     distribution: Distribution,
+    /// The first local device.
+    first: usize,
+    /// Devices of the whole mesh.
+    devices: usize,
 }
 
 impl MeshTensor {
-    /// Place `shards[d]` on device `d` (one per device), reserving their bytes.
+    /// Place `shards[i]` on the `i`-th device this process hosts (one per local device: every
+    /// device of a one-process mesh), reserving their bytes.
     pub fn from_shards(
         mesh: &Mesh,
         shards: Vec<Tensor>,
         distribution: Distribution,
     ) -> Result<Self, MeshError> {
-        if shards.len() != mesh.num_devices() {
+        let local = mesh.local_devices();
+        if shards.len() != local.len() {
             return Err(MeshError::DeviceCount {
-                expected: mesh.num_devices(),
+                expected: local.len(),
                 got: shards.len(),
             });
         }
         let allocations = shards
             .iter()
-            .enumerate()
-            .map(|(d, t)| mesh.allocate_tensor(d, t))
+            .zip(local.clone())
+            .map(|(t, d)| mesh.allocate_tensor(d, t))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             shards,
             allocations,
             distribution,
+            first: local.start,
+            devices: mesh.num_devices(),
         })
     }
 
@@ -85,28 +95,50 @@ impl MeshTensor {
         dtype: DType,
         distribution: Distribution,
     ) -> Result<Self, MeshError> {
-        let shards = (0..mesh.num_devices())
+        let shards = mesh
+            .local_devices()
             .map(|_| Tensor::zeros(shape, dtype))
             .collect();
         Self::from_shards(mesh, shards, distribution)
     }
 
-    /// The shards, in device order.
+    /// This process's shards, in device order (those of [`MeshTensor::local_devices`]).
     pub fn shards(&self) -> &[Tensor] {
         &self.shards
     }
 
-    /// The shard on `device`.
+    /// The shard on `device` (an index of the whole mesh; a typed error for a device another
+    /// rank hosts).
     pub fn shard(&self, device: usize) -> Result<&Tensor, MeshError> {
-        self.shards.get(device).ok_or(MeshError::DeviceOutOfRange {
-            device,
-            devices: self.shards.len(),
-        })
+        if device >= self.devices {
+            return Err(MeshError::DeviceOutOfRange {
+                device,
+                devices: self.devices,
+            });
+        }
+        device
+            .checked_sub(self.first)
+            .and_then(|i| self.shards.get(i))
+            .ok_or(MeshError::NotLocal {
+                device,
+                first: self.first,
+                end: self.first + self.shards.len(),
+            })
     }
 
-    /// Devices the tensor spans.
+    /// This process's copy of a replicated tensor: the shard of its first device.
+    pub fn replica(&self) -> Result<&Tensor, MeshError> {
+        self.shard(self.first)
+    }
+
+    /// Devices of the whole mesh the tensor spans.
     pub fn num_devices(&self) -> usize {
-        self.shards.len()
+        self.devices
+    }
+
+    /// The devices whose shards this process holds.
+    pub fn local_devices(&self) -> std::ops::Range<usize> {
+        self.first..self.first + self.shards.len()
     }
 
     /// The distribution contract.
@@ -138,12 +170,15 @@ impl MeshTensor {
         }
     }
 
-    /// Bytes reserved for this tensor on `device` (0 outside the mesh).
+    /// Bytes reserved for this tensor on `device` (0 outside the mesh or on another rank).
     pub fn device_bytes(&self, device: usize) -> u64 {
-        self.allocations.get(device).map_or(0, Allocation::bytes)
+        device
+            .checked_sub(self.first)
+            .and_then(|i| self.allocations.get(i))
+            .map_or(0, Allocation::bytes)
     }
 
-    /// Run `f(device, shard)` on every device concurrently; the results form a new mesh tensor
+    /// Run `f(device, shard)` on every local device concurrently; the results form a new mesh tensor
     /// (reserved on the same devices) labelled `distribution`.
     pub fn map<E, F>(&self, distribution: Distribution, f: F) -> Result<MeshTensor, E>
     where
@@ -154,7 +189,7 @@ impl MeshTensor {
             .shards
             .par_iter()
             .enumerate()
-            .map(|(d, t)| f(d, t))
+            .map(|(i, t)| f(self.first + i, t))
             .collect::<Result<Vec<_>, E>>()?;
         let allocations = self
             .allocations
@@ -166,10 +201,12 @@ impl MeshTensor {
             shards,
             allocations,
             distribution,
+            first: self.first,
+            devices: self.devices,
         })
     }
 
-    /// Run `f(device, &mut shard)` on every device concurrently, in place; memory is re-counted
+    /// Run `f(device, &mut shard)` on every local device concurrently, in place; memory is re-counted
     /// if a shard's size changed.
     pub fn update<E, F>(&mut self, f: F) -> Result<(), E>
     where
@@ -179,7 +216,7 @@ impl MeshTensor {
         self.shards
             .par_iter_mut()
             .enumerate()
-            .try_for_each(|(d, t)| f(d, t))?;
+            .try_for_each(|(i, t)| f(self.first + i, t))?;
         for (a, t) in self.allocations.iter_mut().zip(&self.shards) {
             let bytes = a.ledger().tensor_bytes(t);
             if bytes != a.bytes() {
@@ -205,7 +242,8 @@ impl MeshTensor {
 
     /// Whether this tensor lives on `mesh`.
     pub(crate) fn is_on(&self, mesh: &Mesh) -> bool {
-        self.allocations.len() == mesh.num_devices()
+        self.devices == mesh.num_devices()
+            && self.local_devices() == mesh.local_devices()
             && self.allocations.iter().all(|a| mesh.owns(a))
     }
 }

@@ -4,6 +4,10 @@
 //! All devices of the mesh take part, in row-major order. Bytes are counted per directed link
 //! at the storage dtype's size. On a single device every collective is a no-op (all_gather and
 //! reduce_scatter return the input shard), so the same code runs on 1 and on N devices.
+//!
+//! When the mesh spans several ranks ([`Mesh::with_transport`]), each rank holds its own
+//! devices' buffers and the same schedule runs with the transfers between ranks as messages
+//! (`exec::run_ranked`); every rank must make the same collective calls in the same order.
 
 mod exec;
 mod schedule;
@@ -15,6 +19,7 @@ use crate::error::MeshError;
 use crate::mesh::Mesh;
 use crate::tensor::{Distribution, MeshTensor};
 use crate::topology::{Algorithm, Topology};
+use crate::wire::Wire;
 use schedule::Phase;
 
 /// The collectives a tensor-parallel model needs, behind one interface for 1 or N devices.
@@ -95,10 +100,41 @@ impl Ccl<'_> {
     fn parallel(&self, elems: usize) -> bool {
         self.mesh.execution().parallel_for(elems)
     }
+
+    /// Runs `phases` over this process's device buffers: in memory in a one-process mesh, with
+    /// messages between ranks otherwise. `elems` sizes the parallel policy.
+    fn exchange<T: Storage>(
+        &self,
+        bufs: &mut [&mut [T]],
+        chunks: &[std::ops::Range<usize>],
+        phases: &[Phase],
+        elems: usize,
+    ) -> Result<(), MeshError> {
+        match self.mesh.transport() {
+            Some(transport) => exec::run_ranked(
+                bufs,
+                self.mesh.local_devices().start,
+                self.mesh.num_devices(),
+                chunks,
+                self.algorithm,
+                phases,
+                self.mesh,
+                transport,
+            ),
+            None => exec::run(
+                bufs,
+                chunks,
+                self.algorithm,
+                phases,
+                self.mesh.links(),
+                self.parallel(elems),
+            ),
+        }
+    }
 }
 
 /// Storage types collectives run on.
-trait Storage: Element {
+trait Storage: Element + Wire {
     fn into_tensor(v: Vec<Self>, shape: &[usize]) -> tt_ops::Result<Tensor>;
 }
 
@@ -132,7 +168,6 @@ impl Collectives for Ccl<'_> {
         let n = x.num_devices();
         let chunks = exec::balanced_chunks(elems, n);
         let phases = [Phase::ReduceScatter, Phase::AllGather];
-        let (links, parallel) = (self.mesh.links(), self.parallel(elems));
         if n > 1 {
             match dtype {
                 DType::F32 => {
@@ -141,7 +176,7 @@ impl Collectives for Ccl<'_> {
                         .iter_mut()
                         .map(Tensor::as_f32_mut)
                         .collect::<Result<Vec<_>, _>>()?;
-                    exec::run(&mut bufs, &chunks, self.algorithm, &phases, links, parallel)?;
+                    self.exchange(&mut bufs, &chunks, &phases, elems)?;
                 }
                 DType::Bf16 => {
                     let mut bufs = x
@@ -149,7 +184,7 @@ impl Collectives for Ccl<'_> {
                         .iter_mut()
                         .map(Tensor::as_bf16_mut)
                         .collect::<Result<Vec<_>, _>>()?;
-                    exec::run(&mut bufs, &chunks, self.algorithm, &phases, links, parallel)?;
+                    self.exchange(&mut bufs, &chunks, &phases, elems)?;
                 }
             }
         }
@@ -204,8 +239,8 @@ impl Ccl<'_> {
         let mut staging = x
             .shards()
             .iter()
-            .enumerate()
-            .map(|(d, t)| {
+            .zip(x.local_devices())
+            .map(|(t, d)| {
                 let mut v = vec![T::from_f32(0.0); n * s];
                 v[d * s..(d + 1) * s].copy_from_slice(T::slice(t)?);
                 Ok(v)
@@ -213,15 +248,7 @@ impl Ccl<'_> {
             .collect::<Result<Vec<_>, MeshError>>()?;
         let chunks: Vec<_> = (0..n).map(|k| k * s..(k + 1) * s).collect();
         let mut bufs: Vec<&mut [T]> = staging.iter_mut().map(Vec::as_mut_slice).collect();
-        let parallel = self.parallel(n * s);
-        exec::run(
-            &mut bufs,
-            &chunks,
-            self.algorithm,
-            &[Phase::AllGather],
-            self.mesh.links(),
-            parallel,
-        )?;
+        self.exchange(&mut bufs, &chunks, &[Phase::AllGather], n * s)?;
         let mut out_shape = shape.to_vec();
         out_shape[dim] *= n;
         let outer: usize = shape[..dim].iter().product();
@@ -283,19 +310,11 @@ impl Ccl<'_> {
             .collect::<Result<Vec<_>, MeshError>>()?;
         let chunks: Vec<_> = (0..n).map(|k| k * c..(k + 1) * c).collect();
         let mut bufs: Vec<&mut [T]> = staging.iter_mut().map(Vec::as_mut_slice).collect();
-        let parallel = self.parallel(total);
-        exec::run(
-            &mut bufs,
-            &chunks,
-            self.algorithm,
-            &[Phase::ReduceScatter],
-            self.mesh.links(),
-            parallel,
-        )?;
+        self.exchange(&mut bufs, &chunks, &[Phase::ReduceScatter], total)?;
         staging
             .into_iter()
-            .enumerate()
-            .map(|(d, v)| Ok(T::into_tensor(v[d * c..(d + 1) * c].to_vec(), &out_shape)?))
+            .zip(x.local_devices())
+            .map(|(v, d)| Ok(T::into_tensor(v[d * c..(d + 1) * c].to_vec(), &out_shape)?))
             .collect()
     }
 }
