@@ -56,6 +56,22 @@ fn main() {
             b.iter(|| device_linear(&x, &dw, &settings).unwrap())
         });
     }
+    // The performance preset's FF1/FF3: bfloat4_b weights, LoFi, one decode row.
+    let lofi = OpSettings::new(
+        StorageFormat::Bfp4B,
+        MathFidelity::LoFi,
+        Accumulation::Bf16,
+        StorageFormat::Bf16,
+        "bench",
+    );
+    let n = 8192;
+    let w = Tensor::from_f32_as(&fill(n * K, 1), &[n, K], DType::Bf16).unwrap();
+    let dw = DeviceWeight::pack(&w, StorageFormat::Bfp4B).unwrap();
+    let x = Tensor::from_f32(fill(K, 2), &[1, K]).unwrap();
+    group.throughput(Throughput::Elements((2 * n * K) as u64));
+    group.bench_function(format!("m1_k{K}_n{n}_bfp4_lofi"), |b| {
+        b.iter(|| device_linear(&x, &dw, &lofi).unwrap())
+    });
     group.finish();
     c.final_summary();
 }
