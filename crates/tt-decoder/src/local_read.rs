@@ -126,8 +126,8 @@ fn held_as_f32(stored: Dtype, settings: &OpSettings) -> bool {
     !settings.is_exact_math() || (settings.weights == StorageFormat::F32 && stored == Dtype::F32)
 }
 
-/// Matrix `name` at its full shape with only `part` read from the file (by `pread`); the rest
-/// is zeros never touched. Held as the one-process loader holds it under `settings` (f32 or
+/// Matrix `name` at its full shape with only `part` (all of it, or rows) read from the file (by
+/// `pread`); the rest is zeros never touched. Columns are read by [`read_columns`]. Held as the one-process loader holds it under `settings` (f32 or
 /// bf16), so the shards' numbers are the same.
 pub(crate) fn read_part<C>(
     ckpt: &Checkpoint<C>,
@@ -260,14 +260,10 @@ fn read_into<C, T: tt_hf::checkpoint::Element>(
                 ckpt.read_flat(name, flat.clone(), &mut buf[flat])?;
             }
         }
-        Part::Cols(ranges) => {
-            for c in ranges {
-                check(c, cols)?;
-                for row in 0..rows {
-                    let flat = row * cols + c.start..row * cols + c.end;
-                    ckpt.read_flat(name, flat.clone(), &mut buf[flat])?;
-                }
-            }
+        Part::Cols(_) => {
+            return Err(Error::Internal(format!(
+                "{name}: columns are read compact, by read_columns"
+            )));
         }
     }
     Ok(buf)

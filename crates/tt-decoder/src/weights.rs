@@ -374,34 +374,17 @@ impl LayerWeights {
         let hidden = config.hidden_size;
         let name = |t: LayerTensor| config.family.tensor_name(TensorName::Layer(i, t));
         let replicate = |t: Tensor| mesh.distribute(&t, MeshMapper::Replicate);
-        // On a rank of a multi-process mesh, only this rank's rows or columns are read.
-        let read = |t: LayerTensor| {
-            let settings = numerics.op(op_class(t));
-            if mesh.ranks() > 1 {
-                read_part(
-                    ckpt,
-                    &name(t),
-                    &layer_part(mesh, plan, config, t)?,
-                    &settings,
-                )
-            } else {
-                matrix(ckpt, &name(t), &settings)
-            }
+        // On a rank of a multi-process mesh only this rank's rows are read, and of a
+        // row-parallel weight the span of its devices' columns, compact.
+        let settings = |t: LayerTensor| numerics.op(op_class(t));
+        let part = |t: LayerTensor| layer_part(mesh, plan, config, t);
+        let read = |t: LayerTensor| match mesh.ranks() {
+            1 => matrix(ckpt, &name(t), &settings(t)),
+            _ => read_part(ckpt, &name(t), &part(t)?, &settings(t)),
         };
-        // A row-parallel weight's columns: the whole matrix in one process; on a rank, the
-        // span of its devices' columns, compact.
-        let read_cols = |t: LayerTensor| {
-            let settings = numerics.op(op_class(t));
-            if mesh.ranks() > 1 {
-                read_columns(
-                    ckpt,
-                    &name(t),
-                    &layer_part(mesh, plan, config, t)?,
-                    &settings,
-                )
-            } else {
-                Ok(HeldColumns::whole(matrix(ckpt, &name(t), &settings)?))
-            }
+        let read_cols = |t: LayerTensor| match mesh.ranks() {
+            1 => Ok(HeldColumns::whole(read(t)?)),
+            _ => read_columns(ckpt, &name(t), &part(t)?, &settings(t)),
         };
         let (qkv, o) = if plan.heads().is_padded() {
             padded_attention(mesh, plan, config, &read, &read_cols)?

@@ -6,45 +6,25 @@ use tt_ops::{DType, Element, Tensor};
 
 use crate::error::MeshError;
 
-/// An element type that travels between ranks.
-pub(crate) trait Wire: Element {
+/// An element type that travels between ranks: its bytes as they are in memory. Ranks of one
+/// job share the byte order (every platform Rust's MPI bindings target is little-endian).
+pub(crate) trait Wire: Element + bytemuck::Pod {
     /// Bytes per element.
-    const BYTES: usize;
+    const BYTES: usize = std::mem::size_of::<Self>();
+
     /// Append `values` to `out`.
-    fn put(values: &[Self], out: &mut Vec<u8>);
-    /// Decode `bytes` (exactly `out.len() * BYTES` of them) into `out`.
-    fn get(bytes: &[u8], out: &mut [Self]);
-}
-
-impl Wire for f32 {
-    const BYTES: usize = 4;
     fn put(values: &[Self], out: &mut Vec<u8>) {
-        out.reserve(values.len() * 4);
-        for v in values {
-            out.extend_from_slice(&v.to_bits().to_le_bytes());
-        }
+        out.extend_from_slice(bytemuck::cast_slice(values));
     }
+
+    /// Decode `bytes` (exactly `out.len() * BYTES` of them, any alignment) into `out`.
     fn get(bytes: &[u8], out: &mut [Self]) {
-        for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-            *o = f32::from_bits(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-        }
+        bytemuck::cast_slice_mut::<Self, u8>(out).copy_from_slice(bytes);
     }
 }
 
-impl Wire for bf16 {
-    const BYTES: usize = 2;
-    fn put(values: &[Self], out: &mut Vec<u8>) {
-        out.reserve(values.len() * 2);
-        for v in values {
-            out.extend_from_slice(&v.to_bits().to_le_bytes());
-        }
-    }
-    fn get(bytes: &[u8], out: &mut [Self]) {
-        for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-            *o = bf16::from_bits(u16::from_le_bytes([b[0], b[1]]));
-        }
-    }
-}
+impl Wire for f32 {}
+impl Wire for bf16 {}
 
 fn malformed(rank: usize, what: &str) -> MeshError {
     MeshError::Transport {
