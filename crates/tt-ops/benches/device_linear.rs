@@ -1,6 +1,10 @@
-//! `device_linear` (the host emulation of a Wormhole `ttnn.linear`) on Phi-3-mini-like shapes:
-//! - decode: `m = 1`, `k = 3072`, `n = 8192`, bfp8 weights, HiFi2, bf16 accumulation;
-//! - prefill: `m = 128`, `k = 3072`, `n = 1024`, same settings.
+//! `device_linear` (the host emulation of a Wormhole `ttnn.linear`) on Phi-3-mini-like shapes,
+//! each through the kernel `device_linear` picks on this CPU (`fast`: the packed AVX-512 kernel
+//! where it applies) and through the reference emulation (`reference`), same bits:
+//! - decode: `m = 1`, `k = 3072`, `n = 8192`, bfp8 weights, HiFi2, bf16 accumulation; beside it
+//!   the exact bf16-weight `linear` of the same shape (the `bf16` preset's kernel);
+//! - decode, the performance preset's FF1/FF3: bfp4 weights, LoFi;
+//! - prefill: `m = 128`, `k = 3072`, `n = 1024`, bfp8, HiFi2.
 //!
 //! Also times `DeviceWeight::pack` of the decode weight. Run:
 //! `cargo bench -p tt-ops --bench device_linear`.
@@ -10,7 +14,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use tt_numerics::{Accumulation, MathFidelity, OpSettings, StorageFormat};
-use tt_ops::{DType, DeviceWeight, Tensor, device_linear};
+use tt_ops::{DType, DeviceWeight, Tensor, device_linear, device_linear_reference, linear};
 
 const K: usize = 3072;
 
@@ -52,9 +56,18 @@ fn main() {
         let dw = DeviceWeight::pack(&w, StorageFormat::Bfp8B).unwrap();
         let x = Tensor::from_f32(fill(m * K, 2), &[m, K]).unwrap();
         group.throughput(Throughput::Elements((2 * m * n * K) as u64));
-        group.bench_function(format!("m{m}_k{K}_n{n}_bfp8_hifi2"), |b| {
+        let kernel = dw.kernel(&settings).name();
+        group.bench_function(format!("m{m}_k{K}_n{n}_bfp8_hifi2_fast_{kernel}"), |b| {
             b.iter(|| device_linear(&x, &dw, &settings).unwrap())
         });
+        group.bench_function(format!("m{m}_k{K}_n{n}_bfp8_hifi2_reference"), |b| {
+            b.iter(|| device_linear_reference(&x, &dw, &settings).unwrap())
+        });
+        if m == 1 {
+            group.bench_function(format!("m{m}_k{K}_n{n}_bf16_linear"), |b| {
+                b.iter(|| linear(&x, &w).unwrap())
+            });
+        }
     }
     // The performance preset's FF1/FF3: bfloat4_b weights, LoFi, one decode row.
     let lofi = OpSettings::new(
@@ -69,8 +82,12 @@ fn main() {
     let dw = DeviceWeight::pack(&w, StorageFormat::Bfp4B).unwrap();
     let x = Tensor::from_f32(fill(K, 2), &[1, K]).unwrap();
     group.throughput(Throughput::Elements((2 * n * K) as u64));
-    group.bench_function(format!("m1_k{K}_n{n}_bfp4_lofi"), |b| {
+    let kernel = dw.kernel(&lofi).name();
+    group.bench_function(format!("m1_k{K}_n{n}_bfp4_lofi_fast_{kernel}"), |b| {
         b.iter(|| device_linear(&x, &dw, &lofi).unwrap())
+    });
+    group.bench_function(format!("m1_k{K}_n{n}_bfp4_lofi_reference"), |b| {
+        b.iter(|| device_linear_reference(&x, &dw, &lofi).unwrap())
     });
     group.finish();
     c.final_summary();

@@ -29,10 +29,14 @@
 //! Non-finite values follow IEEE arithmetic on the split parts (no special cases). Results are
 //! the same for any number of threads: every output element's operations run in a fixed order.
 //!
-//! Performance: per K-tile the weight panel `[32, block of N]` is dequantized once (block-float
-//! codes through a decode table), then every row of x accumulates into a contiguous f32 row
-//! buffer (`acc[n] += b · panel[k][n]`). Work is split over column blocks of N (and row chunks of
-//! x when there are few blocks) with rayon when `M·K·N` is large.
+//! Kernels ([`DeviceKernel`]): on block-float weights under LoFi, HiFi2 or HiFi4, CPUs with
+//! AVX-512 run [`crate::packed_gemv`], which reads the packed tiles in place and gives the same
+//! bits as the rules above (that module says why, and which inputs fall back). Everything else
+//! runs the reference emulation: per K-tile the weight panel `[32, block of N]` is dequantized
+//! once, then every row of x accumulates into a contiguous f32 row buffer (`acc[n] += b ·
+//! panel[k][n]`). Either way work is split over column blocks of N (and row chunks of x when
+//! there are few blocks) with rayon when `M·K·N` is large. [`device_linear_reference`] always
+//! runs the emulation (tests, benchmarks).
 
 use std::sync::OnceLock;
 
@@ -43,6 +47,7 @@ use tt_numerics::tile::{FACE, FACE_VALUES, TILE, TILE_EXPONENTS, TILE_VALUES, pa
 use tt_numerics::{Accumulation, MathFidelity, OpSettings, PackedMatrix, StorageFormat};
 
 use crate::error::{OpError, Result};
+use crate::packed_gemv::{self, B_HI_MASK, ExponentRange};
 use crate::tensor::{DType, Element, Tensor};
 
 const OP: &str = "device_linear";
@@ -52,8 +57,6 @@ const PARALLEL_WORK: usize = 1 << 20;
 const BLOCK_COLS: usize = 256;
 /// bf16 bits kept in `a_hi` (sign, exponent, top 4 mantissa bits) as an f32 mask.
 const A_HI_MASK: u32 = 0xfff8_0000;
-/// bf16 bits kept in `b_hi` (sign, exponent, top 6 mantissa bits) as an f32 mask.
-const B_HI_MASK: u32 = 0xfffe_0000;
 
 /// A linear layer's weight as the device stores it: `w [N, K]` (HF nn.Linear layout) transposed
 /// to `[K, N]` and packed in tiles of one StorageFormat (what tt_transformers does: it transposes
@@ -62,6 +65,27 @@ const B_HI_MASK: u32 = 0xfffe_0000;
 #[derive(Debug, Clone)]
 pub struct DeviceWeight {
     packed: PackedMatrix,
+    /// Shared-exponent range of a block-float matrix the fast kernel may read.
+    range: Option<ExponentRange>,
+}
+
+/// Which kernel computes a [`device_linear()`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKernel {
+    /// [`crate::packed_gemv`]'s AVX-512 kernel on the packed block-float tiles.
+    PackedAvx512,
+    /// The reference emulation (any weight format, fidelity and CPU).
+    Reference,
+}
+
+impl DeviceKernel {
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PackedAvx512 => "packed-avx512",
+            Self::Reference => "reference",
+        }
+    }
 }
 
 impl DeviceWeight {
@@ -90,7 +114,22 @@ impl DeviceWeight {
         };
         let packed = PackedMatrix::from_bytes(k, n, format, bytes)
             .map_err(|e| OpError::invalid(OP, e.to_string()))?;
-        Ok(Self { packed })
+        Ok(Self::from_packed(packed))
+    }
+
+    /// Wraps a matrix already packed as `[K, N]` tiles (e.g. read back from a cache).
+    pub fn from_packed(packed: PackedMatrix) -> Self {
+        let range = packed_gemv::exponent_range(&packed);
+        Self { packed, range }
+    }
+
+    /// The kernel a call with `settings` runs on this CPU when its activations fit (finite, in
+    /// exponent range; else the call runs [`DeviceKernel::Reference`]).
+    pub fn kernel(&self, settings: &OpSettings) -> DeviceKernel {
+        match packed_gemv::plan(self.format(), self.range, settings) {
+            Some(_) => DeviceKernel::PackedAvx512,
+            None => DeviceKernel::Reference,
+        }
     }
 
     /// Input features `K` (the packed matrix's rows).
@@ -353,9 +392,10 @@ fn run_task(
     dest
 }
 
-/// Splits `[m, n]` into tasks: column blocks of [`BLOCK_COLS`], and row chunks when there are
-/// fewer blocks than about two per thread. One task covering everything when the work is small.
-fn plan_tasks(m: usize, k: usize, n: usize) -> Vec<Task> {
+/// Splits `[m, n]` into tasks: column blocks of `block` columns (a multiple of the tile width),
+/// and row chunks when there are fewer blocks than about two per thread. One task covering
+/// everything when the work is small.
+fn plan_tasks(m: usize, k: usize, n: usize, block: usize) -> Vec<Task> {
     let work = m.saturating_mul(k).saturating_mul(n);
     if work <= PARALLEL_WORK {
         return vec![Task {
@@ -365,18 +405,18 @@ fn plan_tasks(m: usize, k: usize, n: usize) -> Vec<Task> {
             cols: n,
         }];
     }
-    let col_blocks = n.div_ceil(BLOCK_COLS);
+    let col_blocks = n.div_ceil(block);
     let want = 2 * rayon::current_num_threads();
     let row_chunks = want.div_ceil(col_blocks).clamp(1, m);
     let rows_per = m.div_ceil(row_chunks);
     let mut tasks = Vec::new();
     for r0 in (0..m).step_by(rows_per) {
-        for n0 in (0..n).step_by(BLOCK_COLS) {
+        for n0 in (0..n).step_by(block) {
             tasks.push(Task {
                 r0,
                 rows: rows_per.min(m - r0),
                 n0,
-                cols: BLOCK_COLS.min(n - n0),
+                cols: block.min(n - n0),
             });
         }
     }
@@ -387,6 +427,25 @@ fn plan_tasks(m: usize, k: usize, n: usize) -> Vec<Task> {
 /// are used; the weight's format is the DeviceWeight's). Returns an f32 tensor `[.., N]` holding
 /// the values of the output format. Errors unless x's last dimension is `K`.
 pub fn device_linear(x: &Tensor, w: &DeviceWeight, settings: &OpSettings) -> Result<Tensor> {
+    device_linear_with(x, w, settings, true)
+}
+
+/// [`device_linear()`] always through the reference emulation (the same bits, slower): for
+/// tests and benchmarks of the fast kernel.
+pub fn device_linear_reference(
+    x: &Tensor,
+    w: &DeviceWeight,
+    settings: &OpSettings,
+) -> Result<Tensor> {
+    device_linear_with(x, w, settings, false)
+}
+
+fn device_linear_with(
+    x: &Tensor,
+    w: &DeviceWeight,
+    settings: &OpSettings,
+    allow_fast: bool,
+) -> Result<Tensor> {
     let (k, n) = (w.in_features(), w.out_features());
     let Some((&xk, lead)) = x.shape().split_last() else {
         return Err(OpError::shape(OP, "x must have at least one dimension"));
@@ -406,9 +465,28 @@ pub fn device_linear(x: &Tensor, w: &DeviceWeight, settings: &OpSettings) -> Res
     let xb: Vec<f32> = x.f32_values().iter().map(|&v| operand(v)).collect();
     let mut out = vec![0f32; m * n];
     if m > 0 {
-        let tasks = plan_tasks(m, k, n);
         let (fidelity, accumulation) = (settings.fidelity, settings.accumulation);
-        let run = |t: &Task| run_task(&xb, k, &w.packed, *t, fidelity, accumulation);
+        let kp = k.div_ceil(TILE) * TILE;
+        let fast = packed_gemv::plan(w.format(), w.range, settings)
+            .filter(|_| allow_fast)
+            .map(|plan| (plan, packed_gemv::operands(&xb, m, k, kp, &plan)))
+            .filter(|(plan, xs)| packed_gemv::rows_fit(xs, plan));
+        // The fast kernel streams a task's tiles of one K-tile row as one run: wider blocks
+        // (about two per thread) keep those runs long.
+        let block = match fast {
+            Some(_) => n
+                .div_ceil(2 * rayon::current_num_threads())
+                .next_multiple_of(TILE)
+                .max(BLOCK_COLS),
+            None => BLOCK_COLS,
+        };
+        let tasks = plan_tasks(m, k, n, block);
+        let run = |t: &Task| {
+            let fast = fast.as_ref().and_then(|(plan, xs)| {
+                packed_gemv::run_task(plan, xs, kp, &w.packed, t.r0, t.rows, t.n0, t.cols)
+            });
+            fast.unwrap_or_else(|| run_task(&xb, k, &w.packed, *t, fidelity, accumulation))
+        };
         let parts: Vec<Vec<f32>> = if tasks.len() > 1 {
             tasks.par_iter().map(run).collect()
         } else {

@@ -317,3 +317,86 @@ fn device_linear_rejects_bad_shapes_and_survives_non_finite() {
         assert!(y[8..].iter().all(|v| v.is_finite()), "{f}: {y:?}");
     }
 }
+
+/// Weights and activations of ordinary scale (a linear layer's), with a few exact zeros.
+fn ordinary(n: usize, scale: f32, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| match i % 53 {
+            0 => 0.0,
+            _ => rng.random_range(-1.0f32..1.0) * scale,
+        })
+        .collect()
+}
+
+fn fast_kernel_expected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::env::var_os("TT_OPS_DEVICE_KERNEL").is_none()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The packed kernel against the reference emulation, bit for bit: both block-float formats,
+/// the fidelities it serves, both accumulations, 1 to 9 rows, K and N not multiples of 32, one
+/// call small enough for one task and one split over column blocks.
+#[test]
+fn device_linear_packed_kernel_equals_the_emulation() {
+    let fast = fast_kernel_expected();
+    for (m, k, n) in [(1, 3072, 1000), (2, 100, 70), (3, 61, 33), (4, 256, 4008), (9, 96, 300)] {
+        let x = Tensor::from_f32(ordinary(m * k, 3.0, 1), &[m, k]).unwrap();
+        let wt = Tensor::from_f32_as(&ordinary(n * k, 0.05, 2), &[n, k], DType::Bf16).unwrap();
+        for wf in [StorageFormat::Bfp8B, StorageFormat::Bfp4B] {
+            let w = DeviceWeight::pack(&wt, wf).unwrap();
+            for f in MathFidelity::ALL {
+                for a in ACCS {
+                    let s = settings(f, a, StorageFormat::F32);
+                    let want_kernel = if fast && f != MathFidelity::HiFi3 {
+                        DeviceKernel::PackedAvx512
+                    } else {
+                        DeviceKernel::Reference
+                    };
+                    assert_eq!(w.kernel(&s), want_kernel, "{wf} {f}");
+                    let got = device_linear(&x, &w, &s).unwrap();
+                    let want = device_linear_reference(&x, &w, &s).unwrap();
+                    let what = format!("{m}x{k} @ {k}x{n} {wf} {f} acc={a}");
+                    assert_bits_eq(got.as_f32().unwrap(), want.as_f32().unwrap(), &what);
+                }
+            }
+        }
+    }
+}
+
+/// Activations outside the range where every product is exact (huge, tiny, non-finite) fall
+/// back to the emulation and still match it; bf16 and f32 weights always use it.
+#[test]
+fn device_linear_packed_kernel_falls_back_outside_its_range() {
+    let (m, k, n) = (2, 64, 48);
+    let wt = Tensor::from_f32(ordinary(n * k, 0.05, 5), &[n, k]).unwrap();
+    let s = settings(MathFidelity::HiFi2, Accumulation::Bf16, StorageFormat::Bf16);
+    for special in [1e30f32, 1e-30, f32::INFINITY, f32::NAN] {
+        let mut xv = ordinary(m * k, 1.0, 6);
+        xv[k + 3] = special;
+        let x = Tensor::from_f32(xv, &[m, k]).unwrap();
+        for wf in StorageFormat::ALL {
+            let w = DeviceWeight::pack(&wt, wf).unwrap();
+            let got = device_linear(&x, &w, &s).unwrap();
+            let want = device_linear_reference(&x, &w, &s).unwrap();
+            assert_bits_eq(
+                got.as_f32().unwrap(),
+                &want.to_f32_vec(),
+                &format!("{special} {wf}"),
+            );
+        }
+    }
+    for wf in [StorageFormat::F32, StorageFormat::Bf16] {
+        let w = DeviceWeight::pack(&wt, wf).unwrap();
+        assert_eq!(w.kernel(&s), DeviceKernel::Reference, "{wf}");
+    }
+}

@@ -14,6 +14,7 @@
 //! | [`mod@embedding`] | [`embedding()`] |
 //! | [`mod@linear`] | [`linear()`], [`linear_into`], [`linear_column_blocks`] (dense kernels in [`kernels`]) |
 //! | [`mod@device_linear`] | [`device_linear()`] on a [`DeviceWeight`] (packed tiles), [`round_to_device_format`]: `ttnn.linear` as a Wormhole device computes it |
+//! | [`packed_gemv`] | its fast kernel on bfloat8_b / bfloat4_b tiles read in place (AVX-512), bit-equal to the emulation |
 //! | [`norm`] | [`rms_norm`], [`rms_norm_into`] |
 //! | [`eltwise`] | [`add`], [`add_inplace`], [`mul`], [`silu`], [`silu_mul`] |
 //! | [`rope`] | [`RopeTables`] from a [`RopeSpec`]: plain, LongRoPE and Llama 3 scaling |
@@ -36,6 +37,9 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod linear;
 pub mod norm;
+pub mod packed_gemv;
+#[cfg(target_arch = "x86_64")]
+mod packed_gemv_avx512;
 pub mod pages;
 pub mod rope;
 pub mod rotary;
@@ -51,7 +55,9 @@ pub mod tensor;
 mod testutil;
 
 pub use cache::{PageTable, TILE, fill_cache, paged_fill_cache, paged_update_cache};
-pub use device_linear::{DeviceWeight, device_linear, round_to_device_format};
+pub use device_linear::{
+    DeviceKernel, DeviceWeight, device_linear, device_linear_reference, round_to_device_format,
+};
 pub use eltwise::{add, add_inplace, mul, silu, silu_mul};
 pub use embedding::embedding;
 pub use error::{OpError, Result};

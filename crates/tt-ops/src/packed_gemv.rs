@@ -1,0 +1,222 @@
+//! The fast path of [`crate::device_linear()`] on block-float weights (bfloat8_b, bfloat4_b): it
+//! reads the packed tiles directly (no f32 or bf16 copy of the weights) and gives the same bits
+//! as the reference emulation of the module doc of [`crate::device_linear`].
+//!
+//! Why the numbers are the same. A block-float weight is `a = ±m·2^(E−bias)` (m ≤ 127 for
+//! bfloat8_b with bias 133, m ≤ 7 for bfloat4_b with bias 129; E is the face row's shared
+//! exponent). The emulation adds, in order of k, the products `a·b` (b the activation operand of
+//! the fidelity: `b_hi` under LoFi and HiFi2, `b` under HiFi4; under LoFi `a` is `a_hi`), each
+//! exact in f32. The fast path computes the same product as `c·(±m)` with `c = b·2^(E−bias)`
+//! and adds it with one fused multiply-add. When `c` is a normal f32 and `c·m` neither
+//! overflows nor underflows, `c` and `c·m` are exact, so `fma(c, ±m, acc) = acc + a·b` rounded
+//! once, as the emulation rounds it. [`ExponentRange`] (per matrix) and [`rows_fit`] (per call)
+//! check exactly these conditions; when they fail the call runs the reference emulation.
+//!
+//! - Per matrix: every face row holding a non-zero code has `E` in the range where all its
+//!   values decode to normal f32s (bfloat8_b `7..=254`, bfloat4_b `3..=254`). Face rows of zero
+//!   codes may have any `E`; the kernel clamps their scale into the matrix's range, so their
+//!   `c` is finite and `c·0` adds nothing.
+//! - Per call: every non-zero activation operand is finite, and with the matrix's range every
+//!   `c` is normal and `|c|·128 < 2^128`.
+//!
+//! HiFi3 (two partial products per term) always runs the reference emulation. The kernel is
+//! AVX-512 (F, BW, VL), chosen at run time; other CPUs run the reference emulation.
+
+use tt_numerics::tile::TILE_EXPONENTS;
+use tt_numerics::{Accumulation, MathFidelity, OpSettings, PackedMatrix, StorageFormat};
+
+/// The shared exponents of a block-float matrix's face rows, when the fast path may read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ExponentRange {
+    /// Smallest shared exponent of a face row in the decodable range.
+    pub lo: u8,
+    /// Largest shared exponent of a face row in the decodable range.
+    pub hi: u8,
+}
+
+/// The block-float layout of a storage format: (bias of `2^(E − bias)`, smallest `E` whose
+/// every code decodes to a normal f32, bytes of codes per face row, magnitude mask).
+fn layout(format: StorageFormat) -> Option<(i32, u8, usize, u8)> {
+    match format {
+        StorageFormat::Bfp8B => Some((133, 7, 16, 0x7f)),
+        StorageFormat::Bfp4B => Some((129, 3, 8, 0x77)),
+        StorageFormat::F32 | StorageFormat::Bf16 => None,
+    }
+}
+
+/// Scans the shared exponents of `w`'s tiles (and the codes of face rows outside the decodable
+/// range): `None` unless `w` is block-float and every face row holding a non-zero code decodes
+/// to normal f32 values.
+pub(crate) fn exponent_range(w: &PackedMatrix) -> Option<ExponentRange> {
+    let (_, min_e, row_bytes, magnitude) = layout(w.format())?;
+    let (mut lo, mut hi) = (u8::MAX, 0u8);
+    for tile in w.bytes().chunks_exact(w.format().tile_bytes()) {
+        for (g, &e) in tile[..TILE_EXPONENTS].iter().enumerate() {
+            if (min_e..=254).contains(&e) {
+                lo = lo.min(e);
+                hi = hi.max(e);
+            } else {
+                let codes = &tile[TILE_EXPONENTS + g * row_bytes..][..row_bytes];
+                if codes.iter().any(|&c| c & magnitude != 0) {
+                    return None;
+                }
+            }
+        }
+    }
+    if lo > hi {
+        // Only zero codes: any in-range scale serves.
+        (lo, hi) = (127, 127);
+    }
+    Some(ExponentRange { lo, hi })
+}
+
+/// How the fast kernel runs one call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FastPlan {
+    /// Proof of AVX-512 (F, BW, VL) on this CPU.
+    #[cfg(target_arch = "x86_64")]
+    pub isa: crate::packed_gemv_avx512::Avx512,
+    /// bfloat4_b codes (else bfloat8_b).
+    pub bfp4: bool,
+    /// The activation operand is `b_hi` (LoFi, HiFi2), else `b` (HiFi4).
+    pub act_hi: bool,
+    /// Weights enter as `a_hi` (LoFi on bfloat8_b; bfloat4_b's 3 bits already fit).
+    pub weight_hi: bool,
+    /// bf16 destination (else fp32).
+    pub acc_bf16: bool,
+    /// The matrix's exponent range.
+    pub range: ExponentRange,
+    /// `bias` of the format.
+    pub bias: i32,
+}
+
+/// The fast plan for `w` (with its exponent range) under `settings`, if this CPU and these
+/// numerics have one.
+pub(crate) fn plan(
+    format: StorageFormat,
+    range: Option<ExponentRange>,
+    settings: &OpSettings,
+) -> Option<FastPlan> {
+    let range = range?;
+    let (bias, ..) = layout(format)?;
+    let (act_hi, weight_hi) = match settings.fidelity {
+        MathFidelity::LoFi => (true, format == StorageFormat::Bfp8B),
+        MathFidelity::HiFi2 => (true, false),
+        MathFidelity::HiFi4 => (false, false),
+        MathFidelity::HiFi3 => return None,
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::env::var_os("TT_OPS_DEVICE_KERNEL").is_some_and(|v| v == "reference") {
+            return None;
+        }
+        let isa = crate::packed_gemv_avx512::Avx512::detect()?;
+        Some(FastPlan {
+            isa,
+            bfp4: format == StorageFormat::Bfp4B,
+            act_hi,
+            weight_hi,
+            acc_bf16: settings.accumulation == Accumulation::Bf16,
+            range,
+            bias,
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (bias, act_hi, weight_hi);
+        None
+    }
+}
+
+/// Whether every non-zero operand of `xs` is finite and, against the matrix's range, gives a
+/// normal scale `c = b·2^(E − bias)` with `|c|·128 < 2^128` (so every product is exact).
+pub(crate) fn rows_fit(xs: &[f32], plan: &FastPlan) -> bool {
+    let (mut lo, mut hi) = (i32::MAX, i32::MIN);
+    for &v in xs {
+        let field = ((v.to_bits() >> 23) & 0xff) as i32;
+        if field == 0 {
+            continue; // zero (subnormals were flushed to zero)
+        }
+        if field == 255 {
+            return false;
+        }
+        lo = lo.min(field);
+        hi = hi.max(field);
+    }
+    if lo > hi {
+        return true; // all zero
+    }
+    // Unbiased exponents: of b, and of 2^(E − bias).
+    let (b_lo, b_hi) = (lo - 127, hi - 127);
+    let (s_lo, s_hi) = (
+        i32::from(plan.range.lo) - plan.bias,
+        i32::from(plan.range.hi) - plan.bias,
+    );
+    b_lo + s_lo >= -126 && b_hi + s_hi <= 120
+}
+
+/// The operands of the fast kernel: `xb` (`[m, k]`, already rounded to bf16 and flushed) with
+/// `b_hi`'s mask applied when the plan needs it, each row zero-padded to `kp` (whole K-tiles).
+pub(crate) fn operands(xb: &[f32], m: usize, k: usize, kp: usize, plan: &FastPlan) -> Vec<f32> {
+    let mask = if plan.act_hi { B_HI_MASK } else { u32::MAX };
+    let mut xs = vec![0f32; m * kp];
+    if k == 0 {
+        return xs;
+    }
+    for (dst, src) in xs.chunks_exact_mut(kp).zip(xb.chunks_exact(k)) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits(s.to_bits() & mask);
+        }
+    }
+    xs
+}
+
+/// bf16 bits kept in `b_hi` (sign, exponent, top 6 mantissa bits) as an f32 mask.
+pub(crate) const B_HI_MASK: u32 = 0xfffe_0000;
+
+/// One task of the fast kernel (see `packed_gemv_avx512::run_task`); `None` when this build has
+/// no fast kernel or the task does not fit it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_task(
+    plan: &FastPlan,
+    xs: &[f32],
+    kp: usize,
+    w: &PackedMatrix,
+    r0: usize,
+    rows: usize,
+    n0: usize,
+    cols: usize,
+) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::packed_gemv_avx512::run_task(plan, xs, kp, w, r0, rows, n0, cols)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (plan, xs, kp, w, r0, rows, n0, cols);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn exponent_range_of_ordinary_and_degenerate_matrices() {
+        let v: Vec<f32> = (0..64 * 40).map(|i| ((i % 97) as f32 - 48.0) / 64.0).collect();
+        let w = PackedMatrix::pack(&v, 64, 40, StorageFormat::Bfp8B).unwrap();
+        let r = exponent_range(&w).unwrap();
+        // |v| <= 0.75: the largest shared exponent is that of 0.5 .. 0.75 (126).
+        assert_eq!(r.hi, 126);
+        assert!(r.lo >= 7 && r.lo <= r.hi, "{r:?}");
+        // Zero matrices and zero padding pass; a tiny weight (face row exponent < 7) does not.
+        let z = PackedMatrix::pack(&[0.0; 4], 2, 2, StorageFormat::Bfp4B).unwrap();
+        assert_eq!(exponent_range(&z), Some(ExponentRange { lo: 127, hi: 127 }));
+        let tiny = PackedMatrix::pack(&[1e-37, 0.0, 0.0, 0.0], 2, 2, StorageFormat::Bfp8B).unwrap();
+        assert_eq!(exponent_range(&tiny), None);
+        let bf = PackedMatrix::pack(&[1.0; 4], 2, 2, StorageFormat::Bf16).unwrap();
+        assert_eq!(exponent_range(&bf), None);
+    }
+}

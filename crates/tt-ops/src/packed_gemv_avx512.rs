@@ -1,0 +1,285 @@
+//! The AVX-512 kernel of [`crate::packed_gemv`]: `dest += x @ W` over block-float tiles, read in
+//! place, with the emulation's order of operations (see that module for why the bits match).
+//!
+//! Per tile `(kt, tc)` and chunk of up to 4 activation rows:
+//! 1. the 64 shared exponents become 64 scales `2^(E − bias)` (clamped into the matrix's range),
+//!    multiplied by the 32 activation operands of the K-tile: `c[r][face row]`;
+//! 2. for k in order, each face row's 16 codes become 16 f32 `±m` (bfloat8_b: sign-extended
+//!    byte, sign lanes fixed up; bfloat4_b: a 16-entry register table indexed by the nibble),
+//!    and `acc = fma(c, ±m, acc)` for every row, 32 columns in two registers;
+//! 3. the K-tile's sums are added to the destination (`fp32`), or added and rounded to bf16,
+//!    ties to even (`bf16`), as the emulation does.
+
+use std::arch::x86_64::*;
+
+use tt_numerics::PackedMatrix;
+use tt_numerics::tile::{TILE, TILE_EXPONENTS};
+
+use crate::packed_gemv::FastPlan;
+
+/// Proof that this CPU executes AVX-512 F, BW and VL (only [`Avx512::detect`] makes one).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512(());
+
+impl Avx512 {
+    /// `Some` when the CPU has AVX-512 F, BW and VL (std caches the CPUID probe).
+    pub(crate) fn detect() -> Option<Self> {
+        (is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl"))
+        .then_some(Self(()))
+    }
+}
+
+/// Largest chunk of activation rows sharing one decode of the weight codes.
+const ROWS: usize = 4;
+
+/// What the kernel reads: the operands and the packed matrix.
+struct Params<'a> {
+    /// Operand rows, `kp` apart, zero beyond K.
+    x: &'a [f32],
+    kp: usize,
+    /// The whole packed matrix.
+    bytes: &'a [u8],
+    tile_bytes: usize,
+    tiles_k: usize,
+    tiles_n: usize,
+    /// First tile column and tile columns of the task.
+    tc0: usize,
+    tn: usize,
+    plan: FastPlan,
+}
+
+/// `dest [rows, cols]` (before output rounding) of rows `r0 .. r0 + rows` of the operands `xs`
+/// (rows `kp` apart, zero-padded to whole K-tiles) against output columns `n0 .. n0 + cols` of
+/// `w`. `None` (nothing computed) if the arguments do not describe a task inside `w`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_task(
+    plan: &FastPlan,
+    xs: &[f32],
+    kp: usize,
+    w: &PackedMatrix,
+    r0: usize,
+    rows: usize,
+    n0: usize,
+    cols: usize,
+) -> Option<Vec<f32>> {
+    let _proof: Avx512 = plan.isa;
+    let (tiles_k, tiles_n) = (w.tile_rows(), w.tile_cols());
+    let tile_bytes = w.format().tile_bytes();
+    let (tc0, tn) = (n0 / TILE, cols.div_ceil(TILE));
+    let fits = kp == tiles_k * TILE
+        && xs.len() >= (r0 + rows) * kp
+        && n0.is_multiple_of(TILE)
+        && tc0 + tn <= tiles_n
+        && w.bytes().len() == tiles_k * tiles_n * tile_bytes
+        && tile_bytes == if plan.bfp4 { 576 } else { 1088 };
+    if !fits {
+        return None;
+    }
+    let width = tn * TILE;
+    let mut dest = vec![0f32; rows * width];
+    let p = Params {
+        x: &xs[r0 * kp..(r0 + rows) * kp],
+        kp,
+        bytes: w.bytes(),
+        tile_bytes,
+        tiles_k,
+        tiles_n,
+        tc0,
+        tn,
+        plan: *plan,
+    };
+    for (i, d) in dest.chunks_mut(ROWS * width).enumerate() {
+        let chunk = d.len() / width;
+        let x = &p.x[i * ROWS * kp..(i * ROWS + chunk) * kp];
+        // SAFETY: `plan.isa` proves AVX-512 F/BW/VL. `x` holds `chunk` rows of `kp = tiles_k ·
+        // 32` operands; `d` holds `chunk` rows of `width = tn · 32`; every tile read, `(kt, tc0 +
+        // j)` with kt < tiles_k and j < tn, lies in `bytes` (checked above: tc0 + tn <= tiles_n
+        // and bytes.len() = tiles_k · tiles_n · tile_bytes), and tile_bytes is the format's.
+        unsafe {
+            match (chunk, plan.bfp4, plan.weight_hi) {
+                (1, false, false) => rows_kernel::<1, false, false>(&p, x, d),
+                (2, false, false) => rows_kernel::<2, false, false>(&p, x, d),
+                (3, false, false) => rows_kernel::<3, false, false>(&p, x, d),
+                (_, false, false) => rows_kernel::<4, false, false>(&p, x, d),
+                (1, false, true) => rows_kernel::<1, false, true>(&p, x, d),
+                (2, false, true) => rows_kernel::<2, false, true>(&p, x, d),
+                (3, false, true) => rows_kernel::<3, false, true>(&p, x, d),
+                (_, false, true) => rows_kernel::<4, false, true>(&p, x, d),
+                (1, true, _) => rows_kernel::<1, true, false>(&p, x, d),
+                (2, true, _) => rows_kernel::<2, true, false>(&p, x, d),
+                (3, true, _) => rows_kernel::<3, true, false>(&p, x, d),
+                (_, true, _) => rows_kernel::<4, true, false>(&p, x, d),
+            }
+        }
+    }
+    if width == cols {
+        return Some(dest);
+    }
+    Some(dest.chunks_exact(width).flat_map(|r| &r[..cols]).copied().collect())
+}
+
+/// `R` rows: `x` is `[R, kp]`, `d` is `[R, tn · 32]`. `B4`: bfloat4_b codes; `HI`: weights enter
+/// as `a_hi` (their low 3 mantissa bits masked off).
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VL; `x.len() >= R · kp`, `d.len() >= R · tn · 32`, and every tile
+/// `(kt, tc0 + j)` (kt < tiles_k, j < tn) lies inside `p.bytes`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn rows_kernel<const R: usize, const B4: bool, const HI: bool>(
+    p: &Params<'_>,
+    x: &[f32],
+    d: &mut [f32],
+) {
+    let width = p.tn * TILE;
+    let lo = _mm512_set1_epi32(i32::from(p.plan.range.lo));
+    let hi = _mm512_set1_epi32(i32::from(p.plan.range.hi));
+    // exponent field of 2^(E − bias) = E − bias + 127
+    let offset = _mm512_set1_epi32(p.plan.bias - 127);
+    let row_bytes = if B4 { 8 } else { 16 };
+    let mut c = [[0f32; 64]; R];
+    for kt in 0..p.tiles_k {
+        for j in 0..p.tn {
+            // SAFETY (all pointer reads below): the tile lies in p.bytes (caller's contract);
+            // exponents are its first 64 bytes, codes the next 64 · row_bytes.
+            let tile = unsafe {
+                p.bytes
+                    .as_ptr()
+                    .add((kt * p.tiles_n + p.tc0 + j) * p.tile_bytes)
+            };
+            for f in 0..4 {
+                let e = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(tile.add(f * 16).cast()) });
+                let e = _mm512_min_epi32(_mm512_max_epi32(e, lo), hi);
+                let scale =
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_sub_epi32(e, offset)));
+                for (r, cr) in c.iter_mut().enumerate() {
+                    // SAFETY: row r of x has kp = tiles_k · 32 operands.
+                    let xv = unsafe {
+                        _mm512_loadu_ps(x.as_ptr().add(r * p.kp + kt * TILE + (f / 2) * 16))
+                    };
+                    // SAFETY: cr has 64 values.
+                    unsafe { _mm512_storeu_ps(cr.as_mut_ptr().add(f * 16), _mm512_mul_ps(xv, scale)) };
+                }
+            }
+            // The same tile of the next K-tile row is a tile row (tiles_n tiles) further on:
+            // fetch it now, since the tiles of one task are not contiguous.
+            if kt + 1 < p.tiles_k {
+                // SAFETY: the next tile row's tile lies in p.bytes (kt + 1 < tiles_k).
+                let next = unsafe { tile.add(p.tiles_n * p.tile_bytes) };
+                for line in (0..p.tile_bytes).step_by(64) {
+                    // SAFETY: inside that tile; prefetches never fault anyway.
+                    _mm_prefetch::<_MM_HINT_T0>(unsafe { next.add(line) }.cast());
+                }
+            }
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            // k = 16·half + fr: face rows fr of faces 2·half (columns 0..16) and 2·half + 1
+            // (columns 16..32), in order of k.
+            for half in 0..2 {
+                let (f0, f1) = (2 * half, 2 * half + 1);
+                // SAFETY: face rows of faces f0 and f1 lie in the tile's code bytes.
+                let (p0, p1) = unsafe {
+                    (
+                        tile.add(TILE_EXPONENTS + f0 * 16 * row_bytes),
+                        tile.add(TILE_EXPONENTS + f1 * 16 * row_bytes),
+                    )
+                };
+                for fr in 0..16 {
+                    // SAFETY: fr < 16 face rows of row_bytes each.
+                    let (w0, w1) = unsafe {
+                        if B4 {
+                            (
+                                decode_bfp4(p0.add(fr * row_bytes)),
+                                decode_bfp4(p1.add(fr * row_bytes)),
+                            )
+                        } else {
+                            (
+                                decode_bfp8::<HI>(p0.add(fr * row_bytes)),
+                                decode_bfp8::<HI>(p1.add(fr * row_bytes)),
+                            )
+                        }
+                    };
+                    for (a, cr) in acc.iter_mut().zip(&c) {
+                        a[0] = _mm512_fmadd_ps(_mm512_set1_ps(cr[f0 * 16 + fr]), w0, a[0]);
+                        a[1] = _mm512_fmadd_ps(_mm512_set1_ps(cr[f1 * 16 + fr]), w1, a[1]);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                for (h, &s) in a.iter().enumerate() {
+                    // SAFETY: row r of d has width = tn · 32 values; j < tn, h < 2.
+                    let at = unsafe { d.as_mut_ptr().add(r * width + j * TILE + h * 16) };
+                    let sum = _mm512_add_ps(unsafe { _mm512_loadu_ps(at) }, s);
+                    let sum = if p.plan.acc_bf16 {
+                        round_bf16(sum)
+                    } else {
+                        sum
+                    };
+                    unsafe { _mm512_storeu_ps(at, sum) };
+                }
+            }
+        }
+    }
+}
+
+/// 16 bfloat8_b codes (sign bit, 7 magnitude bits) at `codes` as f32 `±m`; with `HI`, `m`'s
+/// bits below its top 5 significant ones cleared (the weight's `a_hi`).
+///
+/// # Safety
+/// AVX-512 F/BW/VL; 16 bytes readable at `codes`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn decode_bfp8<const HI: bool>(codes: *const u8) -> __m512 {
+    let raw = unsafe { _mm_loadu_si128(codes.cast()) };
+    let negative = _mm_movepi8_mask(raw);
+    // As a signed byte a code is m (sign clear) or m − 128 (sign set); −128 − (m − 128) = −m.
+    let f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw));
+    let f = _mm512_mask_sub_ps(f, negative, _mm512_set1_ps(-128.0), f);
+    if HI {
+        // sign, exponent and the top 4 fraction bits of the f32 (= of the bf16)
+        _mm512_castsi512_ps(_mm512_and_si512(
+            _mm512_castps_si512(f),
+            _mm512_set1_epi32(0xfff8_0000u32 as i32),
+        ))
+    } else {
+        f
+    }
+}
+
+/// 16 bfloat4_b codes (8 bytes, low nibble first; sign bit, 3 magnitude bits) at `codes` as f32
+/// `±m`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL; 8 bytes readable at `codes`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn decode_bfp4(codes: *const u8) -> __m512 {
+    let raw = unsafe { _mm_loadl_epi64(codes.cast()) };
+    // [b0, b0, b1, b1, ...]: lane 2i keeps b_i's low nibble in its low bits, lane 2i + 1 gets
+    // b_i >> 4; the permute reads only the low 4 bits of each index.
+    let pairs = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(raw, raw));
+    let shifts = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+    let index = _mm512_srlv_epi32(pairs, shifts);
+    let table = _mm512_setr_ps(
+        0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, -0.0, -1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0,
+    );
+    _mm512_permutexvar_ps(index, table)
+}
+
+/// `v` rounded to bf16 (ties to even) as `tt_numerics::bf16::round_bf16` rounds: NaN stays a
+/// quiet NaN with its sign and top mantissa bits.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+fn round_bf16(v: __m512) -> __m512 {
+    let bits = _mm512_castps_si512(v);
+    let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+    let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+    let bias = _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff));
+    let rounded = _mm512_and_si512(_mm512_add_epi32(bits, bias), high);
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+    let quiet = _mm512_or_si512(
+        _mm512_and_si512(bits, high),
+        _mm512_set1_epi32(0x0040_0000),
+    );
+    _mm512_castsi512_ps(_mm512_mask_blend_epi32(nan, rounded, quiet))
+}
