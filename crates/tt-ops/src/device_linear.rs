@@ -30,7 +30,7 @@
 //! the same for any number of threads: every output element's operations run in a fixed order.
 //!
 //! Kernels ([`DeviceKernel`]): on block-float weights under LoFi, HiFi2 or HiFi4, CPUs with
-//! AVX-512 run [`crate::packed_gemv`], which reads the packed tiles in place and gives the same
+//! AVX-512 or AVX2 + FMA run [`crate::packed_gemv`], which reads the packed tiles in place and gives the same
 //! bits as the rules above (that module says why, and which inputs fall back). Everything else
 //! runs the reference emulation: per K-tile the weight panel `[32, block of N]` is dequantized
 //! once, then every row of x accumulates into a contiguous f32 row buffer (`acc[n] += b ·
@@ -47,7 +47,7 @@ use tt_numerics::tile::{FACE, FACE_VALUES, TILE, TILE_EXPONENTS, TILE_VALUES, pa
 use tt_numerics::{Accumulation, MathFidelity, OpSettings, PackedMatrix, StorageFormat};
 
 use crate::error::{OpError, Result};
-use crate::packed_gemv::{self, B_HI_MASK, ExponentRange};
+use crate::packed_gemv::{self, B_HI_MASK, Choice, ExponentRange};
 use crate::tensor::{DType, Element, Tensor};
 
 const OP: &str = "device_linear";
@@ -74,6 +74,8 @@ pub struct DeviceWeight {
 pub enum DeviceKernel {
     /// [`crate::packed_gemv`]'s AVX-512 kernel on the packed block-float tiles.
     PackedAvx512,
+    /// [`crate::packed_gemv`]'s AVX2 + FMA kernel on the packed block-float tiles.
+    PackedAvx2,
     /// The reference emulation (any weight format, fidelity and CPU).
     Reference,
 }
@@ -83,6 +85,7 @@ impl DeviceKernel {
     pub fn name(self) -> &'static str {
         match self {
             Self::PackedAvx512 => "packed-avx512",
+            Self::PackedAvx2 => "packed-avx2",
             Self::Reference => "reference",
         }
     }
@@ -126,9 +129,11 @@ impl DeviceWeight {
     /// The kernel a call with `settings` runs on this CPU when its activations fit (finite, in
     /// exponent range; else the call runs [`DeviceKernel::Reference`]).
     pub fn kernel(&self, settings: &OpSettings) -> DeviceKernel {
-        match packed_gemv::plan(self.format(), self.range, settings) {
-            Some(_) => DeviceKernel::PackedAvx512,
-            None => DeviceKernel::Reference,
+        let plan = packed_gemv::plan(self.format(), self.range, settings, Choice::Best);
+        match plan.map(|p| p.isa.name()) {
+            Some("packed-avx512") => DeviceKernel::PackedAvx512,
+            Some("packed-avx2") => DeviceKernel::PackedAvx2,
+            _ => DeviceKernel::Reference,
         }
     }
 
@@ -427,7 +432,7 @@ fn plan_tasks(m: usize, k: usize, n: usize, block: usize) -> Vec<Task> {
 /// are used; the weight's format is the DeviceWeight's). Returns an f32 tensor `[.., N]` holding
 /// the values of the output format. Errors unless x's last dimension is `K`.
 pub fn device_linear(x: &Tensor, w: &DeviceWeight, settings: &OpSettings) -> Result<Tensor> {
-    device_linear_with(x, w, settings, true)
+    device_linear_with(x, w, settings, Choice::Best)
 }
 
 /// [`device_linear()`] always through the reference emulation (the same bits, slower): for
@@ -437,14 +442,15 @@ pub fn device_linear_reference(
     w: &DeviceWeight,
     settings: &OpSettings,
 ) -> Result<Tensor> {
-    device_linear_with(x, w, settings, false)
+    device_linear_with(x, w, settings, Choice::Reference)
 }
 
-fn device_linear_with(
+/// [`device_linear()`] with the kernels `choice` allows.
+pub(crate) fn device_linear_with(
     x: &Tensor,
     w: &DeviceWeight,
     settings: &OpSettings,
-    allow_fast: bool,
+    choice: Choice,
 ) -> Result<Tensor> {
     let (k, n) = (w.in_features(), w.out_features());
     let Some((&xk, lead)) = x.shape().split_last() else {
@@ -467,8 +473,7 @@ fn device_linear_with(
     if m > 0 {
         let (fidelity, accumulation) = (settings.fidelity, settings.accumulation);
         let kp = k.div_ceil(TILE) * TILE;
-        let fast = packed_gemv::plan(w.format(), w.range, settings)
-            .filter(|_| allow_fast)
+        let fast = packed_gemv::plan(w.format(), w.range, settings, choice)
             .map(|plan| (plan, packed_gemv::operands(&xb, m, k, kp, &plan)))
             .filter(|(plan, xs)| packed_gemv::rows_fit(xs, plan));
         // The fast kernel streams a task's tiles of one K-tile row as one run: wider blocks

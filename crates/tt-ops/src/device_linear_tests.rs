@@ -329,27 +329,39 @@ fn ordinary(n: usize, scale: f32, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-fn fast_kernel_expected() -> bool {
+/// The kernel this CPU should pick for the packed formats (`TT_OPS_DEVICE_KERNEL` caps it).
+fn fast_kernel_expected() -> DeviceKernel {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::env::var_os("TT_OPS_DEVICE_KERNEL").is_none()
+        use std::arch::is_x86_feature_detected as has;
+        let cap = std::env::var("TT_OPS_DEVICE_KERNEL").unwrap_or_default();
+        if cap == "reference" {
+            return DeviceKernel::Reference;
+        }
+        if cap != "avx2" && has!("avx512f") && has!("avx512bw") && has!("avx512vl") {
+            return DeviceKernel::PackedAvx512;
+        }
+        if has!("avx2") && has!("fma") {
+            return DeviceKernel::PackedAvx2;
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    DeviceKernel::Reference
 }
 
 /// The packed kernel against the reference emulation, bit for bit: both block-float formats,
-/// the fidelities it serves, both accumulations, 1 to 9 rows, K and N not multiples of 32, one
-/// call small enough for one task and one split over column blocks.
+/// the fidelities it serves, both accumulations, 1 to 15 rows, K and N not multiples of 32, one
+/// call small enough for one task and one split over column blocks. On an AVX-512 machine the
+/// AVX2 kernel is checked as well (same cases, [`Choice::Avx2`]).
 #[test]
 fn device_linear_packed_kernel_equals_the_emulation() {
     let fast = fast_kernel_expected();
-    for (m, k, n) in [(1, 3072, 1000), (2, 100, 70), (3, 61, 33), (4, 256, 4008), (9, 96, 300)] {
+    for (m, k, n) in [
+        (1, 3072, 1000),
+        (2, 100, 70),
+        (3, 61, 33),
+        (4, 256, 4008),
+        (15, 96, 300),
+    ] {
         let x = Tensor::from_f32(ordinary(m * k, 3.0, 1), &[m, k]).unwrap();
         let wt = Tensor::from_f32_as(&ordinary(n * k, 0.05, 2), &[n, k], DType::Bf16).unwrap();
         for wf in [StorageFormat::Bfp8B, StorageFormat::Bfp4B] {
@@ -357,16 +369,18 @@ fn device_linear_packed_kernel_equals_the_emulation() {
             for f in MathFidelity::ALL {
                 for a in ACCS {
                     let s = settings(f, a, StorageFormat::F32);
-                    let want_kernel = if fast && f != MathFidelity::HiFi3 {
-                        DeviceKernel::PackedAvx512
+                    let want_kernel = if f != MathFidelity::HiFi3 {
+                        fast
                     } else {
                         DeviceKernel::Reference
                     };
                     assert_eq!(w.kernel(&s), want_kernel, "{wf} {f}");
-                    let got = device_linear(&x, &w, &s).unwrap();
                     let want = device_linear_reference(&x, &w, &s).unwrap();
-                    let what = format!("{m}x{k} @ {k}x{n} {wf} {f} acc={a}");
-                    assert_bits_eq(got.as_f32().unwrap(), want.as_f32().unwrap(), &what);
+                    for choice in [Choice::Best, Choice::Avx2] {
+                        let got = device_linear_with(&x, &w, &s, choice).unwrap();
+                        let what = format!("{m}x{k} @ {k}x{n} {wf} {f} acc={a} {choice:?}");
+                        assert_bits_eq(got.as_f32().unwrap(), want.as_f32().unwrap(), &what);
+                    }
                 }
             }
         }
@@ -386,13 +400,15 @@ fn device_linear_packed_kernel_falls_back_outside_its_range() {
         let x = Tensor::from_f32(xv, &[m, k]).unwrap();
         for wf in StorageFormat::ALL {
             let w = DeviceWeight::pack(&wt, wf).unwrap();
-            let got = device_linear(&x, &w, &s).unwrap();
             let want = device_linear_reference(&x, &w, &s).unwrap();
-            assert_bits_eq(
-                got.as_f32().unwrap(),
-                &want.to_f32_vec(),
-                &format!("{special} {wf}"),
-            );
+            for choice in [Choice::Best, Choice::Avx2] {
+                let got = device_linear_with(&x, &w, &s, choice).unwrap();
+                assert_bits_eq(
+                    got.as_f32().unwrap(),
+                    &want.to_f32_vec(),
+                    &format!("{special} {wf} {choice:?}"),
+                );
+            }
         }
     }
     for wf in [StorageFormat::F32, StorageFormat::Bf16] {

@@ -14,7 +14,7 @@
 //! | [`mod@embedding`] | [`embedding()`] |
 //! | [`mod@linear`] | [`linear()`], [`linear_into`], [`linear_column_blocks`] (dense kernels in [`kernels`]) |
 //! | [`mod@device_linear`] | [`device_linear()`] on a [`DeviceWeight`] (packed tiles), [`round_to_device_format`]: `ttnn.linear` as a Wormhole device computes it |
-//! | [`packed_gemv`] | its fast kernel on bfloat8_b / bfloat4_b tiles read in place (AVX-512), bit-equal to the emulation |
+//! | [`packed_gemv`] | its fast kernels on bfloat8_b / bfloat4_b tiles read in place (AVX-512, AVX2), bit-equal to the emulation |
 //! | [`norm`] | [`rms_norm`], [`rms_norm_into`] |
 //! | [`eltwise`] | [`add`], [`add_inplace`], [`mul`], [`silu`], [`silu_mul`] |
 //! | [`rope`] | [`RopeTables`] from a [`RopeSpec`]: plain, LongRoPE and Llama 3 scaling |
@@ -38,6 +38,8 @@ pub mod kv_cache;
 pub mod linear;
 pub mod norm;
 pub mod packed_gemv;
+#[cfg(target_arch = "x86_64")]
+mod packed_gemv_avx2;
 #[cfg(target_arch = "x86_64")]
 mod packed_gemv_avx512;
 pub mod pages;

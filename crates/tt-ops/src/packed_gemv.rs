@@ -19,10 +19,12 @@
 //! - Per call: every non-zero activation operand is finite, and with the matrix's range every
 //!   `c` is normal and `|c|·128 < 2^128`.
 //!
-//! HiFi3 (two partial products per term) always runs the reference emulation. The kernel is
-//! AVX-512 (F, BW, VL), chosen at run time; other CPUs run the reference emulation.
+//! HiFi3 (two partial products per term) always runs the reference emulation. The kernels are
+//! AVX-512 (F, BW, VL; [`crate::packed_gemv_avx512`]) and AVX2 + FMA (`packed_gemv_avx2`),
+//! chosen at run time (`TT_OPS_DEVICE_KERNEL=avx2` or `=reference` caps the choice, for tests
+//! and benchmarks); other CPUs run the reference emulation.
 
-use tt_numerics::tile::TILE_EXPONENTS;
+use tt_numerics::tile::{TILE, TILE_EXPONENTS};
 use tt_numerics::{Accumulation, MathFidelity, OpSettings, PackedMatrix, StorageFormat};
 
 /// The shared exponents of a block-float matrix's face rows, when the fast path may read it.
@@ -70,12 +72,64 @@ pub(crate) fn exponent_range(w: &PackedMatrix) -> Option<ExponentRange> {
     Some(ExponentRange { lo, hi })
 }
 
+/// The instruction set of the fast kernel, holding the proof that this CPU has it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FastIsa {
+    /// AVX-512 F, BW and VL (16 lanes).
+    #[cfg(target_arch = "x86_64")]
+    Avx512(crate::packed_gemv_avx512::Avx512),
+    /// AVX2 and FMA (8 lanes).
+    #[cfg(target_arch = "x86_64")]
+    Avx2(crate::packed_gemv_avx2::Avx2),
+}
+
+/// Which kernels a call may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Choice {
+    /// The best this CPU has, unless `TT_OPS_DEVICE_KERNEL` (`avx2`, `reference`) caps it.
+    Best,
+    /// At most AVX2 (tests of the AVX2 kernel on AVX-512 machines).
+    Avx2,
+    /// The reference emulation only.
+    Reference,
+}
+
+impl FastIsa {
+    /// The best this CPU has under `choice`.
+    #[cfg(target_arch = "x86_64")]
+    fn detect(choice: Choice) -> Option<Self> {
+        let choice = match (choice, std::env::var("TT_OPS_DEVICE_KERNEL").as_deref()) {
+            (Choice::Best, Ok("reference")) => Choice::Reference,
+            (Choice::Best, Ok("avx2")) => Choice::Avx2,
+            (choice, _) => choice,
+        };
+        if choice == Choice::Reference {
+            return None;
+        }
+        if choice == Choice::Best
+            && let Some(isa) = crate::packed_gemv_avx512::Avx512::detect()
+        {
+            return Some(Self::Avx512(isa));
+        }
+        crate::packed_gemv_avx2::Avx2::detect().map(Self::Avx2)
+    }
+
+    /// The kernel's name in reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512(_) => "packed-avx512",
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2(_) => "packed-avx2",
+        }
+    }
+}
+
 /// How the fast kernel runs one call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FastPlan {
-    /// Proof of AVX-512 (F, BW, VL) on this CPU.
-    #[cfg(target_arch = "x86_64")]
-    pub isa: crate::packed_gemv_avx512::Avx512,
+    /// The instruction set, with its proof.
+    pub isa: FastIsa,
     /// bfloat4_b codes (else bfloat8_b).
     pub bfp4: bool,
     /// The activation operand is `b_hi` (LoFi, HiFi2), else `b` (HiFi4).
@@ -96,6 +150,7 @@ pub(crate) fn plan(
     format: StorageFormat,
     range: Option<ExponentRange>,
     settings: &OpSettings,
+    choice: Choice,
 ) -> Option<FastPlan> {
     let range = range?;
     let (bias, ..) = layout(format)?;
@@ -107,10 +162,7 @@ pub(crate) fn plan(
     };
     #[cfg(target_arch = "x86_64")]
     {
-        if std::env::var_os("TT_OPS_DEVICE_KERNEL").is_some_and(|v| v == "reference") {
-            return None;
-        }
-        let isa = crate::packed_gemv_avx512::Avx512::detect()?;
+        let isa = FastIsa::detect(choice)?;
         Some(FastPlan {
             isa,
             bfp4: format == StorageFormat::Bfp4B,
@@ -123,7 +175,7 @@ pub(crate) fn plan(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (bias, act_hi, weight_hi);
+        let _ = (bias, act_hi, weight_hi, choice);
         None
     }
 }
@@ -174,8 +226,28 @@ pub(crate) fn operands(xb: &[f32], m: usize, k: usize, kp: usize, plan: &FastPla
 /// bf16 bits kept in `b_hi` (sign, exponent, top 6 mantissa bits) as an f32 mask.
 pub(crate) const B_HI_MASK: u32 = 0xfffe_0000;
 
-/// One task of the fast kernel (see `packed_gemv_avx512::run_task`); `None` when this build has
-/// no fast kernel or the task does not fit it.
+/// What a kernel reads for one task. Contract: every tile `(kt, tc0 + j)` with `kt < tiles_k`
+/// and `j < tn` lies inside `bytes` (`tile_bytes` each, the format's), and operand rows are
+/// `kp = tiles_k · 32` long.
+pub(crate) struct Params<'a> {
+    /// Operand rows, `kp` apart, zero beyond K.
+    pub x: &'a [f32],
+    pub kp: usize,
+    /// The whole packed matrix.
+    pub bytes: &'a [u8],
+    pub tile_bytes: usize,
+    pub tiles_k: usize,
+    pub tiles_n: usize,
+    /// First tile column and tile columns of the task.
+    pub tc0: usize,
+    pub tn: usize,
+    pub plan: FastPlan,
+}
+
+/// `dest [rows, cols]` (before output rounding) of rows `r0 .. r0 + rows` of the operands `xs`
+/// (rows `kp` apart, zero-padded to whole K-tiles) against output columns `n0 .. n0 + cols` of
+/// `w`. `None` (nothing computed) when this build has no fast kernel or the arguments do not
+/// describe a task inside `w`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_task(
     plan: &FastPlan,
@@ -187,15 +259,70 @@ pub(crate) fn run_task(
     n0: usize,
     cols: usize,
 ) -> Option<Vec<f32>> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        crate::packed_gemv_avx512::run_task(plan, xs, kp, w, r0, rows, n0, cols)
+    let (tiles_k, tiles_n) = (w.tile_rows(), w.tile_cols());
+    let tile_bytes = w.format().tile_bytes();
+    let (tc0, tn) = (n0 / TILE, cols.div_ceil(TILE));
+    let fits = kp == tiles_k * TILE
+        && xs.len() >= (r0 + rows) * kp
+        && n0.is_multiple_of(TILE)
+        && tc0 + tn <= tiles_n
+        && w.bytes().len() == tiles_k * tiles_n * tile_bytes
+        && tile_bytes == if plan.bfp4 { 576 } else { 1088 };
+    if !fits {
+        return None;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (plan, xs, kp, w, r0, rows, n0, cols);
-        None
+    let width = tn * TILE;
+    let mut dest = vec![0f32; rows * width];
+    let p = Params {
+        x: &xs[r0 * kp..(r0 + rows) * kp],
+        kp,
+        bytes: w.bytes(),
+        tile_bytes,
+        tiles_k,
+        tiles_n,
+        tc0,
+        tn,
+        plan: *plan,
+    };
+    let mut r = 0;
+    while r < rows {
+        let left = rows - r;
+        let (x, d) = (&p.x[r * kp..], &mut dest[r * width..]);
+        // SAFETY (both arms): the token proves the ISA; `x` holds at least `chunk` rows of
+        // `kp = tiles_k · 32` operands and `d` at least `chunk` rows of `width = tn · 32` (chunk
+        // <= left); every tile `(kt, tc0 + j)`, kt < tiles_k, j < tn, lies in `bytes`, whose
+        // length is tiles_k · tiles_n · tile_bytes with tc0 + tn <= tiles_n, and tile_bytes is
+        // the format's (all checked above).
+        let chunk = match plan.isa {
+            #[cfg(target_arch = "x86_64")]
+            FastIsa::Avx512(isa) => {
+                let chunk = largest_chunk(&crate::packed_gemv_avx512::CHUNKS, left);
+                unsafe { crate::packed_gemv_avx512::rows(isa, chunk, &p, x, d) };
+                chunk
+            }
+            #[cfg(target_arch = "x86_64")]
+            FastIsa::Avx2(isa) => {
+                let chunk = largest_chunk(&crate::packed_gemv_avx2::CHUNKS, left);
+                unsafe { crate::packed_gemv_avx2::rows(isa, chunk, &p, x, d) };
+                chunk
+            }
+        };
+        r += chunk;
     }
+    if width == cols {
+        return Some(dest);
+    }
+    Some(
+        dest.chunks_exact(width)
+            .flat_map(|r| &r[..cols])
+            .copied()
+            .collect(),
+    )
+}
+
+/// The largest of `chunks` (largest first, ending in 1) that is at most `left`.
+fn largest_chunk(chunks: &[usize], left: usize) -> usize {
+    chunks.iter().copied().find(|&c| c <= left).unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -205,7 +332,9 @@ mod tests {
 
     #[test]
     fn exponent_range_of_ordinary_and_degenerate_matrices() {
-        let v: Vec<f32> = (0..64 * 40).map(|i| ((i % 97) as f32 - 48.0) / 64.0).collect();
+        let v: Vec<f32> = (0..64 * 40)
+            .map(|i| ((i % 97) as f32 - 48.0) / 64.0)
+            .collect();
         let w = PackedMatrix::pack(&v, 64, 40, StorageFormat::Bfp8B).unwrap();
         let r = exponent_range(&w).unwrap();
         // |v| <= 0.75: the largest shared exponent is that of 0.5 .. 0.75 (126).

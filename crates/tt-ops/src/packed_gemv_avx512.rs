@@ -12,10 +12,9 @@
 
 use std::arch::x86_64::*;
 
-use tt_numerics::PackedMatrix;
 use tt_numerics::tile::{TILE, TILE_EXPONENTS};
 
-use crate::packed_gemv::FastPlan;
+use crate::packed_gemv::Params;
 
 /// Proof that this CPU executes AVX-512 F, BW and VL (only [`Avx512::detect`] makes one).
 #[derive(Clone, Copy, Debug)]
@@ -31,101 +30,40 @@ impl Avx512 {
     }
 }
 
-/// Largest chunk of activation rows sharing one decode of the weight codes.
-const ROWS: usize = 4;
+/// Row chunks this kernel is compiled for, largest first.
+pub(crate) const CHUNKS: [usize; 4] = [8, 4, 2, 1];
 
-/// What the kernel reads: the operands and the packed matrix.
-struct Params<'a> {
-    /// Operand rows, `kp` apart, zero beyond K.
-    x: &'a [f32],
-    kp: usize,
-    /// The whole packed matrix.
-    bytes: &'a [u8],
-    tile_bytes: usize,
-    tiles_k: usize,
-    tiles_n: usize,
-    /// First tile column and tile columns of the task.
-    tc0: usize,
-    tn: usize,
-    plan: FastPlan,
-}
-
-/// `dest [rows, cols]` (before output rounding) of rows `r0 .. r0 + rows` of the operands `xs`
-/// (rows `kp` apart, zero-padded to whole K-tiles) against output columns `n0 .. n0 + cols` of
-/// `w`. `None` (nothing computed) if the arguments do not describe a task inside `w`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn run_task(
-    plan: &FastPlan,
-    xs: &[f32],
-    kp: usize,
-    w: &PackedMatrix,
-    r0: usize,
-    rows: usize,
-    n0: usize,
-    cols: usize,
-) -> Option<Vec<f32>> {
-    let _proof: Avx512 = plan.isa;
-    let (tiles_k, tiles_n) = (w.tile_rows(), w.tile_cols());
-    let tile_bytes = w.format().tile_bytes();
-    let (tc0, tn) = (n0 / TILE, cols.div_ceil(TILE));
-    let fits = kp == tiles_k * TILE
-        && xs.len() >= (r0 + rows) * kp
-        && n0.is_multiple_of(TILE)
-        && tc0 + tn <= tiles_n
-        && w.bytes().len() == tiles_k * tiles_n * tile_bytes
-        && tile_bytes == if plan.bfp4 { 576 } else { 1088 };
-    if !fits {
-        return None;
-    }
-    let width = tn * TILE;
-    let mut dest = vec![0f32; rows * width];
-    let p = Params {
-        x: &xs[r0 * kp..(r0 + rows) * kp],
-        kp,
-        bytes: w.bytes(),
-        tile_bytes,
-        tiles_k,
-        tiles_n,
-        tc0,
-        tn,
-        plan: *plan,
-    };
-    for (i, d) in dest.chunks_mut(ROWS * width).enumerate() {
-        let chunk = d.len() / width;
-        let x = &p.x[i * ROWS * kp..(i * ROWS + chunk) * kp];
-        // SAFETY: `plan.isa` proves AVX-512 F/BW/VL. `x` holds `chunk` rows of `kp = tiles_k ·
-        // 32` operands; `d` holds `chunk` rows of `width = tn · 32`; every tile read, `(kt, tc0 +
-        // j)` with kt < tiles_k and j < tn, lies in `bytes` (checked above: tc0 + tn <= tiles_n
-        // and bytes.len() = tiles_k · tiles_n · tile_bytes), and tile_bytes is the format's.
-        unsafe {
-            match (chunk, plan.bfp4, plan.weight_hi) {
-                (1, false, false) => rows_kernel::<1, false, false>(&p, x, d),
-                (2, false, false) => rows_kernel::<2, false, false>(&p, x, d),
-                (3, false, false) => rows_kernel::<3, false, false>(&p, x, d),
-                (_, false, false) => rows_kernel::<4, false, false>(&p, x, d),
-                (1, false, true) => rows_kernel::<1, false, true>(&p, x, d),
-                (2, false, true) => rows_kernel::<2, false, true>(&p, x, d),
-                (3, false, true) => rows_kernel::<3, false, true>(&p, x, d),
-                (_, false, true) => rows_kernel::<4, false, true>(&p, x, d),
-                (1, true, _) => rows_kernel::<1, true, false>(&p, x, d),
-                (2, true, _) => rows_kernel::<2, true, false>(&p, x, d),
-                (3, true, _) => rows_kernel::<3, true, false>(&p, x, d),
-                (_, true, _) => rows_kernel::<4, true, false>(&p, x, d),
-            }
+/// `chunk` rows (one of [`CHUNKS`]): `x` is `[chunk, kp]`, `d` is `[chunk, tn · 32]`.
+///
+/// # Safety
+/// As [`Params`] documents, and `x.len() >= chunk · kp`, `d.len() >= chunk · tn · 32`.
+pub(crate) unsafe fn rows(isa: Avx512, chunk: usize, p: &Params<'_>, x: &[f32], d: &mut [f32]) {
+    let _proof = isa;
+    // SAFETY: `isa` proves AVX-512 F/BW/VL; the rest is the caller's contract.
+    unsafe {
+        match (chunk, p.plan.bfp4, p.plan.weight_hi) {
+            (8, false, false) => rows_kernel::<8, false, false>(p, x, d),
+            (4, false, false) => rows_kernel::<4, false, false>(p, x, d),
+            (2, false, false) => rows_kernel::<2, false, false>(p, x, d),
+            (_, false, false) => rows_kernel::<1, false, false>(p, x, d),
+            (8, false, true) => rows_kernel::<8, false, true>(p, x, d),
+            (4, false, true) => rows_kernel::<4, false, true>(p, x, d),
+            (2, false, true) => rows_kernel::<2, false, true>(p, x, d),
+            (_, false, true) => rows_kernel::<1, false, true>(p, x, d),
+            (8, true, _) => rows_kernel::<8, true, false>(p, x, d),
+            (4, true, _) => rows_kernel::<4, true, false>(p, x, d),
+            (2, true, _) => rows_kernel::<2, true, false>(p, x, d),
+            (_, true, _) => rows_kernel::<1, true, false>(p, x, d),
         }
     }
-    if width == cols {
-        return Some(dest);
-    }
-    Some(dest.chunks_exact(width).flat_map(|r| &r[..cols]).copied().collect())
 }
 
 /// `R` rows: `x` is `[R, kp]`, `d` is `[R, tn · 32]`. `B4`: bfloat4_b codes; `HI`: weights enter
 /// as `a_hi` (their low 3 mantissa bits masked off).
 ///
 /// # Safety
-/// The CPU has AVX-512 F/BW/VL; `x.len() >= R · kp`, `d.len() >= R · tn · 32`, and every tile
-/// `(kt, tc0 + j)` (kt < tiles_k, j < tn) lies inside `p.bytes`.
+/// The CPU has AVX-512 F/BW/VL; `x.len() >= R · kp`, `d.len() >= R · tn · 32`, and [`Params`]'s
+/// contract holds.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn rows_kernel<const R: usize, const B4: bool, const HI: bool>(
     p: &Params<'_>,
@@ -159,7 +97,9 @@ unsafe fn rows_kernel<const R: usize, const B4: bool, const HI: bool>(
                         _mm512_loadu_ps(x.as_ptr().add(r * p.kp + kt * TILE + (f / 2) * 16))
                     };
                     // SAFETY: cr has 64 values.
-                    unsafe { _mm512_storeu_ps(cr.as_mut_ptr().add(f * 16), _mm512_mul_ps(xv, scale)) };
+                    unsafe {
+                        _mm512_storeu_ps(cr.as_mut_ptr().add(f * 16), _mm512_mul_ps(xv, scale))
+                    };
                 }
             }
             // The same tile of the next K-tile row is a tile row (tiles_n tiles) further on:
@@ -277,9 +217,6 @@ fn round_bf16(v: __m512) -> __m512 {
     let bias = _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff));
     let rounded = _mm512_and_si512(_mm512_add_epi32(bits, bias), high);
     let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-    let quiet = _mm512_or_si512(
-        _mm512_and_si512(bits, high),
-        _mm512_set1_epi32(0x0040_0000),
-    );
+    let quiet = _mm512_or_si512(_mm512_and_si512(bits, high), _mm512_set1_epi32(0x0040_0000));
     _mm512_castsi512_ps(_mm512_mask_blend_epi32(nan, rounded, quiet))
 }
