@@ -35,7 +35,7 @@
 //! runs the reference emulation: per K-tile the weight panel `[32, block of N]` is dequantized
 //! once, then every row of x accumulates into a contiguous f32 row buffer (`acc[n] += b ·
 //! panel[k][n]`). Either way work is split over column blocks of N (and row chunks of x when
-//! there are few blocks) with rayon when `M·K·N` is large. [`device_linear_reference`] always
+//! there are few blocks) over the pool's threads ([`crate::team::map`]) when `M·K·N` is large. [`device_linear_reference`] always
 //! runs the emulation (tests, benchmarks).
 
 use std::sync::OnceLock;
@@ -493,7 +493,9 @@ pub(crate) fn device_linear_with(
             fast.unwrap_or_else(|| run_task(&xb, k, &w.packed, *t, fidelity, accumulation))
         };
         let parts: Vec<Vec<f32>> = if tasks.len() > 1 {
-            tasks.par_iter().map(run).collect()
+            // The team's threads when a decode step runs one (rayon outside one); serial when
+            // this call is itself an item of a loop (one device of a mesh).
+            crate::team::map(tasks.len(), |i| run(&tasks[i]))
         } else {
             tasks.iter().map(run).collect()
         };
