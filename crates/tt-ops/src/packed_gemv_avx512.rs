@@ -4,10 +4,11 @@
 //! Per tile `(kt, tc)` and chunk of up to 4 activation rows:
 //! 1. the 64 shared exponents become 64 scales `2^(E − bias)` (clamped into the matrix's range),
 //!    multiplied by the 32 activation operands of the K-tile: `c[r][face row]`;
-//! 2. for k in order, each face row's 16 codes become 16 f32 `±m` (bfloat8_b: sign-extended
-//!    byte, sign lanes fixed up; bfloat4_b: a 16-entry register table indexed by the nibble),
-//!    and `acc = fma(c, ±m, acc)` for every row, 32 columns in two registers;
-//! 3. the K-tile's sums are added to the destination (`fp32`), or added and rounded to bf16,
+//! 2. the tile's codes become two's-complement bytes `±m` (bfloat8_b: negate where the sign bit
+//!    is set; bfloat4_b: a 16-entry byte table per nibble), 64 at a time;
+//! 3. for k in order, each face row's 16 bytes widen to f32 and `acc = fma(c, ±m, acc)` for every
+//!    row, 32 columns in two registers;
+//! 4. the K-tile's sums are added to the destination (`fp32`), or added and rounded to bf16,
 //!    ties to even (`bf16`), as the emulation does.
 
 use std::arch::x86_64::*;
@@ -75,8 +76,8 @@ unsafe fn rows_kernel<const R: usize, const B4: bool, const HI: bool>(
     let hi = _mm512_set1_epi32(i32::from(p.plan.range.hi));
     // exponent field of 2^(E − bias) = E − bias + 127
     let offset = _mm512_set1_epi32(p.plan.bias - 127);
-    let row_bytes = if B4 { 8 } else { 16 };
     let mut c = [[0f32; 64]; R];
+    let mut m = SignedCodes([0; 1024]);
     for kt in 0..p.tiles_k {
         for j in 0..p.tn {
             // SAFETY (all pointer reads below): the tile lies in p.bytes (caller's contract);
@@ -112,36 +113,20 @@ unsafe fn rows_kernel<const R: usize, const B4: bool, const HI: bool>(
                     _mm_prefetch::<_MM_HINT_T0>(unsafe { next.add(line) }.cast());
                 }
             }
+            // SAFETY: the tile's codes follow its 64 exponent bytes.
+            unsafe { signed_codes::<B4>(tile.add(TILE_EXPONENTS), &mut m) };
             let mut acc = [[_mm512_setzero_ps(); 2]; R];
             // k = 16·half + fr: face rows fr of faces 2·half (columns 0..16) and 2·half + 1
             // (columns 16..32), in order of k.
             for half in 0..2 {
                 let (f0, f1) = (2 * half, 2 * half + 1);
-                // SAFETY: face rows of faces f0 and f1 lie in the tile's code bytes.
-                let (p0, p1) = unsafe {
-                    (
-                        tile.add(TILE_EXPONENTS + f0 * 16 * row_bytes),
-                        tile.add(TILE_EXPONENTS + f1 * 16 * row_bytes),
-                    )
-                };
                 for fr in 0..16 {
-                    // SAFETY: fr < 16 face rows of row_bytes each.
-                    let (w0, w1) = unsafe {
-                        if B4 {
-                            (
-                                decode_bfp4(p0.add(fr * row_bytes)),
-                                decode_bfp4(p1.add(fr * row_bytes)),
-                            )
-                        } else {
-                            (
-                                decode_bfp8::<HI>(p0.add(fr * row_bytes)),
-                                decode_bfp8::<HI>(p1.add(fr * row_bytes)),
-                            )
-                        }
-                    };
+                    let (g0, g1) = (f0 * 16 + fr, f1 * 16 + fr);
+                    // SAFETY: g0, g1 < 64 face rows of 16 values in m.
+                    let (w0, w1) = unsafe { (widen::<HI>(&m, g0), widen::<HI>(&m, g1)) };
                     for (a, cr) in acc.iter_mut().zip(&c) {
-                        a[0] = _mm512_fmadd_ps(_mm512_set1_ps(cr[f0 * 16 + fr]), w0, a[0]);
-                        a[1] = _mm512_fmadd_ps(_mm512_set1_ps(cr[f1 * 16 + fr]), w1, a[1]);
+                        a[0] = _mm512_fmadd_ps(_mm512_set1_ps(cr[g0]), w0, a[0]);
+                        a[1] = _mm512_fmadd_ps(_mm512_set1_ps(cr[g1]), w1, a[1]);
                     }
                 }
             }
@@ -162,21 +147,78 @@ unsafe fn rows_kernel<const R: usize, const B4: bool, const HI: bool>(
     }
 }
 
-/// 16 bfloat8_b codes (sign bit, 7 magnitude bits) at `codes` as f32 `±m`; with `HI`, `m`'s
-/// bits below its top 5 significant ones cleared (the weight's `a_hi`).
+/// A tile's 1024 codes as two's-complement bytes `±m`, face row `g` at `16·g` (the codes' own
+/// order).
+#[repr(C, align(64))]
+struct SignedCodes([i8; 1024]);
+
+/// Converts a tile's codes (after its exponents) to [`SignedCodes`], 64 bytes at a time:
+/// bfloat8_b sign-magnitude bytes are negated where the sign bit is set; bfloat4_b nibbles (low
+/// first) go through a 16-entry byte table, and the results of each 8-byte face row are
+/// interleaved back into value order.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL; 16 bytes readable at `codes`.
+/// AVX-512 F/BW/VL; 1024 (bfloat8_b) or 512 (bfloat4_b) bytes readable at `codes`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[inline]
-unsafe fn decode_bfp8<const HI: bool>(codes: *const u8) -> __m512 {
-    let raw = unsafe { _mm_loadu_si128(codes.cast()) };
-    let negative = _mm_movepi8_mask(raw);
-    // As a signed byte a code is m (sign clear) or m − 128 (sign set); −128 − (m − 128) = −m.
-    let f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw));
-    let f = _mm512_mask_sub_ps(f, negative, _mm512_set1_ps(-128.0), f);
+unsafe fn signed_codes<const B4: bool>(codes: *const u8, out: &mut SignedCodes) {
+    let dst = out.0.as_mut_ptr();
+    if B4 {
+        let nibble = _mm512_set1_epi8(0x0f);
+        let table = _mm512_broadcast_i32x4(_mm_setr_epi8(
+            0, 1, 2, 3, 4, 5, 6, 7, 0, -1, -2, -3, -4, -5, -6, -7,
+        ));
+        // vpermt2q picks 128-bit lanes: (low lane i, high lane i) pairs in order.
+        let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+        let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+        for q in 0..8 {
+            // 64 bytes = face rows 8q .. 8q + 8 (8 bytes each).
+            // SAFETY: q < 8 blocks of 64 bytes inside the 512 code bytes.
+            let v = unsafe { _mm512_loadu_si512(codes.add(q * 64).cast()) };
+            let low = _mm512_shuffle_epi8(table, _mm512_and_si512(v, nibble));
+            let high =
+                _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
+            // Per 128-bit lane i: unpacklo = face row 8q + 2i, unpackhi = 8q + 2i + 1.
+            let even = _mm512_unpacklo_epi8(low, high);
+            let odd = _mm512_unpackhi_epi8(low, high);
+            // SAFETY: face rows 8q .. 8q + 8 are bytes 128q .. 128q + 128 of out.
+            unsafe {
+                _mm512_store_si512(
+                    dst.add(q * 128).cast(),
+                    _mm512_permutex2var_epi64(even, first, odd),
+                );
+                _mm512_store_si512(
+                    dst.add(q * 128 + 64).cast(),
+                    _mm512_permutex2var_epi64(even, second, odd),
+                );
+            }
+        }
+    } else {
+        let magnitude = _mm512_set1_epi8(0x7f);
+        for q in 0..16 {
+            // SAFETY: q < 16 blocks of 64 bytes inside the 1024 code bytes.
+            let v = unsafe { _mm512_loadu_si512(codes.add(q * 64).cast()) };
+            let negative = _mm512_movepi8_mask(v);
+            let m = _mm512_and_si512(v, magnitude);
+            let signed = _mm512_mask_sub_epi8(m, negative, _mm512_setzero_si512(), m);
+            // SAFETY: bytes 64q .. 64q + 64 of out.
+            unsafe { _mm512_store_si512(dst.add(q * 64).cast(), signed) };
+        }
+    }
+}
+
+/// Face row `g`'s 16 values of `m` as f32; with `HI`, each `m`'s bits below its top 5
+/// significant ones cleared (the weight's `a_hi`: sign, exponent and top 4 fraction bits).
+///
+/// # Safety
+/// AVX-512 F/BW/VL; `g < 64`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn widen<const HI: bool>(m: &SignedCodes, g: usize) -> __m512 {
+    // SAFETY: 16 bytes at 16·g < 1024.
+    let bytes = unsafe { _mm_load_si128(m.0.as_ptr().add(16 * g).cast()) };
+    let f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
     if HI {
-        // sign, exponent and the top 4 fraction bits of the f32 (= of the bf16)
         _mm512_castsi512_ps(_mm512_and_si512(
             _mm512_castps_si512(f),
             _mm512_set1_epi32(0xfff8_0000u32 as i32),
@@ -184,26 +226,6 @@ unsafe fn decode_bfp8<const HI: bool>(codes: *const u8) -> __m512 {
     } else {
         f
     }
-}
-
-/// 16 bfloat4_b codes (8 bytes, low nibble first; sign bit, 3 magnitude bits) at `codes` as f32
-/// `±m`.
-///
-/// # Safety
-/// AVX-512 F/BW/VL; 8 bytes readable at `codes`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-#[inline]
-unsafe fn decode_bfp4(codes: *const u8) -> __m512 {
-    let raw = unsafe { _mm_loadl_epi64(codes.cast()) };
-    // [b0, b0, b1, b1, ...]: lane 2i keeps b_i's low nibble in its low bits, lane 2i + 1 gets
-    // b_i >> 4; the permute reads only the low 4 bits of each index.
-    let pairs = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(raw, raw));
-    let shifts = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
-    let index = _mm512_srlv_epi32(pairs, shifts);
-    let table = _mm512_setr_ps(
-        0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, -0.0, -1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0,
-    );
-    _mm512_permutexvar_ps(index, table)
 }
 
 /// `v` rounded to bf16 (ties to even) as `tt_numerics::bf16::round_bf16` rounds: NaN stays a
