@@ -15,7 +15,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Instant, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -266,8 +266,10 @@ fn write_marker(marker: &Path, identity: &str) -> Result<()> {
     fs::write(marker, identity).with_context(|| format!("write {}", marker.display()))
 }
 
+/// Runs `cmd` to completion, its stdout sent to our stderr (stdout carries the report or JSON).
 fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
+        .stdout(Stdio::from(std::io::stderr()))
         .status()
         .with_context(|| format!("cannot run {cmd:?}"))?;
     if !status.success() {
