@@ -13,7 +13,9 @@
 //!    prompt length, decode steps at each context with batch 1 and at one context with a batch
 //!    of users, then the model is dropped;
 //! 4. the read bandwidth again (the machine's state drifts within seconds);
-//! 5. with `--peer-hf`, HF transformers on the same checkpoint (scripts/hf_bench.py).
+//! 5. with `--peer-hf`, HF transformers on the same checkpoint (scripts/hf_bench.py);
+//! 6. with `--peer-llama-cpp`, llama.cpp's llama-bench on the checkpoint converted to GGUF bf16
+//!    and Q8_0 (built and converted once, before anything is timed: `llama_cpp`).
 //!
 //! Prompts are synthetic ids (`counts::synthetic_ids`). Decode at context C does not compute C
 //! rows: the cache is marked as holding them ([`KvCache::assume_filled`]); a step attends over C
@@ -24,6 +26,9 @@
 //! Progress lines go through `tracing`.
 
 pub(crate) mod counts;
+mod cpu;
+mod llama_bench;
+mod llama_cpp;
 mod peer;
 mod report;
 
@@ -109,12 +114,25 @@ pub struct Args {
     /// per fidelity, prompt = the first prefill length.
     #[arg(long)]
     peer_hf: bool,
-    /// Greedy decode steps of the HF peer.
+    /// Decode steps of the HF and llama.cpp peers (greedy for HF).
     #[arg(long, default_value_t = 32)]
     peer_decode_steps: usize,
-    /// Python venv for --peer-hf [default: $TT_PHI3_VENV or ~/.cache/tt-phi3/venv].
+    /// Python venv for --peer-hf and --peer-llama-cpp [default: $TT_PHI3_VENV or
+    /// ~/.cache/tt-phi3/venv].
     #[arg(long)]
     venv: Option<PathBuf>,
+    /// Also time llama.cpp (llama-bench of llama-cpp-python 0.3.36's sources, built once) on the
+    /// checkpoint converted to GGUF bf16 and Q8_0: prefill of the first prefill length, then
+    /// --peer-decode-steps tokens after the first decode context.
+    #[arg(long)]
+    peer_llama_cpp: bool,
+    /// Repetitions of each llama-bench test (it reports their mean).
+    #[arg(long, default_value_t = 3)]
+    peer_llama_reps: usize,
+    /// Cache of the llama.cpp sources, build and GGUF conversions
+    /// [default: ~/.cache/tt-phi3/llama-cpp-0.3.36].
+    #[arg(long)]
+    llama_cpp_cache: Option<PathBuf>,
 }
 
 impl Args {
@@ -125,8 +143,8 @@ impl Args {
         if self.prefill_lens.contains(&0) {
             bail!("--prefill-lens must be at least 1 token each");
         }
-        if self.decode_steps == 0 {
-            bail!("--decode-steps must be at least 1");
+        if self.decode_steps == 0 || self.peer_decode_steps == 0 || self.peer_llama_reps == 0 {
+            bail!("--decode-steps, --peer-decode-steps and --peer-llama-reps must be at least 1");
         }
         Ok(())
     }
@@ -155,10 +173,20 @@ pub fn run(args: Args) -> Result<()> {
     let counts = Counts::new(&config);
     let model_dir = std::fs::canonicalize(ckpt.dir()).unwrap_or_else(|_| ckpt.dir().to_path_buf());
     let ids = synthetic_ids(config.vocab_size, args.max_seq_len() + args.batch);
-    let python = match args.peer_hf {
+    let python = match args.peer_hf || args.peer_llama_cpp {
         // Found before anything is timed, so a missing venv fails fast.
         true => Some(crate::reference::venv_python(args.venv.as_deref())?),
         false => None,
+    };
+    let llama = match (&python, args.peer_llama_cpp) {
+        (Some(python), true) => {
+            let cache = match &args.llama_cpp_cache {
+                Some(c) => c.clone(),
+                None => llama_cpp::default_cache()?,
+            };
+            Some(llama_cpp::prepare(python, &cache, &model_dir)?)
+        }
+        _ => None,
     };
 
     tracing::info!("probing read bandwidth and FMA peak");
@@ -207,7 +235,7 @@ pub fn run(args: Args) -> Result<()> {
     let bandwidth_after = probe::read_bandwidth_gbs(probe_bytes, 5);
 
     let mut peers = Vec::new();
-    if let Some(python) = &python {
+    if let (Some(python), true) = (&python, args.peer_hf) {
         for &fidelity in &args.fidelities {
             let request = peer::PeerRequest {
                 model_dir: &model_dir,
@@ -219,9 +247,28 @@ pub fn run(args: Args) -> Result<()> {
             peers.push(peer::run_hf_bench(python, &request)?);
         }
     }
+    if let Some(llama) = &llama {
+        for (dtype, gguf) in &llama.ggufs {
+            peers.push(llama_bench::run(&llama_bench::Request {
+                llama_bench: &llama.llama_bench,
+                gguf,
+                dtype,
+                prefill_len: args.prefill_lens[0],
+                decode_context: args
+                    .decode_contexts
+                    .first()
+                    .copied()
+                    .unwrap_or(args.prefill_lens[0]),
+                decode_steps: args.peer_decode_steps,
+                threads: rayon::current_num_threads(),
+                reps: args.peer_llama_reps,
+            })?);
+        }
+    }
 
     let report = Report {
         model: model_dir.display().to_string(),
+        cpu: cpu::Cpu::this_machine(),
         parameters: config.parameter_count(),
         counts,
         decode_weight_bytes: counts.decode_weight_bytes(),
@@ -479,6 +526,10 @@ mod tests {
         );
         assert_eq!(args.max_seq_len(), 4104);
         assert!(parse(&["--decode-steps", "0"]).check().is_err());
+        assert!(!args.peer_llama_cpp && args.llama_cpp_cache.is_none());
+        assert_eq!((args.peer_decode_steps, args.peer_llama_reps), (32, 3));
+        assert!(parse(&["--peer-llama-reps", "0"]).check().is_err());
+        assert!(parse(&["--peer-llama-cpp"]).peer_llama_cpp);
         assert!(parse(&["--prefill-lens", "0,3"]).check().is_err());
     }
 

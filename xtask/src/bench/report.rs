@@ -1,15 +1,19 @@
 //! The benchmark's figures: one [`Run`] per mesh x fidelity, the machine probes, the `cat` time
-//! and the HF peer's figures, serialised as JSON (`--json`) or printed as a Markdown table.
+//! and the peers' figures (HF transformers, llama.cpp), serialised as JSON (`--json`) or printed as a Markdown table.
 
 use serde::Serialize;
 
 use super::counts::Counts;
+use super::cpu::Cpu;
+use super::llama_bench;
 
 /// Everything one `cargo xtask bench` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// The checkpoint directory.
     pub model: String,
+    /// The CPU of the run.
+    pub cpu: Cpu,
     /// Parameters of the model (the LM head counted unless tied).
     pub parameters: u64,
     /// Sizes the effective figures divide by.
@@ -36,7 +40,8 @@ pub struct Report {
     pub cat: Cat,
     /// One entry per mesh x fidelity.
     pub runs: Vec<Run>,
-    /// HF transformers on the same checkpoint (`--peer-hf`), as scripts/hf_bench.py printed it.
+    /// HF transformers on the same checkpoint (`--peer-hf`), as scripts/hf_bench.py printed it,
+    /// and llama.cpp (`--peer-llama-cpp`, `llama_bench::peer_value`).
     pub peers: Vec<serde_json::Value>,
 }
 
@@ -196,9 +201,11 @@ impl Report {
 
         let mut out = markdown(&header, &rows);
         let gb = |b: u64| b as f64 / 1e9;
+        out.push('\n');
+        out.push_str(&self.cpu.line());
         let p = &self.probes;
         out.push_str(&format!(
-            "\nread bandwidth (plain parallel sum over {} GB, {} threads): {} GB/s before, {} GB/s after\n",
+            "read bandwidth (plain parallel sum over {} GB, {} threads): {} GB/s before, {} GB/s after\n",
             num(gb(p.read_bandwidth_bytes as u64)),
             self.threads,
             num(p.read_bandwidth_gbs_before),
@@ -246,7 +253,51 @@ impl Report {
             }
         };
         out.push_str(&format!("peak RSS: {scope}\n"));
+        if let Some(line) = self.llama_line() {
+            out.push_str(&line);
+        }
         out
+    }
+
+    /// How the llama.cpp rows were measured, if there are any.
+    fn llama_line(&self) -> Option<String> {
+        let p = self.peers.iter().find(|p| {
+            p.get("engine").and_then(serde_json::Value::as_str) == Some(llama_bench::ENGINE)
+        })?;
+        let u = |key: &str| p.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let s = |key: &str| {
+            p.get(key)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?")
+        };
+        let (depth, steps) = (u("decode_context"), u("decode_steps"));
+        // Rows whose --repack 1 run failed (llama_bench::run fell back to --repack 0).
+        let unpacked: Vec<&str> = self
+            .peers
+            .iter()
+            .filter(|q| q.get("engine") == p.get("engine"))
+            .filter(|q| q.get("repack").and_then(serde_json::Value::as_bool) == Some(false))
+            .map(|q| {
+                q.get("dtype")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("?")
+            })
+            .collect();
+        let repack = match unpacked.is_empty() {
+            true => "--repack 1".to_string(),
+            false => format!(
+                "--repack 1 except {}: --repack 0 (--repack 1, llama.cpp's AMX / repacked kernels, failed here)",
+                unpacked.join(", ")
+            ),
+        };
+        Some(format!(
+            "llama.cpp rows: llama-bench (build {}, {} threads, {repack}), mean of {} runs each: prefill = pp{} into an empty cache; decode = tg{steps} after {depth} tokens of context (-d {depth}), i.e. at contexts {depth}..{}; GGUF converted from this checkpoint (placeholder vocabulary)\n",
+            s("build_commit"),
+            u("threads"),
+            u("repetitions"),
+            u("prefill_tokens"),
+            depth + steps,
+        ))
     }
 
     fn run_row(&self, r: &Run) -> Vec<String> {
@@ -285,8 +336,15 @@ impl Report {
         let f = |key: &str| peer.get(key).and_then(serde_json::Value::as_f64);
         let tokens = f("prefill_tokens").unwrap_or(0.0) as usize;
         let context = f("decode_context").unwrap_or(0.0) as usize;
+        // llama.cpp rows give tokens per second only (its bytes and FLOPs are not ours).
+        let llama =
+            peer.get("engine").and_then(serde_json::Value::as_str) == Some(llama_bench::ENGINE);
+        let rate = |x: f64| if llama { "-".to_string() } else { num(x) };
         let mut row = vec![
-            "HF CPU".to_string(),
+            match llama {
+                true => llama_bench::ENGINE.to_string(),
+                false => "HF CPU".to_string(),
+            },
             peer.get("dtype")
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or("?")
@@ -303,7 +361,7 @@ impl Report {
                 Some(tok_s) if tokens == *len => {
                     let flops = self.counts.prefill_matmul_flops(tokens as u64);
                     let seconds = tokens as f64 / tok_s;
-                    row.extend([num(tok_s), num(flops / seconds / 1e9)]);
+                    row.extend([num(tok_s), rate(flops / seconds / 1e9)]);
                 }
                 _ => row.extend(dashes(2)),
             }
@@ -312,7 +370,7 @@ impl Report {
             match f("decode_ms_per_token") {
                 Some(ms) if context == *ctx => {
                     let gbs = self.decode_weight_bytes as f64 / (ms / 1e3) / 1e9;
-                    row.extend([num(ms), num(gbs)]);
+                    row.extend([num(ms), rate(gbs)]);
                 }
                 _ => row.extend(dashes(2)),
             }
@@ -435,6 +493,13 @@ mod tests {
         };
         Report {
             model: "/work/synth-phi3".to_string(),
+            cpu: Cpu {
+                model: "AMD EPYC 7B13".to_string(),
+                isa: vec!["avx2".to_string(), "fma".to_string()],
+                isa_absent: ["avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
+                    .map(String::from)
+                    .to_vec(),
+            },
             parameters: config.parameter_count(),
             counts,
             decode_weight_bytes: counts.decode_weight_bytes(),
@@ -462,18 +527,46 @@ mod tests {
                 seconds: 4.0,
             },
             runs: vec![run("1x1", "bf16", 1.0), run("2x4", "f32", 1.5)],
-            peers: vec![serde_json::json!({
-                "engine": "hf-transformers",
-                "dtype": "bf16",
-                "load_s": 6.0,
-                "first_step_s": 0.75,
-                "prefill_tokens": 155,
-                "prefill_tok_s": 40.0,
-                "decode_context": 155,
-                "decode_ms_per_token": 400.0,
-                "peak_rss_bytes": 7_900_000_000u64,
-            })],
+            peers: vec![
+                serde_json::json!({
+                    "engine": "hf-transformers",
+                    "dtype": "bf16",
+                    "load_s": 6.0,
+                    "first_step_s": 0.75,
+                    "prefill_tokens": 155,
+                    "prefill_tok_s": 40.0,
+                    "decode_context": 155,
+                    "decode_ms_per_token": 400.0,
+                    "peak_rss_bytes": 7_900_000_000u64,
+                }),
+                llama_peer("bf16", 13.8, 2.34),
+                llama_peer("Q8_0", 13.6, 3.68),
+            ],
         }
+    }
+
+    /// llama.cpp figures as `llama_bench::peer_value` makes them from the recorded outputs.
+    fn llama_peer(dtype: &str, prefill_tok_s: f64, decode_tok_s: f64) -> serde_json::Value {
+        let test = |n_prompt: u64, n_gen: u64, n_depth: u64, avg_ts: f64| llama_bench::Test {
+            build_commit: "0c1e570".to_string(),
+            cpu_info: "AMD EPYC 7B13".to_string(),
+            model_type: format!("phi3 3B {dtype}"),
+            model_size: 7_642_159_104,
+            n_threads: 2,
+            n_prompt,
+            n_gen,
+            n_depth,
+            avg_ts,
+            stddev_ts: 0.1,
+            samples_ns: vec![1, 2, 3],
+        };
+        let prefill = test(155, 0, 0, prefill_tok_s);
+        let decode = test(0, 32, 155, decode_tok_s);
+        let mut v =
+            llama_bench::peer_value(dtype, "/c/synth-phi3.gguf", &prefill, &decode).unwrap();
+        // As llama_bench::run records it (Q8_0 fell back to --repack 0, as on an AMX VM).
+        v["repack"] = (dtype != "Q8_0").into();
+        v
     }
 
     #[test]
@@ -490,6 +583,8 @@ mod tests {
         assert_eq!(whole["decode_weight_bytes"], 7_444_758_528u64);
         assert_eq!(whole["probes"]["read_bandwidth_gbs_after"], 11.75);
         assert_eq!(whole["peers"][0]["dtype"], "bf16");
+        assert_eq!(whole["peers"][2]["dtype"], "Q8_0");
+        assert_eq!(whole["cpu"]["isa"][1], "fma");
     }
 
     #[test]
