@@ -14,6 +14,7 @@
 //! - [`sharding`]: the config as the planner's numbers; runtime options (mesh, precision, cache).
 //! - [`precision`]: a `tt-numerics` precision preset resolved for the decoder ([`Numerics`]).
 //! - [`weights`]: the checkpoint split into each device's shards (parallel layers).
+//! - `padded_heads` (private): the attention weights of a plan with padded heads.
 //! - [`packed_cache`]: the packed-weight cache: packed presets map each device's packed weights
 //!   from disk instead of packing them at every load.
 //! - `local_read` (private): on a rank of a multi-process mesh, reading only its devices' rows
@@ -39,6 +40,7 @@ mod local_read;
 pub mod model;
 pub mod names;
 pub mod packed_cache;
+mod padded_heads;
 pub mod precision;
 pub mod ranks;
 pub mod sampling;
