@@ -36,8 +36,8 @@ use crate::config::DecoderConfig;
 use crate::family::{Family, open_checkpoint};
 use crate::precision::parse_preset;
 use crate::{
-    GenerateOptions, Logits, Model, Ranks, RuntimeOptions, Sampler, Sampling, SamplingParams,
-    generate,
+    GenerateOptions, Logits, Model, PackedCache, Ranks, RuntimeOptions, Sampler, Sampling,
+    SamplingParams, generate,
 };
 
 /// What a binary runs: its name, the families it knows, and its default model.
@@ -121,6 +121,14 @@ struct ModelArgs {
     /// KV cache length (default: enough for the request).
     #[arg(long)]
     max_seq_len: Option<usize>,
+    /// Packed-weight cache directory: a packed preset (accuracy, performance) maps its packed
+    /// weights from here, after packing and writing them on the first load. Default:
+    /// $TT_PHI3_PACKED_CACHE (`off`: none), else ~/.cache/tt-phi3/packed.
+    #[arg(long, value_name = "DIR")]
+    packed_cache: Option<PathBuf>,
+    /// Neither read nor write the packed-weight cache: pack from the checkpoint at every load.
+    #[arg(long, conflicts_with = "packed_cache")]
+    no_packed_cache: bool,
 }
 
 #[derive(Debug, Args)]
@@ -257,6 +265,11 @@ fn load(bin: &Binary, args: &ModelArgs, needed_len: usize, ranks: &Ranks) -> Res
     options.precision = args.precision.clone();
     options.max_seq_len = args.max_seq_len.unwrap_or(needed_len);
     options.transport = ranks.transport();
+    options.packed_cache = match (&args.packed_cache, args.no_packed_cache) {
+        (_, true) => PackedCache::Off,
+        (Some(dir), false) => PackedCache::At(dir.clone()),
+        (None, false) => PackedCache::Default,
+    };
     let model = Model::load(&ckpt, &options)?;
     bar.finish_and_clear();
     Ok((model, start.elapsed().as_secs_f64()))

@@ -14,6 +14,9 @@
 //! - [`sharding`]: the config as the planner's numbers; runtime options (mesh, precision, cache).
 //! - [`precision`]: a `tt-numerics` precision preset resolved for the decoder ([`Numerics`]).
 //! - [`weights`]: the checkpoint split into each device's shards (parallel layers).
+//! - `padded_heads` (private): the attention weights of a plan with padded heads.
+//! - [`packed_cache`]: the packed-weight cache: packed presets map each device's packed weights
+//!   from disk instead of packing them at every load.
 //! - `local_read` (private): on a rank of a multi-process mesh, reading only its devices' rows
 //!   and columns.
 //! - [`kv_cache`]: the KV cache, split by KV heads, per layer and device.
@@ -36,6 +39,8 @@ pub mod kv_cache;
 mod local_read;
 pub mod model;
 pub mod names;
+pub mod packed_cache;
+mod padded_heads;
 pub mod precision;
 pub mod ranks;
 pub mod sampling;
@@ -49,6 +54,7 @@ pub use generate::{GenerateOptions, GenerateTimings, Generated, generate};
 pub use kv_cache::KvCache;
 pub use model::{Logits, Model};
 pub use names::{LayerTensor, TensorName, expected_tensors};
+pub use packed_cache::{PackedCache, cache_files};
 pub use precision::{Numerics, parse_preset, preset_of_fidelity};
 pub use ranks::Ranks;
 pub use sampling::{Sampler, Sampling, SamplingParams};

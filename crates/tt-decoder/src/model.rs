@@ -60,7 +60,14 @@ impl Model {
             mesh = mesh.with_transport(transport.clone())?;
         }
         let numerics = options.numerics()?;
-        let weights = ModelWeights::load(ckpt, &config, &plan, &mesh, &numerics)?;
+        let weights = ModelWeights::load_with_cache(
+            ckpt,
+            &config,
+            &plan,
+            &mesh,
+            &numerics,
+            &options.packed_cache,
+        )?;
         let per_device = (0..plan.num_devices())
             .map(|d| {
                 plan.device_heads(d)

@@ -12,12 +12,14 @@ use tt_shard::{DecoderDims, Plan, PlanOptions};
 
 use crate::config::DecoderConfig;
 use crate::error::Result;
+use crate::packed_cache::PackedCache;
 use crate::precision::{Numerics, preset_of_fidelity};
 
 /// Bytes per stored weight value: the mesh keeps every matrix in bf16.
 pub const WEIGHT_DTYPE_BYTES: usize = 2;
 
-/// How a checkpoint is brought up: mesh, device profile, precision and cache size.
+/// How a checkpoint is brought up: mesh, device profile, precision, cache size and where packed
+/// weights are cached.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
     /// Mesh shape (devices in row-major order).
@@ -40,6 +42,10 @@ pub struct RuntimeOptions {
     /// [`tt_mesh::ThreadRanks`]): each rank then loads and holds only its own block of devices.
     /// `None`: this process hosts every device.
     pub transport: Option<Arc<dyn Transport>>,
+    /// Where a packed preset keeps its packed weights between loads
+    /// ([`crate::packed_cache`]): by default `$TT_PHI3_PACKED_CACHE`, else
+    /// `~/.cache/tt-phi3/packed`.
+    pub packed_cache: PackedCache,
 }
 
 impl RuntimeOptions {
@@ -54,6 +60,7 @@ impl RuntimeOptions {
             max_seq_len: 4096,
             max_batch: 1,
             transport: None,
+            packed_cache: PackedCache::Default,
         }
     }
 }

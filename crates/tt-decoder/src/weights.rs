@@ -23,6 +23,10 @@
 //!   bfloat4_b, or bf16 tiles for a bf16 op with device arithmetic); the copy is dropped once
 //!   packed, so the process holds the packed bytes only.
 //!
+//! With a packed-weight cache ([`crate::packed_cache`]) the packed layers are instead mapped from
+//! the cache's files when they are sound (their checkpoint tensors are then not read at all),
+//! and written there after a load that packed them.
+//!
 //! On a rank of a mesh spread over several processes nothing is mapped: every matrix is read by
 //! `pread`, and only the rows or columns of this rank's devices (`crate::local_read`), so a rank
 //! holds its own devices' weights plus the replicated tensors.
@@ -32,8 +36,8 @@ use std::ops::Range;
 use rayon::prelude::*;
 use tt_hf::Checkpoint;
 use tt_mesh::{
-    ColumnParallelLinear, ColumnWeights, Distribution, FusedRows, Mesh, MeshMapper, MeshTensor,
-    OutputGrouping, RowParallelLinear, RowWeights,
+    ColumnParallelLinear, ColumnWeights, DeviceShards, Distribution, FusedRows, Mesh, MeshMapper,
+    MeshTensor, OutputGrouping, RowParallelLinear, RowWeights,
 };
 use tt_numerics::{OpClass, OpSettings, StorageFormat};
 use tt_ops::{Fidelity, Tensor};
@@ -43,6 +47,8 @@ use crate::config::DecoderConfig;
 use crate::error::Result;
 use crate::local_read::{HeldColumns, Part, kind_part, layer_part, read_columns, read_part};
 use crate::names::{LayerTensor, TensorName, expected_tensors};
+use crate::packed_cache::{LM_HEAD, Mapped, PackedCache, Session, layer_base};
+use crate::padded_heads::padded_attention;
 use crate::precision::Numerics;
 
 /// One decoder layer's weights on the mesh.
@@ -115,7 +121,11 @@ fn read_vector<C>(ckpt: &Checkpoint<C>, name: &str, len: usize) -> Result<Tensor
 }
 
 /// One shard per device of this process, each a view of `full`, placed on the mesh.
-fn sharded(mesh: &Mesh, dim: usize, view: impl Fn(usize) -> Result<Tensor>) -> Result<MeshTensor> {
+pub(crate) fn sharded(
+    mesh: &Mesh,
+    dim: usize,
+    view: impl Fn(usize) -> Result<Tensor>,
+) -> Result<MeshTensor> {
     let shards = mesh.local_devices().map(view).collect::<Result<Vec<_>>>()?;
     Ok(MeshTensor::from_shards(
         mesh,
@@ -199,6 +209,27 @@ fn op_class(t: LayerTensor) -> OpClass {
     }
 }
 
+/// A column-parallel layer of packed shards (from the cache).
+fn packed_column(
+    shards: DeviceShards,
+    grouping: OutputGrouping,
+    settings: OpSettings,
+) -> ColumnParallelLinear {
+    ColumnParallelLinear {
+        weights: ColumnWeights::Device(shards),
+        grouping,
+        settings,
+    }
+}
+
+/// A row-parallel layer of packed shards (from the cache).
+fn packed_row(shards: DeviceShards, settings: OpSettings) -> RowParallelLinear {
+    RowParallelLinear {
+        weights: RowWeights::Device(shards),
+        settings,
+    }
+}
+
 /// A column-parallel layer over `kinds`, each read from its own tensor or all from one fused
 /// tensor (`fused`), as the checkpoint stores them.
 fn column_parallel(
@@ -248,119 +279,6 @@ fn row_parallel(
     })
 }
 
-/// Rows of the heads `sources` from `full`, whose head `h` starts at row `base + h * dh`
-/// (`head_dim` rows each, zeros for a padding head): a view when the heads are consecutive
-/// real heads, else a copy.
-fn head_rows(full: &Tensor, base: usize, sources: &[Option<usize>], dh: usize) -> Result<Tensor> {
-    if let Some(first) = consecutive(sources) {
-        return Ok(full.narrow(0, base + first * dh, sources.len() * dh)?);
-    }
-    let width = full.dim(1)?;
-    let pieces = sources
-        .iter()
-        .map(|s| match s {
-            Some(h) => Ok(full.narrow(0, base + h * dh, dh)?.contiguous()),
-            None => Ok(Tensor::zeros(&[dh, width], full.dtype())),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let refs: Vec<&Tensor> = pieces.iter().collect();
-    Ok(Tensor::cat(&refs, 0)?)
-}
-
-/// Input columns of the query heads `sources` from `o_proj` (`head_dim` columns each, zeros for
-/// a padding head): a view when they are consecutive real heads, else a copy.
-fn head_columns(full: &HeldColumns, sources: &[Option<usize>], dh: usize) -> Result<Tensor> {
-    if let Some(first) = consecutive(sources) {
-        return full.columns(first * dh, sources.len() * dh);
-    }
-    let rows = full.rows()?;
-    let pieces = sources
-        .iter()
-        .map(|s| match s {
-            Some(h) => Ok(full.columns(h * dh, dh)?.contiguous()),
-            None => Ok(Tensor::zeros(&[rows, dh], full.dtype())),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let refs: Vec<&Tensor> = pieces.iter().collect();
-    Ok(Tensor::cat(&refs, 1)?)
-}
-
-/// The first head if `sources` are consecutive real heads.
-fn consecutive(sources: &[Option<usize>]) -> Option<usize> {
-    let first = (*sources.first()?)?;
-    sources
-        .iter()
-        .enumerate()
-        .all(|(i, s)| *s == Some(first + i))
-        .then_some(first)
-}
-
-/// Attention of a plan with padded heads: each device's Q, K and V rows and `o_proj` columns
-/// built from its head sources (zeros for padding heads); no fused pass.
-fn padded_attention(
-    mesh: &Mesh,
-    plan: &Plan,
-    config: &DecoderConfig,
-    read: &dyn Fn(LayerTensor) -> Result<Tensor>,
-    read_cols: &dyn Fn(LayerTensor) -> Result<HeldColumns>,
-) -> Result<(ColumnParallelLinear, RowParallelLinear)> {
-    let dh = config.head_dim;
-    let (q_size, kv_size) = (config.q_size(), config.kv_size());
-    // The Q, K and V matrices and the row where head 0 of each starts.
-    let (q, k, v) = match config.qkv_layout {
-        QkvLayout::Fused => {
-            let qkv = read(LayerTensor::QkvProj)?;
-            (
-                (qkv.clone(), 0),
-                (qkv.clone(), q_size),
-                (qkv, q_size + kv_size),
-            )
-        }
-        QkvLayout::Separate => (
-            (read(LayerTensor::QProj)?, 0),
-            (read(LayerTensor::KProj)?, 0),
-            (read(LayerTensor::VProj)?, 0),
-        ),
-    };
-    let o = read_cols(LayerTensor::OProj)?;
-    let per_device = |f: &dyn Fn(usize) -> Result<Tensor>, dim: usize| -> Result<MeshTensor> {
-        sharded(mesh, dim, f)
-    };
-    let q_rows = per_device(
-        &|d| head_rows(&q.0, q.1, &plan.device_heads(d)?.q_sources, dh),
-        0,
-    )?;
-    let k_rows = per_device(
-        &|d| head_rows(&k.0, k.1, &plan.device_heads(d)?.kv_sources, dh),
-        0,
-    )?;
-    let v_rows = per_device(
-        &|d| head_rows(&v.0, v.1, &plan.device_heads(d)?.kv_sources, dh),
-        0,
-    )?;
-    let o_cols = per_device(
-        &|d| head_columns(&o, &plan.device_heads(d)?.q_sources, dh),
-        1,
-    )?;
-    Ok((
-        ColumnParallelLinear {
-            weights: ColumnWeights::Host {
-                outputs: vec![q_rows, k_rows, v_rows],
-                fused: None,
-            },
-            grouping: OutputGrouping::Concat,
-            settings: OpSettings::EXACT,
-        },
-        RowParallelLinear {
-            weights: RowWeights::Host {
-                weight: o_cols,
-                blocks: None,
-            },
-            settings: OpSettings::EXACT,
-        },
-    ))
-}
-
 impl LayerWeights {
     /// Layer `i`'s shards of every device.
     fn load<C>(
@@ -370,8 +288,14 @@ impl LayerWeights {
         mesh: &Mesh,
         numerics: &Numerics,
         i: usize,
+        cache: Option<&Mapped>,
     ) -> Result<Self> {
         let hidden = config.hidden_size;
+        // The packed shards of op `op` (`outputs` per device) mapped from the cache, if any.
+        let cached = |op: &str, outputs: usize| match cache {
+            Some(c) => c.shards(mesh, &layer_base(i, op), outputs),
+            None => Ok(None),
+        };
         let name = |t: LayerTensor| config.family.tensor_name(TensorName::Layer(i, t));
         let replicate = |t: Tensor| mesh.distribute(&t, MeshMapper::Replicate);
         // On a rank of a multi-process mesh only this rank's rows are read, and of a
@@ -386,40 +310,89 @@ impl LayerWeights {
             1 => Ok(HeldColumns::whole(read(t)?)),
             _ => read_columns(ckpt, &name(t), &part(t)?, &settings(t)),
         };
-        let (qkv, o) = if plan.heads().is_padded() {
-            padded_attention(mesh, plan, config, &read, &read_cols)?
-        } else {
-            let qkv_fused = match config.qkv_layout {
-                QkvLayout::Fused => Some(read(LayerTensor::QkvProj)?),
-                QkvLayout::Separate => None,
-            };
-            let separate_qkv = [LayerTensor::QProj, LayerTensor::KProj, LayerTensor::VProj];
-            let qkv = column_parallel(
+        let (qkv_settings, o_settings) = (numerics.op(OpClass::Qkv), numerics.op(OpClass::O));
+        let (qkv_cached, o_cached) = (cached("qkv", 3)?, cached("o", 1)?);
+        let (qkv, o) = match (qkv_cached, o_cached) {
+            (Some(q), Some(o)) => (
+                packed_column(q, OutputGrouping::Concat, qkv_settings),
+                packed_row(o, o_settings),
+            ),
+            // Both are built from the same head sources.
+            (q, o) if plan.heads().is_padded() => {
+                let (qkv, o_layer) = padded_attention(mesh, plan, config, &read, &read_cols)?;
+                (
+                    match q {
+                        Some(q) => packed_column(q, OutputGrouping::Concat, qkv_settings),
+                        None => qkv.with_settings(mesh, qkv_settings)?,
+                    },
+                    match o {
+                        Some(o) => packed_row(o, o_settings),
+                        None => o_layer.with_settings(mesh, o_settings)?,
+                    },
+                )
+            }
+            (q, o) => {
+                let qkv = match q {
+                    Some(q) => packed_column(q, OutputGrouping::Concat, qkv_settings),
+                    None => {
+                        let qkv_fused = match config.qkv_layout {
+                            QkvLayout::Fused => Some(read(LayerTensor::QkvProj)?),
+                            QkvLayout::Separate => None,
+                        };
+                        let separate_qkv =
+                            [LayerTensor::QProj, LayerTensor::KProj, LayerTensor::VProj];
+                        column_parallel(
+                            mesh,
+                            plan,
+                            &[WeightKind::Q, WeightKind::K, WeightKind::V],
+                            qkv_fused,
+                            |k| read(separate_qkv[k]),
+                            OutputGrouping::Concat,
+                        )?
+                        .with_settings(mesh, qkv_settings)?
+                    }
+                };
+                let o = match o {
+                    Some(o) => packed_row(o, o_settings),
+                    None => {
+                        row_parallel(mesh, plan, &read_cols(LayerTensor::OProj)?, WeightKind::O)?
+                            .with_settings(mesh, o_settings)?
+                    }
+                };
+                (qkv, o)
+            }
+        };
+        let gate_up_settings = numerics.op(OpClass::Ff1Ff3);
+        let gate_up = match cached("gate_up", 2)? {
+            Some(s) => packed_column(s, OutputGrouping::Apart, gate_up_settings),
+            None => {
+                let gate_up_fused = match config.gate_up_layout {
+                    GateUpLayout::Fused => Some(read(LayerTensor::GateUpProj)?),
+                    GateUpLayout::Separate => None,
+                };
+                let separate_gate_up = [LayerTensor::GateProj, LayerTensor::UpProj];
+                column_parallel(
+                    mesh,
+                    plan,
+                    &[WeightKind::Gate, WeightKind::Up],
+                    gate_up_fused,
+                    |k| read(separate_gate_up[k]),
+                    OutputGrouping::Apart,
+                )?
+                .with_settings(mesh, gate_up_settings)?
+            }
+        };
+        let down_settings = numerics.op(OpClass::Ff2);
+        let down = match cached("down", 1)? {
+            Some(s) => packed_row(s, down_settings),
+            None => row_parallel(
                 mesh,
                 plan,
-                &[WeightKind::Q, WeightKind::K, WeightKind::V],
-                qkv_fused,
-                |k| read(separate_qkv[k]),
-                OutputGrouping::Concat,
-            )?;
-            let o = row_parallel(mesh, plan, &read_cols(LayerTensor::OProj)?, WeightKind::O)?;
-            (qkv, o)
+                &read_cols(LayerTensor::DownProj)?,
+                WeightKind::Down,
+            )?
+            .with_settings(mesh, down_settings)?,
         };
-        let qkv = qkv.with_settings(mesh, numerics.op(OpClass::Qkv))?;
-        let o = o.with_settings(mesh, numerics.op(OpClass::O))?;
-        let gate_up_fused = match config.gate_up_layout {
-            GateUpLayout::Fused => Some(read(LayerTensor::GateUpProj)?),
-            GateUpLayout::Separate => None,
-        };
-        let separate_gate_up = [LayerTensor::GateProj, LayerTensor::UpProj];
-        let gate_up = column_parallel(
-            mesh,
-            plan,
-            &[WeightKind::Gate, WeightKind::Up],
-            gate_up_fused,
-            |k| read(separate_gate_up[k]),
-            OutputGrouping::Apart,
-        )?;
         Ok(Self {
             attn_norm: replicate(read_vector(
                 ckpt,
@@ -433,14 +406,8 @@ impl LayerWeights {
                 &name(LayerTensor::PostAttentionLayerNorm),
                 hidden,
             )?)?,
-            gate_up: gate_up.with_settings(mesh, numerics.op(OpClass::Ff1Ff3))?,
-            down: row_parallel(
-                mesh,
-                plan,
-                &read_cols(LayerTensor::DownProj)?,
-                WeightKind::Down,
-            )?
-            .with_settings(mesh, numerics.op(OpClass::Ff2))?,
+            gate_up,
+            down,
         })
     }
 }
@@ -454,6 +421,40 @@ impl ModelWeights {
         plan: &Plan,
         mesh: &Mesh,
         numerics: &Numerics,
+    ) -> Result<Self> {
+        Self::load_with_cache(ckpt, config, plan, mesh, numerics, &PackedCache::Off)
+    }
+
+    /// [`Self::load`], with the packed weights mapped from the packed-weight cache `cache` when
+    /// its files for this load are sound, else packed and then written there.
+    pub fn load_with_cache<C: Sync>(
+        ckpt: &Checkpoint<C>,
+        config: &DecoderConfig,
+        plan: &Plan,
+        mesh: &Mesh,
+        numerics: &Numerics,
+        cache: &PackedCache,
+    ) -> Result<Self> {
+        let session = match cache.root() {
+            Some(root) => Session::new(&root, ckpt, config, plan, mesh, numerics)?,
+            None => None,
+        };
+        let mapped = session.as_ref().and_then(Session::open);
+        let weights = Self::load_from(ckpt, config, plan, mesh, numerics, mapped.as_ref())?;
+        if let (Some(session), None) = (&session, &mapped) {
+            session.store(&weights);
+        }
+        Ok(weights)
+    }
+
+    /// [`Self::load`], the packed layers taken from `cache` when given.
+    fn load_from<C: Sync>(
+        ckpt: &Checkpoint<C>,
+        config: &DecoderConfig,
+        plan: &Plan,
+        mesh: &Mesh,
+        numerics: &Numerics,
+        cache: Option<&Mapped>,
     ) -> Result<Self> {
         let hidden = config.hidden_size;
         ckpt.check_tensors(&expected_tensors(config))?;
@@ -491,14 +492,50 @@ impl ModelWeights {
         let final_norm = replicate(read_vector(ckpt, &name(TensorName::FinalNorm), hidden)?)?;
         let layers = (0..config.num_hidden_layers)
             .into_par_iter()
-            .map(|i| LayerWeights::load(ckpt, config, plan, mesh, numerics, i))
+            .map(|i| LayerWeights::load(ckpt, config, plan, mesh, numerics, i, cache))
             .collect::<Result<Vec<_>>>()?;
         let head_settings = numerics.op(OpClass::LmHead);
+        let lm_head = match cache {
+            Some(c) => c.shards(mesh, LM_HEAD, 1)?,
+            None => None,
+        };
+        let lm_head = match lm_head {
+            Some(s) => packed_column(s, OutputGrouping::Concat, head_settings),
+            None => Self::lm_head(
+                ckpt,
+                config,
+                plan,
+                mesh,
+                embed_full,
+                &embed_settings,
+                head_settings,
+            )?,
+        };
+        Ok(Self {
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+        })
+    }
+
+    /// The LM head read from the checkpoint (`embed_full` is the embedding as read, its own
+    /// tensor when tied and kept alike).
+    fn lm_head<C>(
+        ckpt: &Checkpoint<C>,
+        config: &DecoderConfig,
+        plan: &Plan,
+        mesh: &Mesh,
+        embed_full: Tensor,
+        embed_settings: &OpSettings,
+        head_settings: OpSettings,
+    ) -> Result<ColumnParallelLinear> {
+        let name = |t: TensorName| config.family.tensor_name(t);
         let head_name = match config.tie_word_embeddings {
             true => name(TensorName::Embed),
             false => name(TensorName::LmHead),
         };
-        let head_full = match (config.tie_word_embeddings, head_settings == embed_settings) {
+        let head_full = match (config.tie_word_embeddings, head_settings == *embed_settings) {
             (true, true) => embed_full,
             _ if mesh.ranks() > 1 => {
                 let rows = kind_part(mesh, plan, &[WeightKind::LmHead], false)?;
@@ -506,7 +543,7 @@ impl ModelWeights {
             }
             _ => matrix(ckpt, &head_name, &head_settings)?,
         };
-        let lm_head = ColumnParallelLinear {
+        Ok(ColumnParallelLinear {
             weights: ColumnWeights::Host {
                 outputs: vec![rows_of(mesh, plan, &head_full, WeightKind::LmHead)?],
                 fused: None,
@@ -514,12 +551,6 @@ impl ModelWeights {
             grouping: OutputGrouping::Concat,
             settings: OpSettings::EXACT,
         }
-        .with_settings(mesh, head_settings)?;
-        Ok(Self {
-            embed,
-            layers,
-            final_norm,
-            lm_head,
-        })
+        .with_settings(mesh, head_settings)?)
     }
 }

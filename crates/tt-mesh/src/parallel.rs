@@ -85,6 +85,32 @@ impl DeviceShards {
                     .collect::<Result<Vec<_>, MeshError>>()
             })
             .collect::<Result<Vec<_>, MeshError>>()?;
+        Self::place(mesh, weights)
+    }
+
+    /// Takes `per_device[i][o]` (output `o` of the `i`-th local device, packed `[K, N]`, e.g.
+    /// mapped from a packed-weight cache) as they are, and reserves their bytes on each device.
+    pub fn from_packed(
+        mesh: &Mesh,
+        per_device: Vec<Vec<tt_numerics::PackedMatrix>>,
+    ) -> Result<Self, MeshError> {
+        let local = mesh.local_devices();
+        if per_device.len() != local.len() {
+            return Err(MeshError::DeviceCount {
+                expected: local.len(),
+                got: per_device.len(),
+            });
+        }
+        let weights = per_device
+            .into_iter()
+            .map(|outputs| outputs.into_iter().map(DeviceWeight::from_packed).collect())
+            .collect();
+        Self::place(mesh, weights)
+    }
+
+    /// Reserves the bytes of `weights` (one list per local device) on their devices.
+    fn place(mesh: &Mesh, weights: Vec<Vec<DeviceWeight>>) -> Result<Self, MeshError> {
+        let local = mesh.local_devices();
         let _allocations = weights
             .iter()
             .zip(local.clone())

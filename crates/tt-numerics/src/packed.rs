@@ -4,20 +4,75 @@
 //! by tile (tile (tr, tc) is tile number `tr * tile_cols + tc`), each in the format's tile
 //! layout ([`crate::tile`]). Weights stay packed: [`PackedMatrix::row`] dequantizes one row into
 //! a caller's buffer, and kernels can read tiles directly with [`PackedMatrix::tile`].
+//!
+//! The tile bytes are either owned (packed here, or handed over as a `Vec`) or a range of a
+//! shared buffer ([`PackedMatrix::from_shared`], e.g. a memory-mapped cache file that many
+//! matrices are ranges of): the matrix reads them in place, never copies them, and keeps the
+//! buffer alive as long as it lives. Either way [`PackedMatrix::bytes`] is the same slice.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
 
 use crate::bfp::Rounding;
 use crate::error::NumericsError;
 use crate::format::StorageFormat;
 use crate::tile::{TILE, TILE_VALUES, pack_tile, unpack_tile_row};
 
+/// A buffer shared by several packed matrices (e.g. a memory-mapped file).
+pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// Where a matrix's tile bytes live.
+#[derive(Clone)]
+enum Storage {
+    /// Bytes of its own.
+    Owned(Vec<u8>),
+    /// `range` of a shared buffer (checked to lie inside it at construction).
+    Shared {
+        data: SharedBytes,
+        range: Range<usize>,
+    },
+}
+
+impl Storage {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Owned(bytes) => bytes,
+            // Checked at construction; the fallback is never taken.
+            Self::Shared { data, range } => {
+                (**data).as_ref().get(range.clone()).unwrap_or_default()
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Owned(bytes) => write!(f, "Owned({} bytes)", bytes.len()),
+            Self::Shared { range, .. } => write!(f, "Shared({range:?})"),
+        }
+    }
+}
+
 /// A `rows x cols` matrix packed in tiles of one storage format.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PackedMatrix {
     rows: usize,
     cols: usize,
     format: StorageFormat,
-    bytes: Vec<u8>,
+    bytes: Storage,
 }
+
+/// Equal shape, format and bytes, wherever the bytes live.
+impl PartialEq for PackedMatrix {
+    fn eq(&self, other: &Self) -> bool {
+        (self.rows, self.cols, self.format) == (other.rows, other.cols, other.format)
+            && self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for PackedMatrix {}
 
 /// Tiles needed to cover `n` values along one dimension.
 fn tiles_for(n: usize) -> usize {
@@ -77,7 +132,7 @@ impl PackedMatrix {
             rows,
             cols,
             format,
-            bytes,
+            bytes: Storage::Owned(bytes),
         })
     }
 
@@ -88,22 +143,61 @@ impl PackedMatrix {
         format: StorageFormat,
         bytes: Vec<u8>,
     ) -> Result<Self, NumericsError> {
-        if rows == 0 || cols == 0 {
-            return Err(NumericsError::EmptyShape { rows, cols });
-        }
-        let expected = tiles_for(rows) * tiles_for(cols) * format.tile_bytes();
-        if bytes.len() != expected {
+        Self::packed_len(rows, cols, format, bytes.len())?;
+        Ok(Self {
+            rows,
+            cols,
+            format,
+            bytes: Storage::Owned(bytes),
+        })
+    }
+
+    /// A matrix whose tiles are `range` of `data`, read in place (no copy): e.g. a tensor of a
+    /// memory-mapped cache file. Errors unless the range lies inside `data` and holds exactly
+    /// the tiles of the shape and format.
+    pub fn from_shared(
+        rows: usize,
+        cols: usize,
+        format: StorageFormat,
+        data: SharedBytes,
+        range: Range<usize>,
+    ) -> Result<Self, NumericsError> {
+        Self::packed_len(rows, cols, format, range.len())?;
+        let available = (*data).as_ref().len();
+        if range.end > available || range.start > range.end {
             return Err(NumericsError::ByteLength {
-                expected,
-                got: bytes.len(),
+                expected: range.end,
+                got: available,
             });
         }
         Ok(Self {
             rows,
             cols,
             format,
-            bytes,
+            bytes: Storage::Shared { data, range },
         })
+    }
+
+    /// Checks that `len` bytes are exactly the tiles of a non-empty `rows x cols` matrix.
+    fn packed_len(
+        rows: usize,
+        cols: usize,
+        format: StorageFormat,
+        len: usize,
+    ) -> Result<(), NumericsError> {
+        if rows == 0 || cols == 0 {
+            return Err(NumericsError::EmptyShape { rows, cols });
+        }
+        let expected = tiles_for(rows) * tiles_for(cols) * format.tile_bytes();
+        if len != expected {
+            return Err(NumericsError::ByteLength { expected, got: len });
+        }
+        Ok(())
+    }
+
+    /// Whether the bytes are a range of a shared buffer ([`Self::from_shared`]), not owned.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.bytes, Storage::Shared { .. })
     }
 
     /// Logical rows.
@@ -133,12 +227,12 @@ impl PackedMatrix {
 
     /// Bytes held (all tiles, padding included).
     pub fn byte_size(&self) -> usize {
-        self.bytes.len()
+        self.bytes().len()
     }
 
     /// All packed bytes, tile after tile.
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        self.bytes.as_slice()
     }
 
     /// The bytes of tile (`tr`, `tc`), or `None` past the matrix.
@@ -148,7 +242,7 @@ impl PackedMatrix {
         }
         let tb = self.format.tile_bytes();
         let at = (tr * self.tile_cols() + tc) * tb;
-        self.bytes.get(at..at + tb)
+        self.bytes().get(at..at + tb)
     }
 
     /// Dequantizes row `i` (its `cols` logical values) into `out`.
@@ -268,5 +362,42 @@ mod tests {
         assert!(m.tile(1, 0).is_none());
         assert!(PackedMatrix::from_bytes(2, 3, StorageFormat::Bf16, vec![0; 2048]).is_ok());
         assert!(PackedMatrix::from_bytes(2, 3, StorageFormat::Bf16, vec![0; 2047]).is_err());
+        let shared: SharedBytes = Arc::new(vec![0u8; 3000]);
+        let from = |r: Range<usize>| {
+            PackedMatrix::from_shared(2, 3, StorageFormat::Bf16, Arc::clone(&shared), r)
+        };
+        assert!(from(0..2048).is_ok());
+        assert!(from(952..3000).is_ok());
+        assert!(matches!(
+            from(953..3001),
+            Err(NumericsError::ByteLength { .. })
+        ));
+        assert!(matches!(
+            from(0..2047),
+            Err(NumericsError::ByteLength { .. })
+        ));
+    }
+
+    #[test]
+    fn shared_storage_reads_the_same_tiles_in_place() {
+        let v = ramp(45 * 77);
+        for format in StorageFormat::ALL {
+            let owned = PackedMatrix::pack(&v, 45, 77, format).unwrap();
+            // The tiles at an offset inside a larger buffer, as in a cache file.
+            let mut buf = vec![0xAAu8; 64];
+            buf.extend_from_slice(owned.bytes());
+            buf.extend_from_slice(&[0x55; 7]);
+            let end = 64 + owned.byte_size();
+            let shared = PackedMatrix::from_shared(45, 77, format, Arc::new(buf), 64..end).unwrap();
+            assert!(shared.is_shared() && !owned.is_shared());
+            assert_eq!(shared, owned);
+            assert_eq!(shared.bytes(), owned.bytes());
+            assert_eq!(shared.tile(1, 2), owned.tile(1, 2));
+            assert_eq!(shared.unpack(), owned.unpack());
+            assert!(shared.tile(2, 0).is_none());
+            // A clone shares the buffer rather than copying it.
+            let clone = shared.clone();
+            assert_eq!(clone.bytes().as_ptr(), shared.bytes().as_ptr());
+        }
     }
 }
