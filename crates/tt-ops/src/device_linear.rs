@@ -137,11 +137,6 @@ impl DeviceWeight {
         }
     }
 
-    /// A weight already packed as `[K, N]` tiles (e.g. mapped from a packed-weight cache).
-    pub fn from_packed(packed: PackedMatrix) -> Self {
-        Self { packed }
-    }
-
     /// Input features `K` (the packed matrix's rows).
     pub fn in_features(&self) -> usize {
         self.packed.rows()
