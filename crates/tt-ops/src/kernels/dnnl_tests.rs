@@ -98,16 +98,26 @@ fn results_do_not_depend_on_threads_or_column_blocks() {
     assert_eq!(one, run(2), "1 thread vs 2");
     assert_eq!(one, run(3), "1 thread vs 3");
     // A device's shard of the output rows, multiplied alone (as on its own MPI rank): columns
-    // 100..500 straddle block boundaries of the whole product at other offsets and widths.
-    let (j0, nj) = (100, 400);
-    let mut part = vec![f32::NAN; m * nj];
-    matmul(ctx, &xb, &w[j0 * k..(j0 + nj) * k], k, &mut part, m, k, nj).unwrap();
-    for i in 0..m {
-        assert_eq!(
-            &part[i * nj..(i + 1) * nj],
-            &one[i * n + j0..i * n + j0 + nj],
-            "row {i}: a column's value depends on the block it falls in"
-        );
+    // j0..j0+nj straddle block boundaries of the whole product at other offsets and widths.
+    for &(m, k, n, j0, nj) in &[
+        (155, 3072, 3 * NB + 40, 100, 400),
+        (40, 1024, 2 * NB, 3, 300),
+        (33, 100, NB + 7, 250, 13),
+        (64, 33, 600, 1, 511),
+        (1024, 384, 2 * NB + 1, 200, 100),
+    ] {
+        let (_, xb, w) = bf16_case(m, k, n, (m + k + n) as u64);
+        let mut whole = vec![f32::NAN; m * n];
+        matmul(ctx, &xb, &w, k, &mut whole, m, k, n).unwrap();
+        let mut part = vec![f32::NAN; m * nj];
+        matmul(ctx, &xb, &w[j0 * k..(j0 + nj) * k], k, &mut part, m, k, nj).unwrap();
+        for i in 0..m {
+            assert_eq!(
+                &part[i * nj..(i + 1) * nj],
+                &whole[i * n + j0..i * n + j0 + nj],
+                "m={m} k={k} row {i}: a column's value depends on the block it falls in"
+            );
+        }
     }
 }
 
