@@ -131,6 +131,7 @@ pub(crate) struct Api {
         unsafe extern "C" fn(PrimDesc, c_int, c_int, *mut c_void) -> Status,
     pub(crate) primitive_desc_query_md: unsafe extern "C" fn(PrimDesc, c_int, c_int) -> *const Md,
     pub(crate) primitive_create: unsafe extern "C" fn(*mut Primitive, PrimDesc) -> Status,
+    pub(crate) primitive_destroy: unsafe extern "C" fn(Primitive) -> Status,
     pub(crate) primitive_execute:
         unsafe extern "C" fn(Primitive, Stream, c_int, *const ExecArg) -> Status,
     pub(crate) memory_create:
@@ -205,6 +206,7 @@ impl Api {
                 primitive_desc_query: sym(&lib, "dnnl_primitive_desc_query")?,
                 primitive_desc_query_md: sym(&lib, "dnnl_primitive_desc_query_md")?,
                 primitive_create: sym(&lib, "dnnl_primitive_create")?,
+                primitive_destroy: sym(&lib, "dnnl_primitive_destroy")?,
                 primitive_execute: sym(&lib, "dnnl_primitive_execute")?,
                 memory_create: sym(&lib, "dnnl_memory_create")?,
                 memory_destroy: sym(&lib, "dnnl_memory_destroy")?,

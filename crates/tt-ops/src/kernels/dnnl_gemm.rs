@@ -10,7 +10,7 @@
 //! not depend on the block it falls in).
 //!
 //! Primitive creation is slow (a JIT compile): primitives are cached per block shape
-//! `(m, k, nb, ldw)` for the life of the process and shared by all threads, each execution bringing
+//! `(m, k, nb, ldw)` (up to `CACHE_MAX` of them) and shared by all threads, each execution bringing
 //! its own scratchpad (`dnnl_scratchpad_mode_user`), stream and memory objects.
 
 use std::collections::HashMap;
@@ -64,18 +64,33 @@ struct Key {
     ldw: usize,
 }
 
-/// A created primitive with the descriptors its executions need.
+/// Cached primitives at most; past it the cache starts afresh (a server seeing many prompt
+/// lengths must not grow it without bound; executions in flight keep their primitive alive).
+const CACHE_MAX: usize = 512;
+
+/// A created primitive with the descriptors its executions need; destroyed when dropped.
 struct Prim {
+    api: &'static Api,
     prim: Primitive,
     src: Box<Md>,
     wei: Box<Md>,
     dst: Box<Md>,
-    /// Owned by `pd`, which is kept alive (and never destroyed) with it.
+    /// Owned by `pd`, which lives as long as this struct.
     scratch_md: *const Md,
-    _pd: PrimDesc,
+    pd: PrimDesc,
     scratch_bytes: usize,
     /// oneDNN's name of the implementation it picked, e.g. `brg:avx512_core_amx_bf16`.
     impl_name: String,
+}
+
+impl Drop for Prim {
+    fn drop(&mut self) {
+        // SAFETY: both were created for this struct alone and nothing uses them after it.
+        unsafe {
+            (self.api.primitive_destroy)(self.prim);
+            (self.api.primitive_desc_destroy)(self.pd);
+        }
+    }
 }
 
 // SAFETY: a oneDNN primitive and its descriptor are immutable after creation and documented as
@@ -133,6 +148,9 @@ impl Ctx {
             return Ok(Arc::clone(p));
         }
         let p = Arc::new(self.create(key)?);
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
         cache.insert(key, Arc::clone(&p));
         Ok(p)
     }
@@ -227,12 +245,13 @@ impl Ctx {
             return Err(e);
         }
         Ok(Prim {
+            api,
             prim,
             src,
             wei,
             dst,
             scratch_md,
-            _pd: pd,
+            pd,
             scratch_bytes,
             impl_name,
         })
@@ -255,11 +274,28 @@ impl Ctx {
         w: *const bf16,
         dst: *mut f32,
     ) -> Result<(), DnnlError> {
+        // oneDNN's scratchpad from this thread's pool (64-byte aligned, reused across calls).
+        with_scratch(prim.scratch_bytes.div_ceil(4), |scratch| {
+            // SAFETY: forwarded from the caller; `scratch` holds scratch_bytes.
+            unsafe { self.execute_with(prim, x, w, dst, scratch.as_mut_ptr().cast::<c_void>()) }
+        })
+    }
+
+    /// [`Ctx::execute`] with a scratchpad of `prim.scratch_bytes` at `scratch_ptr`.
+    ///
+    /// # Safety
+    /// As [`Ctx::execute`]; `scratch_ptr` points at `prim.scratch_bytes` writable bytes no one
+    /// else uses during the call.
+    unsafe fn execute_with(
+        &self,
+        prim: &Prim,
+        x: *const bf16,
+        w: *const bf16,
+        dst: *mut f32,
+        scratch_ptr: *mut c_void,
+    ) -> Result<(), DnnlError> {
         let api = self.api;
         api.single_thread();
-        let mut scratch = vec![0u8; prim.scratch_bytes + 64];
-        let off = scratch.as_ptr().align_offset(64).min(64);
-        let scratch_ptr = scratch[off..].as_mut_ptr().cast::<c_void>();
         let mut guards = Guards {
             api,
             mems: Vec::with_capacity(4),
@@ -283,7 +319,7 @@ impl Ctx {
         for (arg, md, ptr) in operands {
             let mut mem: Memory = std::ptr::null_mut();
             // SAFETY: `md` is a live descriptor; `ptr` points at memory of its size (the caller's
-            // promise for the operands; `scratch` holds scratch_bytes past the aligned offset).
+            // promise, for the operands and the scratchpad alike).
             check("dnnl_memory_create", unsafe {
                 (api.memory_create)(&mut mem, md, self.engine, ptr)
             })?;
@@ -303,7 +339,6 @@ impl Ctx {
             (api.stream_wait)(guards.stream)
         })?;
         drop(guards);
-        drop(scratch);
         Ok(())
     }
 }
