@@ -1,16 +1,16 @@
 //! `out = x @ w^T` on oneDNN's matmul primitive: bf16 activations and weights, f32 accumulation
 //! and output, run on the CPU's matrix units (AMX, AVX-512 BF16) where it has them.
 //!
-//! The weights are read in place in their HF layout: `w [n, k]` row-major with rows `ldw` apart is
-//! oneDNN's `[k, n]` weights matrix with strides `{1, ldw}` (no copy of ours; oneDNN repacks the
-//! panels it works on). The output columns are split into fixed blocks of [`NB`] (the last one
-//! shorter); each block is one single-threaded oneDNN call into a dense scratch, copied into `out`,
+//! The weights are read in place in their HF layout: `w [n, k]` row-major is oneDNN's `[k, n]`
+//! weights matrix with strides `{1, k}` (no copy of ours; oneDNN repacks the panels it works on).
+//! Rows further apart (`ldw > k`, a column view) are first copied together per block. The output
+//! columns are split into fixed blocks of [`NB`] (the last one shorter); each block is one single-threaded oneDNN call into a dense scratch, copied into `out`,
 //! and rayon spreads the blocks over the cores. So the work split, and with it every result, depends
 //! only on the shape and never on the thread count (the tests also check that a column's value does
 //! not depend on the block it falls in).
 //!
 //! Primitive creation is slow (a JIT compile): primitives are cached per block shape
-//! `(m, k, nb, ldw)` (up to `CACHE_MAX` of them) and shared by all threads, each execution bringing
+//! `(m, k, nb)` (up to `CACHE_MAX` of them) and shared by all threads, each execution bringing
 //! its own scratchpad (`dnnl_scratchpad_mode_user`), stream and memory objects.
 
 use std::collections::HashMap;
@@ -393,11 +393,26 @@ pub(crate) fn matmul(
     let run = |b: usize| -> Result<(), DnnlError> {
         let j0 = b * NB;
         let nb = NB.min(n - j0);
-        let prim = ctx.prim(Key { m, k, nb, ldw })?;
-        with_scratch(m * nb, |dst| {
-            // SAFETY: x holds m*k values; the weights of columns j0..j0+nb start at row j0 and
-            // end k values into row j0+nb-1, inside `w` (asserted above); dst holds m*nb f32.
-            unsafe { ctx.execute(&prim, x.as_ptr(), w[j0 * ldw..].as_ptr(), dst.as_mut_ptr()) }?;
+        // Weight rows further apart than k (a row-parallel shard read as a column view) are copied
+        // together first: oneDNN 2.6 runs strided weights on its plain `gemm:jit`, not on the
+        // AMX brgemm kernels. The copy also makes a view's results those of its copy, bit for bit.
+        let prim = ctx.prim(Key { m, k, nb, ldw: k })?;
+        let packed = if ldw == k { 0 } else { (nb * k).div_ceil(2) };
+        with_scratch(m * nb + packed, |buf| {
+            let (dst, wbuf) = buf.split_at_mut(m * nb);
+            let wp: &[bf16] = if ldw == k {
+                &w[j0 * k..(j0 + nb) * k]
+            } else {
+                let wc = &mut bytemuck::cast_slice_mut::<f32, bf16>(wbuf)[..nb * k];
+                for (j, row) in wc.chunks_exact_mut(k).enumerate() {
+                    let r = (j0 + j) * ldw;
+                    row.copy_from_slice(&w[r..r + k]);
+                }
+                wc
+            };
+            // SAFETY: x holds m*k values, wp the nb*k weights of columns j0..j0+nb (rows k
+            // apart, as the key says), dst m*nb f32.
+            unsafe { ctx.execute(&prim, x.as_ptr(), wp.as_ptr(), dst.as_mut_ptr()) }?;
             for i in 0..m {
                 // SAFETY: block b alone covers columns j0..j0+nb; each row is its own segment.
                 let seg = unsafe { out.segment(i * n + j0, nb) };
