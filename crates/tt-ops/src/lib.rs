@@ -12,7 +12,7 @@
 //! | [`storage`] | [`SharedElements`]: storage borrowed from elsewhere, e.g. a mapped checkpoint |
 //! | [`fidelity`] | [`Fidelity`] |
 //! | [`mod@embedding`] | [`embedding()`] |
-//! | [`mod@linear`] | [`linear()`], [`linear_into`], [`linear_column_blocks`] (dense kernels in [`kernels`]) |
+//! | [`mod@linear`] | [`linear()`], [`linear_into`], [`linear_column_blocks`] (dense kernels in [`kernels`]; prefill on oneDNN where it loads: [`kernels::path`]) |
 //! | [`mod@device_linear`] | [`device_linear()`] on a [`DeviceWeight`] (packed tiles), [`round_to_device_format`]: `ttnn.linear` as a Wormhole device computes it |
 //! | [`norm`] | [`rms_norm`], [`rms_norm_into`] |
 //! | [`eltwise`] | [`add`], [`add_inplace`], [`mul`], [`silu`], [`silu_mul`] |
