@@ -6,6 +6,8 @@
 //! transposed; the host keeps HF's row-major layout and the kernels in [`crate::kernels`] read it
 //! as is: `matmul_bf16` widens bf16 to f32 in registers, so weights stay bf16 in memory. `w` may be
 //! a column view of a wider matrix ([`Tensor::columns`]): the kernels read its rows in place.
+//! With bf16 weights and bf16-valued activations, prefill-sized products may run on oneDNN's
+//! matrix-unit kernels instead, where the library loads ([`crate::kernels::path`]).
 
 use crate::error::{OpError, Result};
 use crate::kernels::{matmul_bf16_column_blocks, matmul_bf16_strided, matmul_f32_strided};

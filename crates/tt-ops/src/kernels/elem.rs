@@ -20,6 +20,9 @@ pub(crate) trait WeightElem: sealed::Sealed + Copy + Send + Sync + 'static {
     /// The exact f32 value of this weight.
     fn to_f32(self) -> f32;
 
+    /// The slice as bf16 weights, if that is what they are (the oneDNN path takes only those).
+    fn as_bf16(w: &[Self]) -> Option<&[bf16]>;
+
     /// Loads 16 consecutive weights as two f32 vectors: in order (`[0..8]`, `[8..16]`) or, when
     /// [`WeightElem::PAIRS_EVEN_ODD`], as (even-indexed, odd-indexed) elements.
     ///
@@ -38,6 +41,10 @@ pub(crate) trait WeightElem: sealed::Sealed + Copy + Send + Sync + 'static {
 
 impl WeightElem for bf16 {
     const PAIRS_EVEN_ODD: bool = true;
+
+    fn as_bf16(w: &[Self]) -> Option<&[bf16]> {
+        Some(w)
+    }
 
     #[inline(always)]
     fn to_f32(self) -> f32 {
@@ -74,6 +81,10 @@ impl WeightElem for bf16 {
 
 impl WeightElem for f32 {
     const PAIRS_EVEN_ODD: bool = false;
+
+    fn as_bf16(_: &[Self]) -> Option<&[bf16]> {
+        None
+    }
 
     #[inline(always)]
     fn to_f32(self) -> f32 {

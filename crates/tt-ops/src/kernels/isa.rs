@@ -33,6 +33,15 @@ impl Isa {
         Isa::Scalar
     }
 
+    /// A short name for reports: `avx2+fma` or `scalar`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma(_) => "avx2+fma",
+        }
+    }
+
     /// Every instruction set usable on this CPU, scalar first (for tests that check each path).
     #[cfg(test)]
     pub(crate) fn available() -> Vec<Isa> {

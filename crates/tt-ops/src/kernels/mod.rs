@@ -13,7 +13,13 @@
 //! inside an outer `par_iter` (one task per simulated device) nests without oversubscribing cores.
 //! AVX2+FMA code is selected at run time ([`isa`]); a portable scalar path serves other CPUs and the
 //! tests check both against an f64 reference.
+//!
+//! Prefill-sized products with bf16 weights and bf16-valued activations may instead run on oneDNN
+//! (AMX / AVX-512 BF16), loaded at run time when present: [`path`] decides per call and reports
+//! which path ran; [`dnnl`] binds the library and [`dnnl_gemm`] runs its matmul.
 
+mod dnnl;
+mod dnnl_gemm;
 mod elem;
 mod gemm;
 mod gemv;
@@ -25,14 +31,21 @@ mod isa;
 mod microkernel;
 mod out;
 mod pack;
+pub mod path;
 pub mod probe;
 mod scratch;
 
+#[cfg(test)]
+mod dnnl_tests;
 #[cfg(test)]
 mod reference;
 
 use elem::WeightElem;
 use isa::Isa;
+pub use path::{
+    DNNL_MIN_M, DnnlStatus, GemmMode, GemmPath, PathCounts, describe_path, dnnl_status, gemm_mode,
+    path_counts, set_gemm_mode,
+};
 
 /// Largest `m` served by the streaming GEMV path; larger `m` uses the packed GEMM.
 pub(crate) const GEMV_MAX_M: usize = 8;
@@ -46,7 +59,7 @@ pub(crate) const GEMV_MAX_M: usize = 8;
 /// If `x.len() != m*k`, `w.len() != n*k` or `out.len() != m*n` (a caller bug; checked once per call
 /// because the fast paths read through raw pointers).
 pub fn matmul_bf16(x: &[f32], w: &[half::bf16], out: &mut [f32], m: usize, k: usize, n: usize) {
-    matmul_with(Isa::detect(), x, w, k, out, m, k, n);
+    dispatch(x, w, k, out, m, k, n);
 }
 
 /// [`matmul_bf16`] with weight rows `ldw >= k` elements apart: row `j` of the `[n, k]` matrix is
@@ -65,7 +78,7 @@ pub fn matmul_bf16_strided(
     k: usize,
     n: usize,
 ) {
-    matmul_with(Isa::detect(), x, w, ldw, out, m, k, n);
+    dispatch(x, w, ldw, out, m, k, n);
 }
 
 /// `out[m*n] = x[m*k] @ w^T` where `w` is row-major `[n, k]` in f32. Overwrites `out`.
@@ -109,13 +122,15 @@ pub fn matmul_bf16_column_blocks(
     n: usize,
     blocks: usize,
 ) {
-    column_blocks_with(Isa::detect(), x, w, out, m, k, n, blocks);
+    column_blocks_with(Isa::detect(), true, x, w, out, m, k, n, blocks);
 }
 
-/// [`matmul_bf16_column_blocks`] with the instruction set chosen by the caller.
+/// [`matmul_bf16_column_blocks`] with the instruction set chosen by the caller, and oneDNN allowed
+/// ([`path`]) or not.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn column_blocks_with<W: WeightElem>(
     isa: Isa,
+    dnnl: bool,
     x: &[f32],
     w: &[W],
     out: &mut [f32],
@@ -145,6 +160,7 @@ pub(crate) fn column_blocks_with<W: WeightElem>(
         && m <= GEMV_MAX_M
         && kb.is_multiple_of(16)
     {
+        path::record(GemmPath::Gemv);
         gemv_blocks::gemv_column_blocks(token, x, w, out, m, k, n, blocks);
         return;
     }
@@ -155,12 +171,52 @@ pub(crate) fn column_blocks_with<W: WeightElem>(
             row.copy_from_slice(&x[i * k + b * kb..i * k + (b + 1) * kb]);
         }
         let wb = &w[b * kb..(n - 1) * k + (b + 1) * kb];
-        matmul_with(isa, &xb, wb, k, out_b, m, kb, n);
+        if !(dnnl && try_dnnl(&xb, wb, k, out_b, m, kb, n)) {
+            matmul_with(isa, &xb, wb, k, out_b, m, kb, n);
+        }
     }
 }
 
-/// The dispatcher behind both entry points, with the instruction set chosen by the caller (tests force
-/// the scalar path through it).
+/// oneDNN if [`path`] sends the call there, else the native kernels on this CPU's best ISA.
+#[allow(clippy::too_many_arguments)]
+fn dispatch<W: WeightElem>(
+    x: &[f32],
+    w: &[W],
+    ldw: usize,
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    if !try_dnnl(x, w, ldw, out, m, k, n) {
+        matmul_with(Isa::detect(), x, w, ldw, out, m, k, n);
+    }
+}
+
+/// [`path::try_dnnl`] for bf16 weights (after the same shape checks as the native kernels);
+/// false for f32 weights.
+#[allow(clippy::too_many_arguments)]
+fn try_dnnl<W: WeightElem>(
+    x: &[f32],
+    w: &[W],
+    ldw: usize,
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> bool {
+    let Some(w) = W::as_bf16(w) else {
+        return false;
+    };
+    let shapes_ok = Some(x.len()) == m.checked_mul(k)
+        && ldw >= k
+        && (n == 0 || n.checked_mul(ldw).and_then(|e| (e - ldw).checked_add(k)) <= Some(w.len()))
+        && Some(out.len()) == m.checked_mul(n);
+    shapes_ok && path::try_dnnl(x, w, ldw, out, m, k, n)
+}
+
+/// The native kernels, with the instruction set chosen by the caller (tests force the scalar path
+/// through it).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_with<W: WeightElem>(
     isa: Isa,
@@ -189,8 +245,10 @@ pub(crate) fn matmul_with<W: WeightElem>(
         return;
     }
     if m <= GEMV_MAX_M {
+        path::record(GemmPath::Gemv);
         gemv::gemv(isa, x, w, ldw, out, m, k, n);
     } else {
+        path::record(GemmPath::Native);
         gemm::gemm(isa, x, w, ldw, out, m, k, n);
     }
 }
@@ -293,9 +351,9 @@ mod tests {
         };
         for isa in Isa::available() {
             let mut got = vec![f32::NAN; blocks * m * n];
-            column_blocks_with(isa, &x, &wb, &mut got, m, k, n, blocks);
+            column_blocks_with(isa, false, &x, &wb, &mut got, m, k, n, blocks);
             let mut got_f = vec![f32::NAN; blocks * m * n];
-            column_blocks_with(isa, &x, &wf, &mut got_f, m, k, n, blocks);
+            column_blocks_with(isa, false, &x, &wf, &mut got_f, m, k, n, blocks);
             for b in 0..blocks {
                 let (xb, wbb) = block(b);
                 let at = b * m * n..(b + 1) * m * n;

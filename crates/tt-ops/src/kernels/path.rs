@@ -1,0 +1,273 @@
+//! Which kernel serves a bf16-weight product: the native kernels or oneDNN, chosen at run time.
+//!
+//! oneDNN ([`super::dnnl_gemm`]) takes a call when all of these hold:
+//! - the mode ([`GemmMode`], from `TT_OPS_GEMM=auto|native|dnnl`, default `auto`, or
+//!   [`set_gemm_mode`]) allows it;
+//! - `libdnnl.so.2` loads and, in `auto` mode, oneDNN dispatches to bf16 matrix hardware on this
+//!   CPU (AVX-512 BF16 or AMX; emulated bf16 would be slower than the native kernels);
+//! - `m >= DNNL_MIN_M` in `auto` mode (prefill; decode keeps the streaming GEMV), `m > GEMV_MAX_M`
+//!   when forced;
+//! - every activation is exactly a bf16 value (as under `Fidelity::Bf16`, where activations are
+//!   rounded between ops), so handing oneDNN bf16 activations loses nothing: the products are
+//!   exact in both paths and only the f32 summation order differs. f32 activations (the `f32`
+//!   preset) are never rounded: such a call stays native.
+//!
+//! Anything else, or a oneDNN error, runs the native kernels; [`path_counts`] counts each path.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use half::bf16;
+
+use super::GEMV_MAX_M;
+use super::dnnl::{ISA_AVX512_CORE_BF16, isa_name};
+use super::dnnl_gemm::{Ctx, matmul};
+
+/// Smallest `m` sent to oneDNN in [`GemmMode::Auto`].
+pub const DNNL_MIN_M: usize = 32;
+
+/// How bf16-weight products choose their kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmMode {
+    /// oneDNN for prefill-sized products when it runs on bf16 matrix hardware, else native.
+    Auto,
+    /// Always the native kernels.
+    Native,
+    /// oneDNN whenever it loads and the activations are bf16 values (any `m > GEMV_MAX_M`),
+    /// whatever ISA it dispatches to.
+    Dnnl,
+}
+
+impl GemmMode {
+    /// Parses `auto`, `native` or `dnnl`.
+    pub fn parse(s: &str) -> Option<GemmMode> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Some(GemmMode::Auto),
+            "native" => Some(GemmMode::Native),
+            "dnnl" | "onednn" => Some(GemmMode::Dnnl),
+            _ => None,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            GemmMode::Auto => 1,
+            GemmMode::Native => 2,
+            GemmMode::Dnnl => 3,
+        }
+    }
+}
+
+/// 0 until first read; then a [`GemmMode::code`].
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// The current mode: [`set_gemm_mode`]'s, else `TT_OPS_GEMM`'s (read once; an unknown value
+/// means `auto`).
+pub fn gemm_mode() -> GemmMode {
+    match MODE.load(Ordering::Relaxed) {
+        2 => GemmMode::Native,
+        3 => GemmMode::Dnnl,
+        1 => GemmMode::Auto,
+        _ => {
+            let mode = std::env::var("TT_OPS_GEMM")
+                .ok()
+                .and_then(|v| GemmMode::parse(&v))
+                .unwrap_or(GemmMode::Auto);
+            let _ = MODE.compare_exchange(0, mode.code(), Ordering::Relaxed, Ordering::Relaxed);
+            gemm_mode()
+        }
+    }
+}
+
+/// Sets the mode for the whole process (benchmarks comparing paths), overriding `TT_OPS_GEMM`.
+pub fn set_gemm_mode(mode: GemmMode) {
+    MODE.store(mode.code(), Ordering::Relaxed);
+}
+
+/// The kernel one product ran on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmPath {
+    /// The native streaming GEMV (`m <= GEMV_MAX_M`).
+    Gemv,
+    /// The native packed GEMM.
+    Native,
+    /// oneDNN's matmul.
+    Dnnl,
+}
+
+static COUNTS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Products run on each path since the process started (take differences around an op).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathCounts {
+    /// Native GEMV calls.
+    pub gemv: u64,
+    /// Native GEMM calls.
+    pub native: u64,
+    /// oneDNN calls.
+    pub dnnl: u64,
+}
+
+impl PathCounts {
+    /// The calls counted in `self` but not in `earlier`.
+    pub fn since(self, earlier: PathCounts) -> PathCounts {
+        PathCounts {
+            gemv: self.gemv - earlier.gemv,
+            native: self.native - earlier.native,
+            dnnl: self.dnnl - earlier.dnnl,
+        }
+    }
+}
+
+/// The calls of each path so far.
+pub fn path_counts() -> PathCounts {
+    let c = |p: GemmPath| COUNTS[p as usize].load(Ordering::Relaxed);
+    PathCounts {
+        gemv: c(GemmPath::Gemv),
+        native: c(GemmPath::Native),
+        dnnl: c(GemmPath::Dnnl),
+    }
+}
+
+/// Counts one call on `path`.
+pub(crate) fn record(path: GemmPath) {
+    COUNTS[path as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+/// What oneDNN would run bf16 products on here, or why it is not used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DnnlStatus {
+    /// Loaded; runs on bf16 matrix hardware.
+    Ready {
+        /// `major.minor.patch`.
+        version: String,
+        /// oneDNN's widest ISA on this CPU, e.g. `avx512_core_amx`.
+        isa: &'static str,
+        /// The implementation of a prefill-sized product, e.g. `brg:avx512_core_amx_bf16`.
+        implementation: String,
+    },
+    /// Loaded, but without bf16 hardware: `auto` keeps the native kernels (`dnnl` mode still
+    /// uses it).
+    NoBf16Hardware {
+        /// `major.minor.patch`.
+        version: String,
+        /// oneDNN's widest ISA on this CPU.
+        isa: &'static str,
+    },
+    /// Not usable: the reason.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for DnnlStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DnnlStatus::Ready {
+                version,
+                isa,
+                implementation,
+            } => write!(f, "oneDNN {version} ({implementation}, isa {isa})"),
+            DnnlStatus::NoBf16Hardware { version, isa } => {
+                write!(f, "oneDNN {version} without bf16 hardware (isa {isa})")
+            }
+            DnnlStatus::Unavailable(why) => write!(f, "oneDNN unavailable: {why}"),
+        }
+    }
+}
+
+/// oneDNN's state on this machine (probed once: loads the library and creates one primitive).
+pub fn dnnl_status() -> &'static DnnlStatus {
+    static STATUS: OnceLock<DnnlStatus> = OnceLock::new();
+    STATUS.get_or_init(|| {
+        let ctx = match Ctx::get() {
+            Ok(c) => c,
+            Err(why) => return DnnlStatus::Unavailable(why),
+        };
+        let api = ctx.api();
+        let (a, b, c) = api.version;
+        let version = format!("{a}.{b}.{c}");
+        let isa_code = api.effective_isa();
+        let isa = isa_name(isa_code);
+        if isa_code & ISA_AVX512_CORE_BF16 != ISA_AVX512_CORE_BF16 {
+            return DnnlStatus::NoBf16Hardware { version, isa };
+        }
+        match ctx.impl_name(DNNL_MIN_M, 256, 256) {
+            Ok(implementation) => DnnlStatus::Ready {
+                version,
+                isa,
+                implementation,
+            },
+            Err(e) => DnnlStatus::Unavailable(e.to_string()),
+        }
+    })
+}
+
+/// A one-line description of the path bf16 products of `m` rows take now (for reports).
+pub fn describe_path(m: usize) -> String {
+    let native = format!("native {}", super::isa::Isa::detect().name());
+    if m <= GEMV_MAX_M {
+        return format!("{native} gemv");
+    }
+    let status = dnnl_status();
+    let use_dnnl = match gemm_mode() {
+        GemmMode::Native => false,
+        GemmMode::Auto => m >= DNNL_MIN_M && matches!(status, DnnlStatus::Ready { .. }),
+        GemmMode::Dnnl => !matches!(status, DnnlStatus::Unavailable(_)),
+    };
+    if use_dnnl {
+        format!("{status} for bf16 activations, else {native} gemm")
+    } else {
+        format!("{native} gemm")
+    }
+}
+
+/// Runs `out = x @ w^T` on oneDNN if the rules above send it there; false (with `out` untouched
+/// or to be overwritten) when the native kernels must run instead.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn try_dnnl(
+    x: &[f32],
+    w: &[bf16],
+    ldw: usize,
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> bool {
+    let min_m = match gemm_mode() {
+        GemmMode::Native => return false,
+        GemmMode::Auto => {
+            if !matches!(dnnl_status(), DnnlStatus::Ready { .. }) {
+                return false;
+            }
+            DNNL_MIN_M
+        }
+        GemmMode::Dnnl => GEMV_MAX_M + 1,
+    };
+    if m < min_m || k == 0 || n == 0 {
+        return false;
+    }
+    let Ok(ctx) = Ctx::get() else {
+        return false;
+    };
+    let Some(xb) = to_bf16_exact(x) else {
+        return false;
+    };
+    if matmul(ctx, &xb, w, ldw, out, m, k, n).is_ok() {
+        record(GemmPath::Dnnl);
+        true
+    } else {
+        false
+    }
+}
+
+/// `x` as bf16 if every value is exactly a bf16 (its low 16 bits are zero), else `None`.
+pub(crate) fn to_bf16_exact(x: &[f32]) -> Option<Vec<bf16>> {
+    let mut out = Vec::with_capacity(x.len());
+    for &v in x {
+        let bits = v.to_bits();
+        if bits & 0xFFFF != 0 {
+            return None;
+        }
+        out.push(bf16::from_bits((bits >> 16) as u16));
+    }
+    Some(out)
+}
