@@ -69,13 +69,7 @@ impl DeviceShards {
         per_device: &[Vec<&Tensor>],
         format: tt_numerics::StorageFormat,
     ) -> Result<Self, MeshError> {
-        let local = mesh.local_devices();
-        if per_device.len() != local.len() {
-            return Err(MeshError::DeviceCount {
-                expected: local.len(),
-                got: per_device.len(),
-            });
-        }
+        check_device_count(mesh, per_device.len())?;
         let weights = per_device
             .par_iter()
             .map(|outputs| {
@@ -94,13 +88,7 @@ impl DeviceShards {
         mesh: &Mesh,
         per_device: Vec<Vec<tt_numerics::PackedMatrix>>,
     ) -> Result<Self, MeshError> {
-        let local = mesh.local_devices();
-        if per_device.len() != local.len() {
-            return Err(MeshError::DeviceCount {
-                expected: local.len(),
-                got: per_device.len(),
-            });
-        }
+        check_device_count(mesh, per_device.len())?;
         let weights = per_device
             .into_iter()
             .map(|outputs| outputs.into_iter().map(DeviceWeight::from_packed).collect())
@@ -151,6 +139,15 @@ impl DeviceShards {
             .map(DeviceWeight::byte_size)
             .sum()
     }
+}
+
+/// An error unless `got` lists are one per local device of `mesh`.
+fn check_device_count(mesh: &Mesh, got: usize) -> Result<(), MeshError> {
+    let expected = mesh.local_devices().len();
+    if got != expected {
+        return Err(MeshError::DeviceCount { expected, got });
+    }
+    Ok(())
 }
 
 /// The weights of a [`ColumnParallelLinear`].

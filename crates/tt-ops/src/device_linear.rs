@@ -129,12 +129,8 @@ impl DeviceWeight {
     /// The kernel a call with `settings` runs on this CPU when its activations fit (finite, in
     /// exponent range; else the call runs [`DeviceKernel::Reference`]).
     pub fn kernel(&self, settings: &OpSettings) -> DeviceKernel {
-        let plan = packed_gemv::plan(self.format(), self.range, settings, Choice::Best);
-        match plan.map(|p| p.isa.name()) {
-            Some("packed-avx512") => DeviceKernel::PackedAvx512,
-            Some("packed-avx2") => DeviceKernel::PackedAvx2,
-            _ => DeviceKernel::Reference,
-        }
+        packed_gemv::plan(self.format(), self.range, settings, Choice::Best)
+            .map_or(DeviceKernel::Reference, |plan| plan.isa.kernel())
     }
 
     /// Input features `K` (the packed matrix's rows).

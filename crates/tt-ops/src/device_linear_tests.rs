@@ -387,14 +387,17 @@ fn device_linear_packed_kernel_equals_the_emulation() {
     }
 }
 
-/// Activations outside the range where every product is exact (huge, tiny, non-finite) fall
-/// back to the emulation and still match it; bf16 and f32 weights always use it.
+/// Activations at the edges of the range where every product is exact: 1e30 and 3e38 still fit
+/// the fast kernel against these small weights, 1e-37 (its scale would fall below the normal
+/// range) and non-finite values fall back to the emulation; every result matches it
+/// (`packed_gemv`'s `rows_fit` test checks which side each falls on). bf16 and f32 weights always
+/// use the emulation.
 #[test]
 fn device_linear_packed_kernel_falls_back_outside_its_range() {
     let (m, k, n) = (2, 64, 48);
     let wt = Tensor::from_f32(ordinary(n * k, 0.05, 5), &[n, k]).unwrap();
     let s = settings(MathFidelity::HiFi2, Accumulation::Bf16, StorageFormat::Bf16);
-    for special in [1e30f32, 1e-30, f32::INFINITY, f32::NAN] {
+    for special in [1e30f32, 3e38, 1e-37, f32::INFINITY, f32::NAN] {
         let mut xv = ordinary(m * k, 1.0, 6);
         xv[k + 3] = special;
         let x = Tensor::from_f32(xv, &[m, k]).unwrap();

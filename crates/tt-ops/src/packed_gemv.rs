@@ -24,6 +24,7 @@
 //! chosen at run time (`TT_OPS_DEVICE_KERNEL=avx2` or `=reference` caps the choice, for tests
 //! and benchmarks); other CPUs run the reference emulation.
 
+use crate::device_linear::DeviceKernel;
 use tt_numerics::tile::{TILE, TILE_EXPONENTS};
 use tt_numerics::{Accumulation, MathFidelity, OpSettings, PackedMatrix, StorageFormat};
 
@@ -98,9 +99,15 @@ impl FastIsa {
     /// The best this CPU has under `choice`.
     #[cfg(target_arch = "x86_64")]
     fn detect(choice: Choice) -> Option<Self> {
-        let choice = match (choice, std::env::var("TT_OPS_DEVICE_KERNEL").as_deref()) {
-            (Choice::Best, Ok("reference")) => Choice::Reference,
-            (Choice::Best, Ok("avx2")) => Choice::Avx2,
+        // Read once per process: this runs on every call of a decode step.
+        static CAP: std::sync::OnceLock<Option<Choice>> = std::sync::OnceLock::new();
+        let cap = CAP.get_or_init(|| match std::env::var("TT_OPS_DEVICE_KERNEL").as_deref() {
+            Ok("reference") => Some(Choice::Reference),
+            Ok("avx2") => Some(Choice::Avx2),
+            _ => None,
+        });
+        let choice = match (choice, cap) {
+            (Choice::Best, Some(cap)) => *cap,
             (choice, _) => choice,
         };
         if choice == Choice::Reference {
@@ -114,13 +121,13 @@ impl FastIsa {
         crate::packed_gemv_avx2::Avx2::detect().map(Self::Avx2)
     }
 
-    /// The kernel's name in reports.
-    pub(crate) fn name(self) -> &'static str {
+    /// The [`DeviceKernel`] this instruction set runs.
+    pub(crate) fn kernel(self) -> DeviceKernel {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Avx512(_) => "packed-avx512",
+            Self::Avx512(_) => DeviceKernel::PackedAvx512,
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2(_) => "packed-avx2",
+            Self::Avx2(_) => DeviceKernel::PackedAvx2,
         }
     }
 }
@@ -329,6 +336,35 @@ fn largest_chunk(chunks: &[usize], left: usize) -> usize {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn rows_fit_keeps_every_scale_normal_and_every_product_finite() {
+        // Weights in [-2, 2): the largest shared exponent is 128 (2^(E - 133) = 2^-5).
+        let v: Vec<f32> = (0..64 * 64)
+            .map(|i| ((i % 89) as f32 - 44.0) / 22.0)
+            .collect();
+        let w = PackedMatrix::pack(&v, 64, 64, StorageFormat::Bfp8B).unwrap();
+        let range = exponent_range(&w).unwrap();
+        assert_eq!(range.hi, 128);
+        let s = OpSettings::new(
+            StorageFormat::Bfp8B,
+            MathFidelity::HiFi2,
+            Accumulation::Bf16,
+            StorageFormat::Bf16,
+            "test",
+        );
+        let Some(plan) = plan(w.format(), Some(range), &s, Choice::Best) else {
+            return; // no fast kernel on this CPU: nothing to bound
+        };
+        assert!(rows_fit(&[0.0, 1.0, -3.5, 1e30], &plan));
+        assert!(rows_fit(&[], &plan));
+        // 3e38·2^-5 = 2^122.8 > 2^120: c·127 could overflow.
+        assert!(!rows_fit(&[1.0, 3e38], &plan));
+        // 1e-37·2^(lo - 133) is below 2^-126.
+        assert!(!rows_fit(&[1e-37, 1.0], &plan));
+        assert!(!rows_fit(&[f32::INFINITY], &plan));
+        assert!(!rows_fit(&[f32::NAN], &plan));
+    }
 
     #[test]
     fn exponent_range_of_ordinary_and_degenerate_matrices() {
