@@ -60,7 +60,9 @@ pub(crate) unsafe fn rows(isa: Avx512, chunk: usize, p: &Params<'_>, x: &[f32], 
 }
 
 /// `R` rows: `x` is `[R, kp]`, `d` is `[R, tn · 32]`. `B4`: bfloat4_b codes; `HI`: weights enter
-/// as `a_hi` (their low 3 mantissa bits masked off).
+/// as `a_hi` (their low 3 mantissa bits masked off). One or two rows run [`SIDE_BY_SIDE`] tiles
+/// at once: each column's sum is a chain of 32 dependent adds per tile, and a single row's two
+/// chains leave the FMA units waiting on their latency.
 ///
 /// # Safety
 /// The CPU has AVX-512 F/BW/VL; `x.len() >= R · kp`, `d.len() >= R · tn · 32`, and [`Params`]'s
@@ -71,77 +73,122 @@ unsafe fn rows_kernel<const R: usize, const B4: bool, const HI: bool>(
     x: &[f32],
     d: &mut [f32],
 ) {
-    let width = p.tn * TILE;
-    let lo = _mm512_set1_epi32(i32::from(p.plan.range.lo));
-    let hi = _mm512_set1_epi32(i32::from(p.plan.range.hi));
-    // exponent field of 2^(E − bias) = E − bias + 127
-    let offset = _mm512_set1_epi32(p.plan.bias - 127);
-    let mut c = [[0f32; 64]; R];
-    let mut m = SignedCodes([0; 1024]);
+    let k = Consts {
+        lo: _mm512_set1_epi32(i32::from(p.plan.range.lo)),
+        hi: _mm512_set1_epi32(i32::from(p.plan.range.hi)),
+        // exponent field of 2^(E − bias) = E − bias + 127
+        offset: _mm512_set1_epi32(p.plan.bias - 127),
+    };
+    let mut m = [const { SignedCodes([0; 1024]) }; SIDE_BY_SIDE];
     for kt in 0..p.tiles_k {
-        for j in 0..p.tn {
-            // SAFETY (all pointer reads below): the tile lies in p.bytes (caller's contract);
-            // exponents are its first 64 bytes, codes the next 64 · row_bytes.
-            let tile = unsafe {
-                p.bytes
-                    .as_ptr()
-                    .add((kt * p.tiles_n + p.tc0 + j) * p.tile_bytes)
-            };
-            for f in 0..4 {
-                let e = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(tile.add(f * 16).cast()) });
-                let e = _mm512_min_epi32(_mm512_max_epi32(e, lo), hi);
-                let scale =
-                    _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_sub_epi32(e, offset)));
-                for (r, cr) in c.iter_mut().enumerate() {
-                    // SAFETY: row r of x has kp = tiles_k · 32 operands.
-                    let xv = unsafe {
-                        _mm512_loadu_ps(x.as_ptr().add(r * p.kp + kt * TILE + (f / 2) * 16))
-                    };
-                    // SAFETY: cr has 64 values.
-                    unsafe {
-                        _mm512_storeu_ps(cr.as_mut_ptr().add(f * 16), _mm512_mul_ps(xv, scale))
-                    };
+        let mut j = 0;
+        // SAFETY (both loops): tiles j .. j + T <= tn of tile row kt < tiles_k, the rest is
+        // this function's contract.
+        if R <= 2 {
+            while j + SIDE_BY_SIDE <= p.tn {
+                unsafe { tiles::<R, B4, HI, SIDE_BY_SIDE>(&k, p, x, d, kt, j, &mut m) };
+                j += SIDE_BY_SIDE;
+            }
+        }
+        while j < p.tn {
+            unsafe { tiles::<R, B4, HI, 1>(&k, p, x, d, kt, j, &mut m) };
+            j += 1;
+        }
+    }
+}
+
+/// Tiles a one- or two-row chunk runs at once.
+const SIDE_BY_SIDE: usize = 2;
+
+/// The kernel's constant vectors: the matrix's exponent range and the exponent field offset of
+/// `2^(E − bias)`.
+#[derive(Clone, Copy)]
+struct Consts {
+    lo: __m512i,
+    hi: __m512i,
+    offset: __m512i,
+}
+
+/// Tiles `(kt, tc0 + j0 .. tc0 + j0 + T)` against `R` rows, their K-tile sums added to `d`.
+///
+/// # Safety
+/// As [`rows_kernel`], and `kt < tiles_k`, `j0 + T <= tn`, `T <= SIDE_BY_SIDE`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiles<const R: usize, const B4: bool, const HI: bool, const T: usize>(
+    k: &Consts,
+    p: &Params<'_>,
+    x: &[f32],
+    d: &mut [f32],
+    kt: usize,
+    j0: usize,
+    m: &mut [SignedCodes; SIDE_BY_SIDE],
+) {
+    let width = p.tn * TILE;
+    let mut c = [[[0f32; 64]; R]; T];
+    for t in 0..T {
+        // SAFETY (all pointer reads below): the tile lies in p.bytes (caller's contract);
+        // exponents are its first 64 bytes, codes the next 64 · row_bytes.
+        let tile = unsafe {
+            p.bytes
+                .as_ptr()
+                .add((kt * p.tiles_n + p.tc0 + j0 + t) * p.tile_bytes)
+        };
+        for f in 0..4 {
+            let e = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(tile.add(f * 16).cast()) });
+            let e = _mm512_min_epi32(_mm512_max_epi32(e, k.lo), k.hi);
+            let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_sub_epi32(e, k.offset)));
+            for (r, cr) in c[t].iter_mut().enumerate() {
+                // SAFETY: row r of x has kp = tiles_k · 32 operands.
+                let xv =
+                    unsafe { _mm512_loadu_ps(x.as_ptr().add(r * p.kp + kt * TILE + (f / 2) * 16)) };
+                // SAFETY: cr has 64 values.
+                unsafe { _mm512_storeu_ps(cr.as_mut_ptr().add(f * 16), _mm512_mul_ps(xv, scale)) };
+            }
+        }
+        // The same tile of the next K-tile row is a tile row (tiles_n tiles) further on:
+        // fetch it now, since the tiles of one task are not contiguous.
+        if kt + 1 < p.tiles_k {
+            // SAFETY: the next tile row's tile lies in p.bytes (kt + 1 < tiles_k).
+            let next = unsafe { tile.add(p.tiles_n * p.tile_bytes) };
+            for line in (0..p.tile_bytes).step_by(64) {
+                // SAFETY: inside that tile; prefetches never fault anyway.
+                _mm_prefetch::<_MM_HINT_T0>(unsafe { next.add(line) }.cast());
+            }
+        }
+        // SAFETY: the tile's codes follow its 64 exponent bytes.
+        unsafe { signed_codes::<B4>(tile.add(TILE_EXPONENTS), &mut m[t]) };
+    }
+    let mut acc = [[[_mm512_setzero_ps(); 2]; R]; T];
+    // k = 16·half + fr: face rows fr of faces 2·half (columns 0..16) and 2·half + 1 (columns
+    // 16..32), in order of k; the tiles' sums interleave.
+    for half in 0..2 {
+        let (f0, f1) = (2 * half, 2 * half + 1);
+        for fr in 0..16 {
+            let (g0, g1) = (f0 * 16 + fr, f1 * 16 + fr);
+            for t in 0..T {
+                // SAFETY: g0, g1 < 64 face rows of 16 values in m[t].
+                let (w0, w1) = unsafe { (widen::<HI>(&m[t], g0), widen::<HI>(&m[t], g1)) };
+                for (a, cr) in acc[t].iter_mut().zip(&c[t]) {
+                    a[0] = _mm512_fmadd_ps(_mm512_set1_ps(cr[g0]), w0, a[0]);
+                    a[1] = _mm512_fmadd_ps(_mm512_set1_ps(cr[g1]), w1, a[1]);
                 }
             }
-            // The same tile of the next K-tile row is a tile row (tiles_n tiles) further on:
-            // fetch it now, since the tiles of one task are not contiguous.
-            if kt + 1 < p.tiles_k {
-                // SAFETY: the next tile row's tile lies in p.bytes (kt + 1 < tiles_k).
-                let next = unsafe { tile.add(p.tiles_n * p.tile_bytes) };
-                for line in (0..p.tile_bytes).step_by(64) {
-                    // SAFETY: inside that tile; prefetches never fault anyway.
-                    _mm_prefetch::<_MM_HINT_T0>(unsafe { next.add(line) }.cast());
-                }
-            }
-            // SAFETY: the tile's codes follow its 64 exponent bytes.
-            unsafe { signed_codes::<B4>(tile.add(TILE_EXPONENTS), &mut m) };
-            let mut acc = [[_mm512_setzero_ps(); 2]; R];
-            // k = 16·half + fr: face rows fr of faces 2·half (columns 0..16) and 2·half + 1
-            // (columns 16..32), in order of k.
-            for half in 0..2 {
-                let (f0, f1) = (2 * half, 2 * half + 1);
-                for fr in 0..16 {
-                    let (g0, g1) = (f0 * 16 + fr, f1 * 16 + fr);
-                    // SAFETY: g0, g1 < 64 face rows of 16 values in m.
-                    let (w0, w1) = unsafe { (widen::<HI>(&m, g0), widen::<HI>(&m, g1)) };
-                    for (a, cr) in acc.iter_mut().zip(&c) {
-                        a[0] = _mm512_fmadd_ps(_mm512_set1_ps(cr[g0]), w0, a[0]);
-                        a[1] = _mm512_fmadd_ps(_mm512_set1_ps(cr[g1]), w1, a[1]);
-                    }
-                }
-            }
-            for (r, a) in acc.iter().enumerate() {
-                for (h, &s) in a.iter().enumerate() {
-                    // SAFETY: row r of d has width = tn · 32 values; j < tn, h < 2.
-                    let at = unsafe { d.as_mut_ptr().add(r * width + j * TILE + h * 16) };
-                    let sum = _mm512_add_ps(unsafe { _mm512_loadu_ps(at) }, s);
-                    let sum = if p.plan.acc_bf16 {
-                        round_bf16(sum)
-                    } else {
-                        sum
-                    };
-                    unsafe { _mm512_storeu_ps(at, sum) };
-                }
+        }
+    }
+    for (t, acc) in acc.iter().enumerate() {
+        for (r, a) in acc.iter().enumerate() {
+            for (h, &s) in a.iter().enumerate() {
+                // SAFETY: row r of d has width = tn · 32 values; j0 + t < tn, h < 2.
+                let at = unsafe { d.as_mut_ptr().add(r * width + (j0 + t) * TILE + h * 16) };
+                let sum = _mm512_add_ps(unsafe { _mm512_loadu_ps(at) }, s);
+                let sum = if p.plan.acc_bf16 {
+                    round_bf16(sum)
+                } else {
+                    sum
+                };
+                unsafe { _mm512_storeu_ps(at, sum) };
             }
         }
     }
