@@ -58,11 +58,9 @@ unsafe fn rows_kernel<const R: usize, const B4: bool, const HI: bool>(
     x: &[f32],
     d: &mut [f32],
 ) {
-    let width = p.tn * TILE;
     let lo = _mm256_set1_epi32(i32::from(p.plan.range.lo));
     let hi = _mm256_set1_epi32(i32::from(p.plan.range.hi));
     let offset = _mm256_set1_epi32(p.plan.bias - 127);
-    let row_bytes = if B4 { 8 } else { 16 };
     let mut c = [[0f32; 64]; R];
     for kt in 0..p.tiles_k {
         for j in 0..p.tn {
@@ -102,42 +100,74 @@ unsafe fn rows_kernel<const R: usize, const B4: bool, const HI: bool>(
                     _mm_prefetch::<_MM_HINT_T0>(unsafe { next.add(line) }.cast());
                 }
             }
-            for h in 0..2 {
-                let mut acc = [[_mm256_setzero_ps(); 2]; R];
-                // Faces h (k < 16) then 2 + h (k >= 16): this column face's k in order.
-                for face in [h, 2 + h] {
-                    // SAFETY: the face's 16 rows of codes lie in the tile.
-                    let codes = unsafe { tile.add(TILE_EXPONENTS + face * 16 * row_bytes) };
-                    for fr in 0..16 {
-                        // SAFETY: fr < 16 face rows of row_bytes each.
-                        let (w0, w1) = unsafe {
-                            if B4 {
-                                decode_bfp4(codes.add(fr * row_bytes))
-                            } else {
-                                decode_bfp8::<HI>(codes.add(fr * row_bytes))
-                            }
-                        };
-                        for (a, cr) in acc.iter_mut().zip(&c) {
-                            let cv = _mm256_set1_ps(cr[face * 16 + fr]);
-                            a[0] = _mm256_fmadd_ps(cv, w0, a[0]);
-                            a[1] = _mm256_fmadd_ps(cv, w1, a[1]);
-                        }
-                    }
+            // SAFETY (both arms): the tile lies in p.bytes; row r of d has width values.
+            if R <= 2 {
+                unsafe { column_faces::<R, B4, HI, 2>(p, tile, &c, d, j, 0) };
+            } else {
+                for h in 0..2 {
+                    unsafe { column_faces::<R, B4, HI, 1>(p, tile, &c, d, j, h) };
                 }
-                for (r, a) in acc.iter().enumerate() {
-                    for (q, &s) in a.iter().enumerate() {
-                        // SAFETY: row r of d has width = tn · 32 values; j < tn, h < 2, q < 2.
-                        let at =
-                            unsafe { d.as_mut_ptr().add(r * width + j * TILE + h * 16 + q * 8) };
-                        let sum = _mm256_add_ps(unsafe { _mm256_loadu_ps(at) }, s);
-                        let sum = if p.plan.acc_bf16 {
-                            round_bf16(sum)
-                        } else {
-                            sum
-                        };
-                        unsafe { _mm256_storeu_ps(at, sum) };
+            }
+        }
+    }
+}
+
+/// Column faces `h0 .. h0 + H` (16 columns each) of tile `tile` (tile column `j` of the task)
+/// against `R` rows of scaled operands `c`, their K-tile sums added to `d`. With `H = 2` (one or
+/// two rows) both faces' sums interleave: four or eight chains of dependent adds instead of two
+/// or four keep the FMA units busy.
+///
+/// # Safety
+/// AVX2 and FMA; the tile's bytes are readable at `tile`; `d` holds `R` rows of
+/// `width = tn · 32` values with `j < tn`; `h0 + H <= 2`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn column_faces<const R: usize, const B4: bool, const HI: bool, const H: usize>(
+    p: &Params<'_>,
+    tile: *const u8,
+    c: &[[f32; 64]; R],
+    d: &mut [f32],
+    j: usize,
+    h0: usize,
+) {
+    let width = p.tn * TILE;
+    let row_bytes = if B4 { 8 } else { 16 };
+    let mut acc = [[[_mm256_setzero_ps(); 2]; R]; H];
+    // Faces h (k < 16) then 2 + h (k >= 16): each column face's k in order.
+    for top in [0, 2] {
+        for fr in 0..16 {
+            for (dh, acc) in acc.iter_mut().enumerate() {
+                let face = top + h0 + dh;
+                // SAFETY: fr < 16 face rows of row_bytes each, inside the tile's codes.
+                let (w0, w1) = unsafe {
+                    let codes = tile.add(TILE_EXPONENTS + (face * 16 + fr) * row_bytes);
+                    if B4 {
+                        decode_bfp4(codes)
+                    } else {
+                        decode_bfp8::<HI>(codes)
                     }
+                };
+                for (a, cr) in acc.iter_mut().zip(c) {
+                    let cv = _mm256_set1_ps(cr[face * 16 + fr]);
+                    a[0] = _mm256_fmadd_ps(cv, w0, a[0]);
+                    a[1] = _mm256_fmadd_ps(cv, w1, a[1]);
                 }
+            }
+        }
+    }
+    for (dh, acc) in acc.iter().enumerate() {
+        let h = h0 + dh;
+        for (r, a) in acc.iter().enumerate() {
+            for (q, &s) in a.iter().enumerate() {
+                // SAFETY: row r of d has width = tn · 32 values; j < tn, h < 2, q < 2.
+                let at = unsafe { d.as_mut_ptr().add(r * width + j * TILE + h * 16 + q * 8) };
+                let sum = _mm256_add_ps(unsafe { _mm256_loadu_ps(at) }, s);
+                let sum = if p.plan.acc_bf16 {
+                    round_bf16(sum)
+                } else {
+                    sum
+                };
+                unsafe { _mm256_storeu_ps(at, sum) };
             }
         }
     }
