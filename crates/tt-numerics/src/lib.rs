@@ -8,6 +8,7 @@
 //! - [`format`]: the storage formats (f32, bf16, bfloat8_b, bfloat4_b) and their tile sizes.
 //! - [`bf16`]: rounding f32 to bf16 (ties to even, ties away from zero, truncation).
 //! - [`bfp`]: one 16-value block of bfloat8_b / bfloat4_b: shared exponent, codes, decoding.
+//! - [`bfp_block`]: the same encoding of a 16-value block, vectorized (packing a checkpoint).
 //! - [`tile`]: the 32x32 tile layout (four 16x16 faces) and packing one tile.
 //! - [`packed`]: a matrix kept packed in tiles, with row dequantization.
 //! - [`fidelity`]: math fidelity phases, accumulation, a reference dot product.
@@ -23,6 +24,7 @@
 
 pub mod bf16;
 pub mod bfp;
+pub mod bfp_block;
 pub mod error;
 pub mod fidelity;
 pub mod format;

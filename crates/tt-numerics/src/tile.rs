@@ -4,7 +4,8 @@
 //! first in the low nibble (tt-metal packs 8 codes per little-endian u32, first in the LSBs).
 
 use crate::bf16::to_bf16_bits;
-use crate::bfp::{BfpFormat, Rounding, decode, encode_block};
+use crate::bfp::{BfpFormat, Rounding, decode};
+use crate::bfp_block::encode_block16;
 use crate::format::StorageFormat;
 
 /// Rows (and columns) of a tile.
@@ -100,7 +101,7 @@ pub fn pack_tile(
                     for (j, b) in block.iter_mut().enumerate() {
                         *b = values[r * TILE + c0 + j].to_bits();
                     }
-                    exps[face * FACE + fr] = encode_block(&block, bfp, rounding, &mut codes);
+                    exps[face * FACE + fr] = encode_block16(&block, bfp, rounding, &mut codes);
                     for (j, &code) in codes.iter().enumerate() {
                         put_code(data, bfp, face * FACE_VALUES + fr * FACE + j, code);
                     }

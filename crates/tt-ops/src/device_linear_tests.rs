@@ -171,6 +171,21 @@ fn device_linear_does_not_depend_on_thread_count() {
 
 #[test]
 fn device_linear_pack_is_the_transposed_weight_packed() {
+    // 19 tile rows: more than one packing band (16 tile rows), the last one partial.
+    let (n, k) = (45, 582);
+    let big = values(n * k, 13);
+    let wide_v = values(n * 700, 14);
+    let big_view = Tensor::from_f32(wide_v, &[n, 700]).unwrap();
+    for format in StorageFormat::ALL {
+        let w =
+            DeviceWeight::pack(&Tensor::from_f32(big.clone(), &[n, k]).unwrap(), format).unwrap();
+        let want = PackedMatrix::pack(&transpose(&big, n, k), k, n, format).unwrap();
+        assert_eq!(w.packed(), &want, "{format} {k}");
+        let view = big_view.columns(100, k).unwrap();
+        let from_view = DeviceWeight::pack(&view, format).unwrap();
+        let from_copy = DeviceWeight::pack(&view.contiguous(), format).unwrap();
+        assert_eq!(from_view.packed(), from_copy.packed(), "view {format} {k}");
+    }
     let (n, k) = (45, 70);
     let wv = values(n * k, 11);
     let wt = Tensor::from_f32(wv.clone(), &[n, k]).unwrap();
