@@ -5,13 +5,15 @@
 //! 1. the plain-sum read bandwidth and the register-only FMA peak (`tt_ops::kernels::probe`);
 //! 2. the checkpoint made resident once, untimed by the loads (a file cached on small pages is
 //!    read again into 2 MiB pages, as a first load does; `phi3_model::checkpoint` explains),
-//!    then `cat`: every checkpoint file read once, in order, into one buffer (the load's
-//!    yardstick);
+//!    then `cat`: every checkpoint file read once, in order, into one buffer (the yardstick of
+//!    the bf16/f32 loads; [`cat`]);
 //! 3. per mesh x fidelity: open + load (seconds and peak RSS, the kernel's high-water mark reset
 //!    first), one first decode step (timed apart: with memory-mapped weights it is where the
 //!    pages are faulted in, so load + first step is the time to a ready model), prefill of each
 //!    prompt length, decode steps at each context with batch 1 and at one context with a batch
-//!    of users, then the model is dropped;
+//!    of users, then the model is dropped; in a packed preset, a `cat` of the packed-weight cache
+//!    files the load mapped (its own yardstick). The kernel-path counters are read around the
+//!    prefills and the decode steps ([`paths`]);
 //! 4. the read bandwidth again (the machine's state drifts within seconds);
 //! 5. with `--peer-hf`, HF transformers on the same checkpoint (scripts/hf_bench.py);
 //! 6. with `--peer-llama-cpp`, llama.cpp's llama-bench on the checkpoint converted to GGUF bf16
@@ -25,19 +27,19 @@
 //! Prints a Markdown table (stdout; stderr with `--json`, which prints the JSON on stdout).
 //! Progress lines go through `tracing`.
 
+mod cat;
 pub(crate) mod counts;
 mod cpu;
 mod llama_bench;
 mod llama_cpp;
+mod paths;
 mod peer;
 mod report;
 
-use std::fs::File;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use phi3_model::{Checkpoint, KvCache, Logits, Phi3Model, RuntimeOptions, bundled};
 use tt_decoder::{Preset, parse_preset, preset_of_fidelity};
 use tt_mesh::MeshShape;
@@ -45,8 +47,10 @@ use tt_mesh::memory::host_profile_within_memory;
 use tt_ops::Fidelity;
 use tt_ops::kernels::probe;
 
+use cat::{Cat, CatSource, cat_files};
 use counts::{Counts, median, synthetic_ids};
-use report::{BatchDecode, Cat, Decode, Pages, Prefill, Probes, Report, RssScope, Run};
+use paths::{KernelNames, RunPaths, Snapshot, attention_kernel};
+use report::{BatchDecode, Decode, Pages, Prefill, Probes, Report, RssScope, Run};
 
 /// Activation fidelity (the KV cache is f32 under f32, bf16 under bf16).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -205,7 +209,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let files = ckpt.files();
     tracing::info!(files = files.len(), "reading the checkpoint files (cat)");
-    let cat = cat_files(&files)?;
+    let cat = cat_files(CatSource::Checkpoint, &files)?;
     drop(files);
     drop(ckpt);
 
@@ -269,6 +273,7 @@ pub fn run(args: Args) -> Result<()> {
     let report = Report {
         model: model_dir.display().to_string(),
         cpu: cpu::Cpu::this_machine(),
+        kernels: KernelNames::this_machine(),
         parameters: config.parameter_count(),
         counts,
         decode_weight_bytes: counts.decode_weight_bytes(),
@@ -328,6 +333,10 @@ fn bench_config(
     options.profile = host_profile_within_memory(mesh.num_devices());
     options.precision = Some(preset.clone());
     options.max_seq_len = args.max_seq_len();
+    // The packed-weight cache files this load maps (none outside the packed presets): whether
+    // they are there yet, and then the `cat` yardstick of this load.
+    let cache_files = tt_decoder::cache_files(&Checkpoint::open(model_name)?, &options)?;
+    let cache_warm = cache_files.iter().all(|f| f.is_file());
     tracing::info!("loading");
     let start = Instant::now();
     let ckpt = Checkpoint::open(model_name)?;
@@ -341,6 +350,8 @@ fn bench_config(
     model.decode(&mut cache, &[Some(ids[0])])?;
     let first_step_s = start.elapsed().as_secs_f64();
 
+    let kv_dtype = model.numerics().kv_dtype();
+    let counters = Snapshot::now();
     let mut prefill = Vec::new();
     for &tokens in &args.prefill_lens {
         tracing::info!(tokens, "prefill");
@@ -358,14 +369,21 @@ fn bench_config(
         });
     }
 
+    let prefill_paths = Snapshot::phase_since(
+        &counters,
+        attention_kernel("scaled_dot_product_attention", kv_dtype),
+    );
+    let decode_attention = attention_kernel("sdpa_decode", kv_dtype);
+
     let weight_bytes = counts.decode_weight_bytes() as f64;
     let mut decode = Vec::new();
+    let counters = Snapshot::now();
     for &context in &args.decode_contexts {
         tracing::info!(context, steps = args.decode_steps, "decode, batch 1");
         cache.reset(0);
         let steps_s = decode_steps(&model, &mut cache, 1, context, args.decode_steps, ids)?;
         let median_s = median(&steps_s);
-        let kv_value_bytes = model.numerics().kv_dtype().size_bytes() as u64;
+        let kv_value_bytes = kv_dtype.size_bytes() as u64;
         let kv_bytes = counts.kv_bytes_read(context as u64, kv_value_bytes);
         decode.push(Decode {
             context,
@@ -376,6 +394,8 @@ fn bench_config(
             weight_and_kv_gbs: (weight_bytes + kv_bytes as f64) / median_s / 1e9,
         });
     }
+    // Only decode steps ran products since `counters` (marking rows filled computes nothing).
+    let decode_paths = Snapshot::phase_since(&counters, decode_attention.clone());
     drop(cache);
 
     let batch = match args.batch {
@@ -387,7 +407,8 @@ fn bench_config(
             batch_options.max_batch = users;
             batch_options.max_seq_len = args.batch_context + args.decode_steps;
             let plan = tt_decoder::plan(model.config(), &batch_options)?;
-            let mut cache = KvCache::with_dtype(&plan, model.mesh(), model.numerics().kv_dtype())?;
+            let mut cache = KvCache::with_dtype(&plan, model.mesh(), kv_dtype)?;
+            let counters = Snapshot::now();
             let steps_s = decode_steps(
                 &model,
                 &mut cache,
@@ -397,29 +418,56 @@ fn bench_config(
                 ids,
             )?;
             let median_s = median(&steps_s);
-            Some(BatchDecode {
+            let paths = Snapshot::phase_since(&counters, decode_attention);
+            let batch = BatchDecode {
                 batch: users,
                 context: args.batch_context,
                 steps_s,
                 ms_per_step: median_s * 1e3,
                 tok_s: users as f64 / median_s,
                 weight_gbs: weight_bytes / median_s / 1e9,
-            })
+            };
+            Some((batch, paths))
         }
     };
+    let (batch, batch_paths) = batch.unzip();
     let peak_rss_bytes = peak_rss_bytes();
     drop(model);
+    let cat = if cache_files.is_empty() {
+        cat.clone()
+    } else if !cache_files.iter().all(|f| f.is_file()) {
+        // Writing the cache is best effort: without its files the load read the checkpoint.
+        tracing::warn!(
+            "the packed cache files are missing after the load: load/cat uses the checkpoint's cat"
+        );
+        cat.clone()
+    } else {
+        tracing::info!(
+            files = cache_files.len(),
+            "reading the packed cache files (cat)"
+        );
+        Cat {
+            existed_before_load: Some(cache_warm),
+            ..cat_files(CatSource::PackedCache, &cache_files)?
+        }
+    };
     let run = Run {
         mesh: mesh.to_string(),
         fidelity: label,
         load_s,
         load_over_cat: load_s / cat.seconds.max(f64::MIN_POSITIVE),
+        cat,
         first_step_s,
         peak_rss_bytes,
         peak_rss_scope: scope,
         prefill,
         decode,
         batch,
+        paths: RunPaths {
+            prefill: prefill_paths,
+            decode: decode_paths,
+            batch: batch_paths,
+        },
     };
     tracing::info!(
         load_s,
@@ -455,30 +503,6 @@ fn decode_steps(
     Ok(out)
 }
 
-/// Reads every file once, in order, into one reusable buffer (what `cat > /dev/null` does).
-fn cat_files(files: &[&Path]) -> Result<Cat> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    let start = Instant::now();
-    for path in files {
-        let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        loop {
-            let n = file
-                .read(&mut buf)
-                .with_context(|| format!("reading {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            bytes += n as u64;
-        }
-    }
-    Ok(Cat {
-        files: files.len(),
-        bytes,
-        seconds: start.elapsed().as_secs_f64(),
-    })
-}
-
 /// Resets the kernel's peak-RSS mark (VmHWM) to the current RSS; false where that is impossible.
 fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
@@ -494,6 +518,8 @@ fn peak_rss_bytes() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use clap::Parser;
 
     use super::*;
@@ -565,7 +591,7 @@ mod tests {
         let ckpt = Checkpoint::open_dir(&bundled::bundled_model_dir()).unwrap();
         let counts = Counts::new(ckpt.config());
         let ids = synthetic_ids(ckpt.config().vocab_size, args.max_seq_len() + args.batch);
-        let cat = cat_files(&ckpt.files()).unwrap();
+        let cat = cat_files(CatSource::Checkpoint, &ckpt.files()).unwrap();
         assert_eq!(
             cat.bytes,
             ckpt.files()

@@ -82,6 +82,15 @@ pub enum DeviceKernel {
 }
 
 impl DeviceKernel {
+    /// Every kernel, in declaration order (reports and counters list them so; a new variant
+    /// goes here too).
+    pub const ALL: &[DeviceKernel] = &[Self::PackedAvx512, Self::PackedAvx2, Self::Reference];
+
+    /// The kernel's position in [`DeviceKernel::ALL`] (its declaration order).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// A short name for reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -490,6 +499,10 @@ pub(crate) fn device_linear_with(
         let fast = packed_gemv::plan(w.format(), w.range, settings, choice)
             .map(|plan| (plan, packed_gemv::operands(&xb, m, k, kp, &plan)))
             .filter(|(plan, xs)| packed_gemv::rows_fit(xs, plan));
+        crate::device_kernel_counts::record(
+            fast.as_ref()
+                .map_or(DeviceKernel::Reference, |f| f.0.isa.kernel()),
+        );
         // The fast kernel streams a task's tiles of one K-tile row as one run: wider blocks
         // (about two per thread) keep those runs long.
         let block = match fast {

@@ -14,6 +14,7 @@
 //! | [`mod@embedding`] | [`embedding()`] |
 //! | [`mod@linear`] | [`linear()`], [`linear_into`], [`linear_column_blocks`] (dense kernels in [`kernels`]; prefill on oneDNN where it loads: [`kernels::path`]) |
 //! | [`mod@device_linear`] | [`device_linear()`] on a [`DeviceWeight`] (packed tiles), [`round_to_device_format`]: `ttnn.linear` as a Wormhole device computes it |
+//! | [`device_kernel_counts`] | [`device_kernel_counts()`]: calls per [`DeviceKernel`] so far (reports) |
 //! | [`packed_gemv`] | its fast kernels on bfloat8_b / bfloat4_b tiles read in place (AVX-512, AVX2), bit-equal to the emulation |
 //! | [`norm`] | [`rms_norm`], [`rms_norm_into`] |
 //! | [`eltwise`] | [`add`], [`add_inplace`], [`mul`], [`silu`], [`silu_mul`] |
@@ -27,6 +28,7 @@
 //! | [`team`] | [`team::with_team`], [`team::for_each`], [`team::map`], [`team::map_mut`]: spinning threads for a burst of short loops (a decode step) |
 
 pub mod cache;
+pub mod device_kernel_counts;
 pub mod device_linear;
 pub mod eltwise;
 pub mod embedding;
@@ -57,6 +59,7 @@ pub mod tensor;
 mod testutil;
 
 pub use cache::{PageTable, TILE, fill_cache, paged_fill_cache, paged_update_cache};
+pub use device_kernel_counts::{DeviceKernelCounts, device_kernel_counts};
 pub use device_linear::{
     DeviceKernel, DeviceWeight, device_linear, device_linear_reference, round_to_device_format,
 };

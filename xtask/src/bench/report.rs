@@ -1,11 +1,14 @@
-//! The benchmark's figures: one [`Run`] per mesh x fidelity, the machine probes, the `cat` time
-//! and the peers' figures (HF transformers, llama.cpp), serialised as JSON (`--json`) or printed as a Markdown table.
+//! The benchmark's figures: one [`Run`] per mesh x fidelity (with the kernel paths it took), the
+//! machine probes, the `cat` times and the peers' figures (HF transformers, llama.cpp),
+//! serialised as JSON (`--json`) or printed as Markdown tables.
 
 use serde::Serialize;
 
+use super::cat::Cat;
 use super::counts::Counts;
 use super::cpu::Cpu;
 use super::llama_bench;
+use super::paths::{KernelNames, RunPaths};
 
 /// Everything one `cargo xtask bench` measured.
 #[derive(Debug, Clone, Serialize)]
@@ -14,6 +17,8 @@ pub struct Report {
     pub model: String,
     /// The CPU of the run.
     pub cpu: Cpu,
+    /// What the kernel paths of [`Run::paths`] stand for on this machine.
+    pub kernels: KernelNames,
     /// Parameters of the model (the LM head counted unless tied).
     pub parameters: u64,
     /// Sizes the effective figures divide by.
@@ -36,7 +41,7 @@ pub struct Report {
     pub probes: Probes,
     /// The checkpoint files made resident before anything is timed (what a first load does).
     pub pages: Pages,
-    /// Sequential read of the checkpoint files, the yardstick of the load time.
+    /// Sequential read of the checkpoint files, the yardstick of the bf16/f32 loads.
     pub cat: Cat,
     /// One entry per mesh x fidelity.
     pub runs: Vec<Run>,
@@ -73,17 +78,6 @@ pub struct Pages {
     pub reread_files: usize,
 }
 
-/// Reading every checkpoint file once, in order, with `std::fs::File::read`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Cat {
-    /// Files read.
-    pub files: usize,
-    /// Bytes read.
-    pub bytes: u64,
-    /// Wall seconds.
-    pub seconds: f64,
-}
-
 /// Where a peak RSS figure comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -103,8 +97,11 @@ pub struct Run {
     pub fidelity: String,
     /// Seconds to open the checkpoint and load it onto the mesh.
     pub load_s: f64,
-    /// `load_s` over the `cat` seconds (the issue asks for at most 2).
+    /// `load_s` over the seconds of [`Run::cat`] (the issue asks for at most 2).
     pub load_over_cat: f64,
+    /// The `cat` of the files this load reads: the checkpoint's, or the packed cache's in a
+    /// packed preset.
+    pub cat: Cat,
     /// Seconds of the first decode step after the load (memory-mapped weights fault in here).
     pub first_step_s: f64,
     /// Peak resident set (VmHWM), if the OS reports it.
@@ -117,6 +114,8 @@ pub struct Run {
     pub decode: Vec<Decode>,
     /// The batched decode, if run.
     pub batch: Option<BatchDecode>,
+    /// The kernels each kind of op took, per phase, with the calls counted in this run.
+    pub paths: RunPaths,
 }
 
 /// One timed prefill.
@@ -199,7 +198,7 @@ impl Report {
         let mut rows: Vec<Vec<String>> = self.runs.iter().map(|r| self.run_row(r)).collect();
         rows.extend(self.peers.iter().map(|p| self.peer_row(p)));
 
-        let mut out = markdown(&header, &rows);
+        let mut out = markdown(&header, &rows, 2);
         let gb = |b: u64| b as f64 / 1e9;
         out.push('\n');
         out.push_str(&self.cpu.line());
@@ -224,14 +223,7 @@ impl Report {
             num(gb(pg.huge_bytes)),
             num(gb(pg.bytes)),
         ));
-        let c = &self.cat;
-        out.push_str(&format!(
-            "cat ({} files, {} GB, sequential File::read): {} s ({} GB/s); load/cat = load s / this\n",
-            c.files,
-            num(gb(c.bytes)),
-            num(c.seconds),
-            num(gb(c.bytes) / c.seconds.max(f64::MIN_POSITIVE)),
-        ));
+        out.push_str(&self.cat_lines());
         out.push_str(
             "1st step s: the first decode step after the load, before any timed call (memory-mapped weights are faulted in there)\n",
         );
@@ -255,6 +247,34 @@ impl Report {
         out.push_str(&format!("peak RSS: {scope}\n"));
         if let Some(line) = self.llama_line() {
             out.push_str(&line);
+        }
+        out.push('\n');
+        out.push_str(&super::paths::table(
+            self.runs
+                .iter()
+                .map(|r| (r.mesh.as_str(), r.fidelity.as_str(), &r.paths)),
+        ));
+        out.push_str(&self.kernels.legend());
+        out
+    }
+
+    /// The `cat` yardsticks: the checkpoint's, then each run's own when it read other files.
+    fn cat_lines(&self) -> String {
+        let line = |label: &str, c: &Cat| {
+            format!(
+                "cat{label} ({}, sequential File::read): {} s ({} GB/s)",
+                c.what(),
+                num(c.seconds),
+                num(c.bytes as f64 / 1e9 / c.seconds.max(f64::MIN_POSITIVE)),
+            )
+        };
+        let mut out = line("", &self.cat);
+        out.push_str("; load/cat = load s / the cat of the files that run's load reads: this one for bf16/f32, the packed cache's for packed presets\n");
+        for r in &self.runs {
+            if r.cat.source != self.cat.source {
+                out.push_str(&line(&format!(" for {} {}", r.mesh, r.fidelity), &r.cat));
+                out.push('\n');
+            }
         }
         out
     }
@@ -387,7 +407,7 @@ fn dashes(n: usize) -> Vec<String> {
 }
 
 /// Three significant figures or so: 1234, 123.4, 12.34, 1.23, 0.123.
-fn num(x: f64) -> String {
+pub(super) fn num(x: f64) -> String {
     let a = x.abs();
     if !x.is_finite() {
         "-".to_string()
@@ -402,21 +422,21 @@ fn num(x: f64) -> String {
     }
 }
 
-/// A Markdown table with padded columns (text left, the rest right-aligned).
-fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
+/// A Markdown table with padded columns (the first `left` left-aligned, the rest right-aligned).
+pub(super) fn markdown(header: &[String], rows: &[Vec<String>], left: usize) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count().max(3)).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: &[String], left: usize| {
+    let line = |cells: &[String], left_cells: usize| {
         let padded: Vec<String> = cells
             .iter()
             .zip(&widths)
             .enumerate()
             .map(|(i, (c, &w))| {
-                if i < left {
+                if i < left_cells {
                     format!("{c:<w$}")
                 } else {
                     format!("{c:>w$}")
@@ -430,7 +450,7 @@ fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
         .iter()
         .enumerate()
         .map(|(i, &w)| {
-            if i < 2 {
+            if i < left {
                 "-".repeat(w)
             } else {
                 format!("{}:", "-".repeat(w - 1))
@@ -439,162 +459,11 @@ fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
         .collect();
     out.push_str(&format!("| {} |\n", rule.join(" | ")));
     for row in rows {
-        out.push_str(&line(row, 2));
+        out.push_str(&line(row, left));
     }
     out
 }
 
 #[cfg(test)]
-mod tests {
-    use phi3_model::Phi3Config;
-
-    use super::*;
-
-    /// A report of fixed numbers for the full-size Phi-3-mini config.
-    fn fixed_report() -> Report {
-        let path = crate::workspace_root().join("fixtures/configs/phi3-mini-128k.json");
-        let config = Phi3Config::from_file(&path).unwrap();
-        let counts = Counts::new(&config);
-        let run = |mesh: &str, fidelity: &str, scale: f64| Run {
-            mesh: mesh.to_string(),
-            fidelity: fidelity.to_string(),
-            load_s: 8.0 * scale,
-            load_over_cat: 8.0 * scale / 4.0,
-            first_step_s: 1.25 * scale,
-            peak_rss_bytes: Some(8_100_000_000),
-            peak_rss_scope: RssScope::Config,
-            prefill: [155, 1024]
-                .map(|tokens| Prefill {
-                    tokens,
-                    seconds: tokens as f64 / (20.0 / scale),
-                    tok_s: 20.0 / scale,
-                    matmul_gflops: 146.0 / scale,
-                    gflops_with_attention: 147.0 / scale,
-                })
-                .to_vec(),
-            decode: [155, 4096]
-                .map(|context| Decode {
-                    context,
-                    steps_s: vec![0.5 * scale; 3],
-                    ms_per_token: 500.0 * scale,
-                    weight_gbs: 14.89 / scale,
-                    kv_bytes: counts.kv_bytes_read(context as u64, 2),
-                    weight_and_kv_gbs: 15.0 / scale,
-                })
-                .to_vec(),
-            batch: Some(BatchDecode {
-                batch: 8,
-                context: 155,
-                steps_s: vec![0.6 * scale; 3],
-                ms_per_step: 600.0 * scale,
-                tok_s: 13.33 / scale,
-                weight_gbs: 12.41 / scale,
-            }),
-        };
-        Report {
-            model: "/work/synth-phi3".to_string(),
-            cpu: Cpu {
-                model: "AMD EPYC 7B13".to_string(),
-                isa: vec!["avx2".to_string(), "fma".to_string()],
-                isa_absent: ["avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
-                    .map(String::from)
-                    .to_vec(),
-            },
-            parameters: config.parameter_count(),
-            counts,
-            decode_weight_bytes: counts.decode_weight_bytes(),
-            threads: 2,
-            prefill_lens: vec![155, 1024],
-            decode_contexts: vec![155, 4096],
-            batch: 8,
-            batch_context: 155,
-            decode_steps: 3,
-            probes: Probes {
-                read_bandwidth_bytes: 1 << 30,
-                read_bandwidth_gbs_before: 12.5,
-                read_bandwidth_gbs_after: 11.75,
-                fma_peak_gflops: 151.2,
-            },
-            pages: Pages {
-                seconds: 5.0,
-                bytes: 7_642_159_104,
-                huge_bytes: 7_600_000_000,
-                reread_files: 4,
-            },
-            cat: Cat {
-                files: 4,
-                bytes: 7_642_159_104,
-                seconds: 4.0,
-            },
-            runs: vec![run("1x1", "bf16", 1.0), run("2x4", "f32", 1.5)],
-            peers: vec![
-                serde_json::json!({
-                    "engine": "hf-transformers",
-                    "dtype": "bf16",
-                    "load_s": 6.0,
-                    "first_step_s": 0.75,
-                    "prefill_tokens": 155,
-                    "prefill_tok_s": 40.0,
-                    "decode_context": 155,
-                    "decode_ms_per_token": 400.0,
-                    "peak_rss_bytes": 7_900_000_000u64,
-                }),
-                llama_peer("bf16", 13.8, 2.34),
-                llama_peer("Q8_0", 13.6, 3.68),
-            ],
-        }
-    }
-
-    /// llama.cpp figures as `llama_bench::peer_value` makes them from the recorded outputs.
-    fn llama_peer(dtype: &str, prefill_tok_s: f64, decode_tok_s: f64) -> serde_json::Value {
-        let test = |n_prompt: u64, n_gen: u64, n_depth: u64, avg_ts: f64| llama_bench::Test {
-            build_commit: "0c1e570".to_string(),
-            cpu_info: "AMD EPYC 7B13".to_string(),
-            model_type: format!("phi3 3B {dtype}"),
-            model_size: 7_642_159_104,
-            n_threads: 2,
-            n_prompt,
-            n_gen,
-            n_depth,
-            avg_ts,
-            stddev_ts: 0.1,
-            samples_ns: vec![1, 2, 3],
-        };
-        let prefill = test(155, 0, 0, prefill_tok_s);
-        let decode = test(0, 32, 155, decode_tok_s);
-        let mut v =
-            llama_bench::peer_value(dtype, "/c/synth-phi3.gguf", &prefill, &decode).unwrap();
-        // As llama_bench::run records it (Q8_0 fell back to --repack 0, as on an AMX VM).
-        v["repack"] = (dtype != "Q8_0").into();
-        v
-    }
-
-    #[test]
-    fn table_of_fixed_numbers() {
-        insta::assert_snapshot!(fixed_report().table());
-    }
-
-    #[test]
-    fn json_of_one_run() {
-        let report = fixed_report();
-        let json = serde_json::to_value(&report.runs[0]).unwrap();
-        insta::assert_json_snapshot!(json);
-        let whole = serde_json::to_value(&report).unwrap();
-        assert_eq!(whole["decode_weight_bytes"], 7_444_758_528u64);
-        assert_eq!(whole["probes"]["read_bandwidth_gbs_after"], 11.75);
-        assert_eq!(whole["peers"][0]["dtype"], "bf16");
-        assert_eq!(whole["peers"][2]["dtype"], "Q8_0");
-        assert_eq!(whole["cpu"]["isa"][1], "fma");
-    }
-
-    #[test]
-    fn numbers_keep_three_figures() {
-        let got: Vec<String> = [1234.5, 123.45, 12.345, 1.2345, 0.12345, 0.0, f64::NAN]
-            .map(num)
-            .to_vec();
-        assert_eq!(
-            got,
-            ["1234", "123.5", "12.35", "1.23", "0.123", "0.00", "-"]
-        );
-    }
-}
+#[path = "report_tests.rs"]
+mod tests;

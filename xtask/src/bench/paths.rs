@@ -1,0 +1,294 @@
+//! Which kernel each kind of op ran on in one bench run, per phase (prefill, batch-1 decode,
+//! batched decode), with the calls counted in that run around the phase, not predicted:
+//! - products with bf16/f32 weights (`tt_ops::linear`): [`tt_ops::kernels::path_counts`] per path
+//!   (native GEMV, native GEMM, oneDNN);
+//! - products with block-float weights (`tt_ops::device_linear`, the packed presets):
+//!   [`tt_ops::device_kernel_counts`] per [`tt_ops::DeviceKernel`];
+//! - attention: one kernel per phase (`scaled_dot_product_attention` in prefill, `sdpa_decode` in
+//!   decode), named with the instruction set and the KV cache's element type; no counter.
+//!
+//! [`KernelNames`] says what the path names stand for on this machine (the oneDNN build and the
+//! implementation it picks, the native kernels' instruction set).
+
+use serde::Serialize;
+use tt_ops::kernels::{DNNL_MIN_M, PathCounts, describe_path, dnnl_status, gemm_mode};
+use tt_ops::{DType, DeviceKernelCounts, device_kernel_counts};
+
+/// Both counters at one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    linear: PathCounts,
+    device: DeviceKernelCounts,
+}
+
+impl Snapshot {
+    /// The counters now.
+    pub fn now() -> Self {
+        Self {
+            linear: tt_ops::kernels::path_counts(),
+            device: device_kernel_counts(),
+        }
+    }
+
+    /// The calls between `earlier` and now, the phase's attention kernel beside them.
+    pub fn phase_since(earlier: &Snapshot, attention: String) -> PhasePaths {
+        let now = Self::now();
+        let linear = now.linear.since(earlier.linear);
+        let device = now.device.since(&earlier.device);
+        PhasePaths {
+            linear: LinearCalls {
+                gemv: linear.gemv,
+                gemm: linear.native,
+                dnnl: linear.dnnl,
+            },
+            device_linear: device
+                .iter()
+                .map(|(kernel, calls)| KernelCalls {
+                    kernel: kernel.name().to_string(),
+                    calls,
+                })
+                .collect(),
+            attention,
+        }
+    }
+}
+
+/// The attention kernel of a phase: `op` on the native instruction set, reading a KV cache of
+/// `kv` values (attention always runs natively: one path, no counter).
+pub fn attention_kernel(op: &str, kv: DType) -> String {
+    let kv = match kv {
+        DType::F32 => "f32",
+        DType::Bf16 => "bf16",
+    };
+    format!("{op} {}, {kv} KV", native_isa())
+}
+
+/// The native kernels' instruction set (`avx2+fma` or `scalar`), as `tt_ops` reports it for its
+/// GEMV; the attention kernels dispatch on the same AVX2 + FMA test.
+fn native_isa() -> String {
+    let gemv = describe_path(1);
+    gemv.strip_prefix("native ")
+        .and_then(|s| s.strip_suffix(" gemv"))
+        .unwrap_or(&gemv)
+        .to_string()
+}
+
+/// Calls of products with bf16/f32 weights, per path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LinearCalls {
+    /// The native streaming GEMV (`m <= 8`).
+    pub gemv: u64,
+    /// The native packed GEMM.
+    pub gemm: u64,
+    /// oneDNN's matmul.
+    pub dnnl: u64,
+}
+
+/// Calls of one kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KernelCalls {
+    /// [`tt_ops::DeviceKernel::name`].
+    pub kernel: String,
+    /// Calls in the phase.
+    pub calls: u64,
+}
+
+/// The kernels one phase of a run took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PhasePaths {
+    /// Products with bf16/f32 weights (`tt_ops::linear`).
+    pub linear: LinearCalls,
+    /// Products with block-float weights (`tt_ops::device_linear`), every [`tt_ops::DeviceKernel`] in
+    /// order.
+    pub device_linear: Vec<KernelCalls>,
+    /// The attention kernel ([`attention_kernel`]).
+    pub attention: String,
+}
+
+impl PhasePaths {
+    /// Phase counts given directly (report tests).
+    #[cfg(test)]
+    pub fn fixed(
+        linear: [u64; 3],
+        device_linear: &[(tt_ops::DeviceKernel, u64)],
+        attention: &str,
+    ) -> Self {
+        let [gemv, gemm, dnnl] = linear;
+        Self {
+            linear: LinearCalls { gemv, gemm, dnnl },
+            device_linear: tt_ops::DeviceKernel::ALL
+                .iter()
+                .map(|k| KernelCalls {
+                    kernel: k.name().to_string(),
+                    calls: device_linear
+                        .iter()
+                        .find(|(d, _)| d == k)
+                        .map_or(0, |(_, c)| *c),
+                })
+                .collect(),
+            attention: attention.to_string(),
+        }
+    }
+
+    /// `gemv x1, dnnl x96`: the paths that ran (`-` when none did).
+    pub fn linear_cell(&self) -> String {
+        let l = &self.linear;
+        calls_cell([("gemv", l.gemv), ("gemm", l.gemm), ("dnnl", l.dnnl)])
+    }
+
+    /// `packed-avx512 x192`: the kernels that ran (`-` when none did).
+    pub fn device_cell(&self) -> String {
+        calls_cell(
+            self.device_linear
+                .iter()
+                .map(|k| (k.kernel.as_str(), k.calls)),
+        )
+    }
+}
+
+/// `name xN` for every nonzero count, comma separated; `-` when all are zero.
+fn calls_cell<'a>(calls: impl IntoIterator<Item = (&'a str, u64)>) -> String {
+    let cells: Vec<String> = calls
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{name} x{n}"))
+        .collect();
+    match cells.is_empty() {
+        true => "-".to_string(),
+        false => cells.join(", "),
+    }
+}
+
+/// The kernels of one run, per phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunPaths {
+    /// Every prefill of the run (all prompt lengths).
+    pub prefill: PhasePaths,
+    /// The timed batch-1 decode steps at every context (not the untimed first step).
+    pub decode: PhasePaths,
+    /// The batched decode steps, if run.
+    pub batch: Option<PhasePaths>,
+}
+
+/// The paths table: one row per run and phase (`runs`: mesh, precision, paths), under a line
+/// saying what was counted.
+pub fn table<'a>(runs: impl IntoIterator<Item = (&'a str, &'a str, &'a RunPaths)>) -> String {
+    let header = [
+        "mesh",
+        "precision",
+        "phase",
+        "linear (bf16/f32 weights)",
+        "device_linear (block-float weights)",
+        "attention",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut rows = Vec::new();
+    for (mesh, precision, paths) in runs {
+        let phases = [
+            ("prefill", Some(&paths.prefill)),
+            ("decode", Some(&paths.decode)),
+        ];
+        for (phase, p) in phases.into_iter().chain([("batch", paths.batch.as_ref())]) {
+            if let Some(p) = p {
+                rows.push(vec![
+                    mesh.to_string(),
+                    precision.to_string(),
+                    phase.to_string(),
+                    p.linear_cell(),
+                    p.device_cell(),
+                    p.attention.clone(),
+                ]);
+            }
+        }
+    }
+    let mut out = "kernel paths, calls counted in each run (prefill: every prompt length; decode: the timed batch-1 steps at every context; batch: the batched steps; a call is one product on one device):\n\n".to_string();
+    out.push_str(&super::report::markdown(&header, &rows, header.len()));
+    out.push('\n');
+    out
+}
+
+/// What the linear paths' names stand for on this machine (the same for every run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KernelNames {
+    /// `gemv`: e.g. `native avx2+fma gemv`.
+    pub gemv: String,
+    /// `gemm`: e.g. `native avx2+fma gemm`.
+    pub gemm: String,
+    /// `dnnl`: `tt_ops::kernels::dnnl_status()`, e.g. `oneDNN 2.6.3 (brg:avx512_core_amx_bf16,
+    /// isa avx512_core_amx)`, or why it is not used.
+    pub dnnl: String,
+    /// The rule sending a product to oneDNN (`TT_OPS_GEMM` mode and the smallest `m`).
+    pub dnnl_rule: String,
+}
+
+impl KernelNames {
+    /// This machine's.
+    pub fn this_machine() -> Self {
+        let isa = native_isa();
+        let dnnl_rule = match gemm_mode() {
+            tt_ops::kernels::GemmMode::Auto => format!(
+                "TT_OPS_GEMM=auto: products of m >= {DNNL_MIN_M} rows with bf16 weights and bf16-valued activations, when oneDNN runs on bf16 hardware"
+            ),
+            tt_ops::kernels::GemmMode::Native => "TT_OPS_GEMM=native: never".to_string(),
+            tt_ops::kernels::GemmMode::Dnnl => "TT_OPS_GEMM=dnnl: products of m > 8 rows with bf16 weights and bf16-valued activations".to_string(),
+        };
+        Self {
+            gemv: format!("native {isa} gemv"),
+            gemm: format!("native {isa} gemm"),
+            dnnl: dnnl_status().to_string(),
+            dnnl_rule,
+        }
+    }
+
+    /// The legend lines under the paths table.
+    pub fn legend(&self) -> String {
+        format!(
+            "linear paths (bf16/f32 weights): gemv = {} (m <= 8 rows); gemm = {}; dnnl = {} ({})\n\
+             device_linear kernels (block-float weights): packed-avx512 / packed-avx2 = tt_ops::packed_gemv on the packed tiles; reference = the emulation (other fidelities, or activations out of the fast kernel's range)\n\
+             attention: scaled_dot_product_attention (flash, prefill) and sdpa_decode (flash-decoding), f32 math; norms, rotary and elementwise ops have one native path each\n",
+            self.gemv, self.gemm, self.dnnl, self.dnnl_rule,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tt_ops::DeviceKernel;
+
+    use super::*;
+
+    #[test]
+    fn cells_list_the_paths_that_ran() {
+        let p = PhasePaths::fixed(
+            [1, 0, 96],
+            &[(DeviceKernel::PackedAvx512, 5)],
+            "sdpa x, bf16 KV",
+        );
+        assert_eq!(p.linear_cell(), "gemv x1, dnnl x96");
+        assert_eq!(p.device_cell(), "packed-avx512 x5");
+        let none = PhasePaths::fixed([0, 0, 0], &[], "a");
+        assert_eq!(
+            (none.linear_cell(), none.device_cell()),
+            ("-".into(), "-".into())
+        );
+        assert_eq!(none.device_linear.len(), DeviceKernel::ALL.len());
+    }
+
+    /// The counters move by what ran between two snapshots (other tests may add calls
+    /// concurrently, so only lower bounds hold).
+    #[test]
+    fn snapshots_count_the_calls_between_them() {
+        let before = Snapshot::now();
+        let (m, k, n) = (1, 32, 16);
+        let x = vec![0.5f32; m * k];
+        let w = vec![half::bf16::from_f32(0.25); n * k];
+        let mut out = vec![0f32; m * n];
+        tt_ops::kernels::matmul_bf16(&x, &w, &mut out, m, k, n);
+        let phase = Snapshot::phase_since(&before, attention_kernel("sdpa", DType::Bf16));
+        assert!(phase.linear.gemv >= 1);
+        assert_eq!(out[0], 0.5 * 0.25 * 32.0);
+        assert!(phase.attention.starts_with("sdpa ") && phase.attention.ends_with(", bf16 KV"));
+        assert!(!native_isa().contains("gemv"));
+    }
+}
