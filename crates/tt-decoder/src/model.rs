@@ -4,13 +4,17 @@
 //! ([`crate::decoder`]) -> the final norm -> each device's `lm_head` vocab rows -> the logits
 //! composed by concatenating the vocab shards in device order.
 //!
+//! Each kind of work of a step runs in a TRACE span (`tt_mesh::trace`): `embed`, `rope` (the
+//! step's rotary rows), the layers' kinds ([`crate::decoder`]), `norm` (the final one),
+//! `lm_head` and `all_gather` (the vocab shards composed).
+//!
 //! The rotary variant is chosen per forward call exactly as HF does (only LongRoPE has two: the
 //! long factors for every position of the call iff its largest position + 1 exceeds
 //! `original_max_position_embeddings`).
 
 use tt_hf::Checkpoint;
 use tt_hf::checkpoint::CheckpointWatch;
-use tt_mesh::{Distribution, Mesh, MeshComposer, MeshTensor};
+use tt_mesh::{Distribution, Mesh, MeshComposer, MeshTensor, op_span};
 use tt_ops::{Fidelity, RopeTables, RopeVariant, Tensor, embedding, rms_norm};
 use tt_shard::Plan;
 
@@ -155,6 +159,14 @@ impl Model {
         ))
     }
 
+    /// The embedding rows of `ids` (replicated), rounded to the activations' fidelity.
+    fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+        let _span = op_span!("embed").entered();
+        Ok(self
+            .fidelity()
+            .round(embedding(ids, self.weights.embed.replica()?)?)?)
+    }
+
     /// Runs `x` through every layer, the final norm and the LM head; returns `[rows, V]` logits.
     fn run(
         &self,
@@ -186,27 +198,29 @@ impl Model {
             Logits::All => x,
             Logits::Last => x.narrow(0, m.saturating_sub(1), m.min(1))?,
         };
-        let x =
-            self.fidelity()
-                .round(rms_norm(&x, self.weights.final_norm.replica()?, ctx.eps)?)?;
+        let x = op_span!("norm").in_scope(|| -> Result<Tensor> {
+            Ok(self
+                .fidelity()
+                .round(rms_norm(&x, self.weights.final_norm.replica()?, ctx.eps)?)?)
+        })?;
         if let Some(t) = trace {
             t.push(("final_norm".to_string(), x.clone()));
         }
         // Column-parallel LM head: each device's vocab rows, written in the preset's logits
         // format, composed in device order (gathered from every rank when the mesh spans
         // several: every rank gets the whole logits, so all of them pick the same next token).
-        let shards = self
-            .weights
-            .lm_head
-            .forward(&x)?
+        let shards = op_span!("lm_head")
+            .in_scope(|| self.weights.lm_head.forward(&x))?
             .into_iter()
             .flatten()
             .collect::<Vec<_>>();
-        let sharded =
-            MeshTensor::from_shards(&self.mesh, shards, Distribution::Sharded { dim: 1 })?;
-        let out = self
-            .mesh
-            .compose(&sharded, MeshComposer::Concat { dim: 1 })?;
+        let out = op_span!("all_gather").in_scope(|| -> Result<Tensor> {
+            let sharded =
+                MeshTensor::from_shards(&self.mesh, shards, Distribution::Sharded { dim: 1 })?;
+            Ok(self
+                .mesh
+                .compose(&sharded, MeshComposer::Concat { dim: 1 })?)
+        })?;
         check_finite(&out, "the logits")?;
         Ok(out)
     }
@@ -243,10 +257,8 @@ impl Model {
         cache.reset(user);
         let positions: Vec<usize> = (0..tokens.len()).collect();
         let variant = self.rope.choose(tokens.len());
-        let (cos, sin) = self.cos_sin(variant, &positions)?;
-        let x = self
-            .fidelity()
-            .round(embedding(tokens, self.weights.embed.replica()?)?)?;
+        let (cos, sin) = op_span!("rope").in_scope(|| self.cos_sin(variant, &positions))?;
+        let x = self.embed(tokens)?;
         let step = AttentionStep::Prefill {
             user,
             cos: &cos,
@@ -298,11 +310,9 @@ impl Model {
         let longest = rows.iter().zip(tokens).filter(|(_, t)| t.is_some());
         let max_len = longest.map(|(&p, _)| p + 1).max().unwrap_or(1);
         let variant = self.rope.choose(max_len);
-        let (cos, sin) = self.cos_sin(variant, &rows)?;
+        let (cos, sin) = op_span!("rope").in_scope(|| self.cos_sin(variant, &rows))?;
         let ids: Vec<u32> = tokens.iter().map(|t| t.unwrap_or(0)).collect();
-        let x = self
-            .fidelity()
-            .round(embedding(&ids, self.weights.embed.replica()?)?)?;
+        let x = self.embed(&ids)?;
         let step = AttentionStep::Decode {
             positions: &positions,
             cos: &cos,

@@ -84,6 +84,7 @@ impl Sampler {
 
     /// Picks the next token from one position's logits, never choosing an id in `suppress`.
     pub fn sample(&mut self, logits: &[f32], suppress: &[u32]) -> Result<u32, SamplingError> {
+        let _span = tt_mesh::op_span!("sample").entered();
         if logits.is_empty() {
             return Err(SamplingError::EmptyLogits);
         }

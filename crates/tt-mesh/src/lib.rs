@@ -18,6 +18,8 @@
 //! - [`ccl`]: collectives (schedules and their execution on device buffers).
 //! - [`parallel`]: column- and row-parallel linear layers, with host or packed device weights
 //!   ([`DeviceShards`]); a row-parallel layer ends in its all_reduce.
+//! - [`trace`]: the TRACE spans around each kind of work of a step ([`op_span!`]), entered on
+//!   whichever thread runs a device's part, for a profiler to sum.
 //! - [`transport`]: ranks that together host one mesh ([`Transport`]; [`ThreadRanks`] in one
 //!   process, `mpi::MpiTransport` across processes and hosts with the `mpi` feature).
 //! - `wire`: bit-exact bytes between ranks.
@@ -34,6 +36,7 @@ pub mod mpi;
 pub mod parallel;
 pub mod tensor;
 pub mod topology;
+pub mod trace;
 pub mod transport;
 mod wire;
 

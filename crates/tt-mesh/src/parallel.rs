@@ -12,6 +12,10 @@
 //! with the device's fidelity and accumulation by [`tt_ops::device_linear`]). Either way, every
 //! device's output is written in the settings' output format, as the device's packer writes it.
 //!
+//! Each device's part runs inside the caller's current span (`crate::trace`): the decoder's
+//! span of the projection's kind (`qkv`, `o_proj`, ...); a row-parallel layer's all_reduce has
+//! a span of its own (`all_reduce`).
+//!
 //! Invariant: each device's numbers are those of its own shard. When the devices' shards
 //! partition one checkpoint matrix exactly, the host runs all devices in one pass over the whole
 //! matrix ([`FusedRows`], column blocks) and hands each device its part; this is an optimisation
@@ -24,7 +28,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 use tt_numerics::OpSettings;
 use tt_ops::{
-    DeviceWeight, Tensor, device_linear, linear, linear_column_blocks, round_to_device_format, team,
+    DeviceWeight, Tensor, device_linear, linear, linear_column_blocks, round_to_device_format,
 };
 
 use crate::Collectives;
@@ -32,6 +36,7 @@ use crate::error::MeshError;
 use crate::memory::Allocation;
 use crate::mesh::Mesh;
 use crate::tensor::{Distribution, MeshTensor};
+use crate::trace::{map_in_span, spread, spread_when};
 
 /// A column-parallel projection of every device as one matrix: device `d`'s outputs are the
 /// columns `parts[d]` of `x @ full^T` (one range per output, in the layer's output order).
@@ -224,11 +229,11 @@ impl ColumnParallelLinear {
                 fused: Some(f),
                 outputs,
             } => {
-                let y = linear(x, &f.full)?;
+                let y = spread(|| linear(x, &f.full))?;
                 let local = outputs
                     .first()
                     .map_or(0..f.parts.len(), MeshTensor::local_devices);
-                team::map(local.len(), |i| {
+                map_in_span(local.len(), |i| {
                     let parts = f
                         .parts
                         .get(local.start + i)
@@ -251,22 +256,30 @@ impl ColumnParallelLinear {
                 fused: None,
             } => {
                 let local = outputs.first().map_or(0..0, MeshTensor::local_devices);
-                team::map(local.len(), |i| {
-                    outputs
-                        .iter()
-                        .map(|w| Ok(linear(x, w.shard(local.start + i)?)?))
-                        .collect()
+                let alone = local.len() == 1;
+                map_in_span(local.len(), |i| {
+                    spread_when(alone, || {
+                        outputs
+                            .iter()
+                            .map(|w| Ok(linear(x, w.shard(local.start + i)?)?))
+                            .collect()
+                    })
                 })
                 .into_iter()
                 .collect()
             }
-            ColumnWeights::Device(shards) => team::map(shards.weights.len(), |i| {
-                shards
-                    .device(shards.first + i)?
-                    .iter()
-                    .map(|w| Ok(device_linear(x, w, &self.settings)?))
-                    .collect()
-            })
+            ColumnWeights::Device(shards) => {
+                let alone = shards.weights.len() == 1;
+                map_in_span(shards.weights.len(), |i| {
+                    spread_when(alone, || {
+                        shards
+                            .device(shards.first + i)?
+                            .iter()
+                            .map(|w| Ok(device_linear(x, w, &self.settings)?))
+                            .collect()
+                    })
+                })
+            }
             .into_iter()
             .collect(),
         }
@@ -329,27 +342,34 @@ impl RowParallelLinear {
                 weight,
             } if weight.local_devices().len() == weight.num_devices() => {
                 let refs: Vec<&Tensor> = xs.iter().collect();
-                linear_column_blocks(&refs, full)?
+                spread(|| linear_column_blocks(&refs, full))?
             }
             RowWeights::Host { weight, .. } => {
                 let first = weight.local_devices().start;
-                team::map(xs.len(), |i| Ok(linear(&xs[i], weight.shard(first + i)?)?))
-                    .into_iter()
-                    .collect::<Result<Vec<_>, MeshError>>()?
+                let alone = xs.len() == 1;
+                map_in_span(xs.len(), |i| {
+                    spread_when(alone, || Ok(linear(&xs[i], weight.shard(first + i)?)?))
+                })
+                .into_iter()
+                .collect::<Result<Vec<_>, MeshError>>()?
             }
-            RowWeights::Device(shards) => team::map(xs.len(), |i| {
-                let [w] = shards.device(shards.first + i)? else {
-                    return Err(wrong_outputs(1));
-                };
-                Ok(device_linear(&xs[i], w, &self.settings)?)
-            })
-            .into_iter()
-            .collect::<Result<Vec<_>, MeshError>>()?,
+            RowWeights::Device(shards) => {
+                let alone = xs.len() == 1;
+                map_in_span(xs.len(), |i| {
+                    let [w] = shards.device(shards.first + i)? else {
+                        return Err(wrong_outputs(1));
+                    };
+                    spread_when(alone, || Ok(device_linear(&xs[i], w, &self.settings)?))
+                })
+                .into_iter()
+                .collect::<Result<Vec<_>, MeshError>>()?
+            }
         };
         let partials = partials
             .into_iter()
             .map(|p| write_output(p, &self.settings))
             .collect::<Result<Vec<_>, _>>()?;
+        let _all_reduce = crate::op_span!("all_reduce").entered();
         let mut partial = MeshTensor::from_shards(mesh, partials, Distribution::PartialSum)?;
         partial.expect(Distribution::PartialSum, "row-parallel output")?;
         mesh.ccl().all_reduce(&mut partial)?;
