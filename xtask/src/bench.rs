@@ -304,7 +304,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// A preset's name in the report (`*` when overridden).
-fn preset_label(preset: &Preset) -> String {
+pub(crate) fn preset_label(preset: &Preset) -> String {
     match preset.is_overridden() {
         true => format!("{}*", preset.name()),
         false => preset.name().to_string(),

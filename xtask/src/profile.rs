@@ -28,6 +28,7 @@ use tt_mesh::MeshShape;
 use tt_mesh::memory::host_profile_within_memory;
 
 use crate::bench::counts::synthetic_ids;
+use crate::bench::preset_label;
 pub use record::SpanTimes;
 use report::{Meta, Phase, Report};
 
@@ -127,14 +128,6 @@ fn profile(model: &str, args: &Args, times: &SpanTimes) -> Result<Report> {
         threads: rayon::current_num_threads(),
     };
     Ok(Report::new(meta, &totals, &walls))
-}
-
-/// A preset's name, `*` when overridden (as `cargo xtask bench` labels it).
-fn preset_label(preset: &Preset) -> String {
-    match preset.is_overridden() {
-        true => format!("{}*", preset.name()),
-        false => preset.name().to_string(),
-    }
 }
 
 #[cfg(test)]
