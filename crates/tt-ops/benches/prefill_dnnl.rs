@@ -1,10 +1,11 @@
-//! Prefill products on Phi-3-mini shapes, native kernels against oneDNN (AMX / AVX-512 BF16).
+//! Prefill products on Phi-3-mini shapes: native kernels, our AMX tile kernel and oneDNN (AMX /
+//! AVX-512 BF16).
 //!
 //! Cases: `m = 155` and `1024` rows of bf16-valued activations times bf16 weights, for each
 //! projection of a layer and the LM head, whole (1x1 mesh) and as one device's shard of a 2x4 mesh
 //! (an `N/8` row slice for column-parallel layers, a `K/8` column view read in place for the
-//! row-parallel ones). Each is run with `set_gemm_mode(Native)` and `set_gemm_mode(Dnnl)`; the dnnl
-//! cases are skipped, with the reason printed, where oneDNN is not usable. Prints one summary line
+//! row-parallel ones). Each is run with `set_gemm_mode(Native)`, `(Amx)` and `(Dnnl)`; the amx and
+//! dnnl cases are skipped, with the reason printed, where AMX or oneDNN is not usable. Prints one summary line
 //! per case: median and best GFLOP/s, and which path ran.
 //!
 //! Run: `cargo bench -p tt-ops --bench prefill_dnnl -- --warm-up-time 1 --measurement-time 3`
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use half::bf16;
 use tt_ops::kernels::{
-    DnnlStatus, GemmMode, dnnl_status, matmul_bf16_strided, path_counts, set_gemm_mode,
+    DnnlStatus, GemmMode, amx_usable, dnnl_status, matmul_bf16_strided, path_counts, set_gemm_mode,
 };
 
 /// Deterministic pseudo-random bf16 values in [-1, 1).
@@ -144,9 +145,17 @@ fn main() {
             let mut out = vec![0.0f32; m * case.n];
             let flops = 2.0 * (m * case.k * case.n) as f64;
             group.throughput(Throughput::Elements(flops as u64));
-            for (label, mode) in [("native", GemmMode::Native), ("dnnl", GemmMode::Dnnl)] {
+            for (label, mode) in [
+                ("native", GemmMode::Native),
+                ("amx", GemmMode::Amx),
+                ("dnnl", GemmMode::Dnnl),
+            ] {
                 if mode == GemmMode::Dnnl && !dnnl_ok {
                     eprintln!("m={m} {} dnnl: skipped ({status})", case.name);
+                    continue;
+                }
+                if mode == GemmMode::Amx && !amx_usable() {
+                    eprintln!("m={m} {} amx: skipped (no AMX-BF16 tile state)", case.name);
                     continue;
                 }
                 set_gemm_mode(mode);
@@ -163,11 +172,12 @@ fn main() {
                 if let Some((median, best)) = samples.stats() {
                     summary.push(format!(
                         "m={m:4} {:10} {label:6} median {:7.1} GFLOP/s  best {:7.1} GFLOP/s  \
-                         ({median:.4} s; calls gemm {} dnnl {})",
+                         ({median:.4} s; calls gemm {} amx {} dnnl {})",
                         case.name,
                         flops / median / 1e9,
                         flops / best / 1e9,
                         ran.native,
+                        ran.amx,
                         ran.dnnl
                     ));
                 }

@@ -1,7 +1,7 @@
 //! Which kernel each kind of op ran on in one bench run, per phase (prefill, batch-1 decode,
 //! batched decode), with the calls counted in that run around the phase, not predicted:
 //! - products with bf16/f32 weights (`tt_ops::linear`): [`tt_ops::kernels::path_counts`] per path
-//!   (native GEMV, native GEMM, oneDNN);
+//!   (native GEMV, native GEMM, our AMX tile kernel, oneDNN);
 //! - products with block-float weights (`tt_ops::device_linear`, the packed presets):
 //!   [`tt_ops::device_kernel_counts`] per [`tt_ops::DeviceKernel`];
 //! - attention: one kernel per phase (`scaled_dot_product_attention` in prefill, `sdpa_decode` in
@@ -11,7 +11,9 @@
 //! implementation it picks, the native kernels' instruction set).
 
 use serde::Serialize;
-use tt_ops::kernels::{DNNL_MIN_M, PathCounts, describe_path, dnnl_status, gemm_mode};
+use tt_ops::kernels::{
+    DNNL_MIN_M, GemmMode, PathCounts, amx_usable, describe_path, dnnl_status, gemm_mode,
+};
 use tt_ops::{DType, DeviceKernelCounts, device_kernel_counts};
 
 /// Both counters at one instant.
@@ -39,6 +41,7 @@ impl Snapshot {
             linear: LinearCalls {
                 gemv: linear.gemv,
                 gemm: linear.native,
+                amx: linear.amx,
                 dnnl: linear.dnnl,
             },
             device_linear: device
@@ -80,6 +83,8 @@ pub struct LinearCalls {
     pub gemv: u64,
     /// The native packed GEMM.
     pub gemm: u64,
+    /// Our AMX tile kernel.
+    pub amx: u64,
     /// oneDNN's matmul.
     pub dnnl: u64,
 }
@@ -115,7 +120,12 @@ impl PhasePaths {
     ) -> Self {
         let [gemv, gemm, dnnl] = linear;
         Self {
-            linear: LinearCalls { gemv, gemm, dnnl },
+            linear: LinearCalls {
+                gemv,
+                gemm,
+                amx: 0,
+                dnnl,
+            },
             device_linear: tt_ops::DeviceKernel::ALL
                 .iter()
                 .map(|k| KernelCalls {
@@ -133,7 +143,12 @@ impl PhasePaths {
     /// `gemv x1, dnnl x96`: the paths that ran (`-` when none did).
     pub fn linear_cell(&self) -> String {
         let l = &self.linear;
-        calls_cell([("gemv", l.gemv), ("gemm", l.gemm), ("dnnl", l.dnnl)])
+        calls_cell([
+            ("gemv", l.gemv),
+            ("gemm", l.gemm),
+            ("amx", l.amx),
+            ("dnnl", l.dnnl),
+        ])
     }
 
     /// `packed-avx512 x192`: the kernels that ran (`-` when none did).
@@ -215,10 +230,13 @@ pub struct KernelNames {
     pub gemv: String,
     /// `gemm`: e.g. `native avx2+fma gemm`.
     pub gemm: String,
+    /// `amx`: our AMX tile kernel, or why it does not run here.
+    pub amx: String,
     /// `dnnl`: `tt_ops::kernels::dnnl_status()`, e.g. `oneDNN 2.6.3 (brg:avx512_core_amx_bf16,
     /// isa avx512_core_amx)`, or why it is not used.
     pub dnnl: String,
-    /// The rule sending a product to oneDNN (`TT_OPS_GEMM` mode and the smallest `m`).
+    /// The rule sending a product to the AMX kernel or oneDNN (`TT_OPS_GEMM` mode and the
+    /// smallest `m`).
     pub dnnl_rule: String,
 }
 
@@ -227,15 +245,22 @@ impl KernelNames {
     pub fn this_machine() -> Self {
         let isa = native_isa();
         let dnnl_rule = match gemm_mode() {
-            tt_ops::kernels::GemmMode::Auto => format!(
-                "TT_OPS_GEMM=auto: products of m >= {DNNL_MIN_M} rows with bf16 weights and bf16-valued activations, when oneDNN runs on bf16 hardware"
+            GemmMode::Auto => format!(
+                "TT_OPS_GEMM=auto: products of m >= {DNNL_MIN_M} rows with bf16 weights and bf16-valued activations, on amx where it runs (k a multiple of 32), else on oneDNN when it runs on bf16 hardware"
             ),
-            tt_ops::kernels::GemmMode::Native => "TT_OPS_GEMM=native: never".to_string(),
-            tt_ops::kernels::GemmMode::Dnnl => "TT_OPS_GEMM=dnnl: products of m > 8 rows with bf16 weights and bf16-valued activations".to_string(),
+            GemmMode::Native => "TT_OPS_GEMM=native: never".to_string(),
+            GemmMode::Amx => "TT_OPS_GEMM=amx: products of m > 8 rows with bf16 weights and bf16-valued activations, on amx (k a multiple of 32)".to_string(),
+            GemmMode::Dnnl => "TT_OPS_GEMM=dnnl: products of m > 8 rows with bf16 weights and bf16-valued activations, on oneDNN".to_string(),
+        };
+        let amx = if amx_usable() {
+            "AMX tile kernel (tdpbf16ps, weights read in place)".to_string()
+        } else {
+            "not here (no AMX-BF16 tile state)".to_string()
         };
         Self {
             gemv: format!("native {isa} gemv"),
             gemm: format!("native {isa} gemm"),
+            amx,
             dnnl: dnnl_status().to_string(),
             dnnl_rule,
         }
@@ -244,10 +269,10 @@ impl KernelNames {
     /// The legend lines under the paths table.
     pub fn legend(&self) -> String {
         format!(
-            "linear paths (bf16/f32 weights): gemv = {} (m <= 8 rows); gemm = {}; dnnl = {} ({})\n\
+            "linear paths (bf16/f32 weights): gemv = {} (m <= 8 rows); gemm = {}; amx = {}; dnnl = {} ({})\n\
              device_linear kernels (block-float weights): packed-avx512 / packed-avx2 = tt_ops::packed_gemv on the packed tiles; reference = the emulation (other fidelities, or activations out of the fast kernel's range)\n\
              attention: scaled_dot_product_attention (flash, prefill) and sdpa_decode (flash-decoding), f32 math; norms, rotary and elementwise ops have one native path each\n",
-            self.gemv, self.gemm, self.dnnl, self.dnnl_rule,
+            self.gemv, self.gemm, self.amx, self.dnnl, self.dnnl_rule,
         )
     }
 }
@@ -267,6 +292,9 @@ mod tests {
         );
         assert_eq!(p.linear_cell(), "gemv x1, dnnl x96");
         assert_eq!(p.device_cell(), "packed-avx512 x5");
+        let mut amx = PhasePaths::fixed([0, 2, 0], &[], "a");
+        amx.linear.amx = 64;
+        assert_eq!(amx.linear_cell(), "gemm x2, amx x64");
         let none = PhasePaths::fixed([0, 0, 0], &[], "a");
         assert_eq!(
             (none.linear_cell(), none.device_cell()),

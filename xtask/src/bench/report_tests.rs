@@ -78,6 +78,7 @@ fn fixed_report() -> Report {
         kernels: KernelNames {
             gemv: "native avx2+fma gemv".to_string(),
             gemm: "native avx2+fma gemm".to_string(),
+            amx: "AMX tile kernel (tdpbf16ps, weights read in place)".to_string(),
             dnnl: "oneDNN 2.6.3 (brg:avx512_core_amx_bf16, isa avx512_core_amx)".to_string(),
             dnnl_rule: "TT_OPS_GEMM=auto: products of m >= 32 rows with bf16 weights and bf16-valued activations, when oneDNN runs on bf16 hardware".to_string(),
         },

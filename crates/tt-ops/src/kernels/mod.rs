@@ -14,10 +14,12 @@
 //! AVX2+FMA code is selected at run time ([`isa`]); a portable scalar path serves other CPUs and the
 //! tests check both against an f64 reference.
 //!
-//! Prefill-sized products with bf16 weights and bf16-valued activations may instead run on oneDNN
-//! (AMX / AVX-512 BF16), loaded at run time when present: [`path`] decides per call and reports
-//! which path ran; [`dnnl`] binds the library and [`dnnl_gemm`] runs its matmul.
+//! Prefill-sized products with bf16 weights and bf16-valued activations may instead run on the
+//! CPU's matrix units: our own AMX tile kernel ([`amx_gemm`], which reads the weights in place),
+//! or oneDNN (AMX / AVX-512 BF16), loaded at run time when present. [`path`] decides per call and
+//! reports which path ran; [`dnnl`] binds the library and [`dnnl_gemm`] runs its matmul.
 
+mod amx_gemm;
 mod dnnl;
 mod dnnl_gemm;
 mod elem;
@@ -36,6 +38,8 @@ pub mod probe;
 mod scratch;
 
 #[cfg(test)]
+mod amx_gemm_tests;
+#[cfg(test)]
 mod dnnl_tests;
 #[cfg(test)]
 mod reference;
@@ -43,8 +47,8 @@ mod reference;
 use elem::WeightElem;
 use isa::Isa;
 pub use path::{
-    DNNL_MIN_M, DnnlStatus, GemmMode, GemmPath, PathCounts, describe_path, dnnl_status, gemm_mode,
-    path_counts, set_gemm_mode,
+    DNNL_MIN_M, DnnlStatus, GemmMode, GemmPath, PathCounts, amx_usable, describe_path, dnnl_status,
+    gemm_mode, path_counts, set_gemm_mode,
 };
 
 /// Largest `m` served by the streaming GEMV path; larger `m` uses the packed GEMM.

@@ -1,16 +1,20 @@
-//! Which kernel serves a bf16-weight product: the native kernels or oneDNN, chosen at run time.
+//! Which kernel serves a bf16-weight product: the native kernels, our AMX tile kernel or oneDNN,
+//! chosen at run time.
 //!
-//! oneDNN ([`super::dnnl_gemm`]) takes a call when all of these hold:
-//! - the mode ([`GemmMode`], from `TT_OPS_GEMM=auto|native|dnnl`, default `auto`, or
+//! A matrix-unit path takes a call when all of these hold:
+//! - the mode ([`GemmMode`], from `TT_OPS_GEMM=auto|native|amx|dnnl`, default `auto`, or
 //!   [`set_gemm_mode`]) allows it;
-//! - `libdnnl.so.2` loads and, in `auto` mode, oneDNN dispatches to bf16 matrix hardware on this
-//!   CPU (AVX-512 BF16 or AMX; emulated bf16 would be slower than the native kernels);
 //! - `m >= DNNL_MIN_M` in `auto` mode (prefill; decode keeps the streaming GEMV), `m > GEMV_MAX_M`
 //!   when forced;
 //! - every activation is exactly a bf16 value (as under `Fidelity::Bf16`, where activations are
-//!   rounded between ops), so handing oneDNN bf16 activations loses nothing: the products are
-//!   exact in both paths and only the f32 summation order differs. f32 activations (the `f32`
-//!   preset) are never rounded: such a call stays native.
+//!   rounded between ops), so handing bf16 activations to the matrix units loses nothing: the
+//!   products are exact on every path and only the f32 summation order differs. f32 activations
+//!   (the `f32` preset) are never rounded: such a call stays native.
+//!
+//! In `auto` mode the AMX tile kernel ([`super::amx_gemm`]) runs when the CPU has AMX-BF16 and
+//! `k` is a multiple of 32; otherwise oneDNN ([`super::dnnl_gemm`]) runs when `libdnnl.so.2` loads
+//! and dispatches to bf16 matrix hardware (AVX-512 BF16 or AMX; emulated bf16 would be slower than
+//! the native kernels). `amx` and `dnnl` force one of them (for comparisons).
 //!
 //! Anything else, or a oneDNN error, runs the native kernels; [`path_counts`] counts each path.
 
@@ -20,6 +24,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use half::bf16;
 
 use super::GEMV_MAX_M;
+use super::amx_gemm::{self, Amx};
 use super::dnnl::{ISA_AVX512_CORE_BF16, isa_name};
 use super::dnnl_gemm::{Ctx, matmul};
 
@@ -33,17 +38,20 @@ pub enum GemmMode {
     Auto,
     /// Always the native kernels.
     Native,
+    /// The AMX tile kernel wherever it can run (any `m > GEMV_MAX_M`), else native.
+    Amx,
     /// oneDNN whenever it loads and the activations are bf16 values (any `m > GEMV_MAX_M`),
     /// whatever ISA it dispatches to.
     Dnnl,
 }
 
 impl GemmMode {
-    /// Parses `auto`, `native` or `dnnl`.
+    /// Parses `auto`, `native`, `amx` or `dnnl`.
     pub fn parse(s: &str) -> Option<GemmMode> {
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" | "" => Some(GemmMode::Auto),
             "native" => Some(GemmMode::Native),
+            "amx" => Some(GemmMode::Amx),
             "dnnl" | "onednn" => Some(GemmMode::Dnnl),
             _ => None,
         }
@@ -54,6 +62,7 @@ impl GemmMode {
             GemmMode::Auto => 1,
             GemmMode::Native => 2,
             GemmMode::Dnnl => 3,
+            GemmMode::Amx => 4,
         }
     }
 }
@@ -67,6 +76,7 @@ pub fn gemm_mode() -> GemmMode {
     match MODE.load(Ordering::Relaxed) {
         2 => GemmMode::Native,
         3 => GemmMode::Dnnl,
+        4 => GemmMode::Amx,
         1 => GemmMode::Auto,
         _ => {
             let mode = std::env::var("TT_OPS_GEMM")
@@ -93,9 +103,16 @@ pub enum GemmPath {
     Native,
     /// oneDNN's matmul.
     Dnnl,
+    /// Our AMX tile kernel.
+    Amx,
 }
 
-static COUNTS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+static COUNTS: [AtomicU64; 4] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+];
 
 /// Products run on each path since the process started (take differences around an op).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -106,6 +123,8 @@ pub struct PathCounts {
     pub native: u64,
     /// oneDNN calls.
     pub dnnl: u64,
+    /// AMX tile kernel calls.
+    pub amx: u64,
 }
 
 impl PathCounts {
@@ -115,6 +134,7 @@ impl PathCounts {
             gemv: self.gemv - earlier.gemv,
             native: self.native - earlier.native,
             dnnl: self.dnnl - earlier.dnnl,
+            amx: self.amx - earlier.amx,
         }
     }
 }
@@ -126,6 +146,7 @@ pub fn path_counts() -> PathCounts {
         gemv: c(GemmPath::Gemv),
         native: c(GemmPath::Native),
         dnnl: c(GemmPath::Dnnl),
+        amx: c(GemmPath::Amx),
     }
 }
 
@@ -207,9 +228,17 @@ pub fn describe_path(m: usize) -> String {
     if m <= GEMV_MAX_M {
         return format!("{native} gemv");
     }
+    let amx = "AMX tile kernel (tdpbf16ps) for bf16 activations and k a multiple of 32";
+    let mode = gemm_mode();
+    if amx_usable() && matches!(mode, GemmMode::Amx | GemmMode::Auto) {
+        if mode == GemmMode::Amx || m >= DNNL_MIN_M {
+            return format!("{amx}, else {native} gemm");
+        }
+        return format!("{native} gemm");
+    }
     let status = dnnl_status();
-    let use_dnnl = match gemm_mode() {
-        GemmMode::Native => false,
+    let use_dnnl = match mode {
+        GemmMode::Native | GemmMode::Amx => false,
         GemmMode::Auto => m >= DNNL_MIN_M && matches!(status, DnnlStatus::Ready { .. }),
         GemmMode::Dnnl => !matches!(status, DnnlStatus::Unavailable(_)),
     };
@@ -220,8 +249,13 @@ pub fn describe_path(m: usize) -> String {
     }
 }
 
-/// Runs `out = x @ w^T` on oneDNN if the rules above send it there; false (with `out` untouched
-/// or to be overwritten) when the native kernels must run instead.
+/// Whether this CPU and kernel let the AMX tile kernel run (AMX-BF16 and the tile state).
+pub fn amx_usable() -> bool {
+    Amx::detect().is_some()
+}
+
+/// Runs `out = x @ w^T` on a matrix-unit path if the rules above send it there; false (with `out`
+/// untouched or to be overwritten) when the native kernels must run instead.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn try_dnnl(
     x: &[f32],
@@ -232,8 +266,23 @@ pub(crate) fn try_dnnl(
     k: usize,
     n: usize,
 ) -> bool {
-    let min_m = match gemm_mode() {
-        GemmMode::Native => return false,
+    let mode = gemm_mode();
+    if let (GemmMode::Auto | GemmMode::Amx, Some(amx)) = (mode, Amx::detect()) {
+        let min_m = if mode == GemmMode::Amx {
+            GEMV_MAX_M + 1
+        } else {
+            DNNL_MIN_M
+        };
+        if m >= min_m && amx_gemm::matmul(amx, x, w, ldw, out, m, k, n) {
+            record(GemmPath::Amx);
+            return true;
+        }
+        if mode == GemmMode::Amx {
+            return false;
+        }
+    }
+    let min_m = match mode {
+        GemmMode::Native | GemmMode::Amx => return false,
         GemmMode::Auto => {
             if !matches!(dnnl_status(), DnnlStatus::Ready { .. }) {
                 return false;

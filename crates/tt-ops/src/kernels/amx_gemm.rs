@@ -1,0 +1,407 @@
+//! `out = x @ w^T` on the CPU's AMX tile unit (`tdpbf16ps`): bf16 activations and weights, f32
+//! accumulation and output. Prefill-sized products only; x86_64 Linux with AMX-BF16.
+//!
+//! Why our own kernel next to oneDNN: oneDNN wants its weights in a blocked layout and, given
+//! them in the HF layout, repacks every panel on every call (the Debian 2.6 build reaches about
+//! a quarter of torch's prefill speed that way). Here the weights are read in place instead: a row
+//! of `w [n, k]` is a row of the tile product's *left* operand, so a 16x32 block of the weights is
+//! one `tileloadd` at a stride of `ldw`, with no copy. The product is computed transposed,
+//! `out^T [n, m] = w [n, k] @ x^T`, and the small operand, `x`, is the one rearranged: once per
+//! call into the pair-interleaved layout the right operand needs (row `p` of a tile holds
+//! `(x[j][2p], x[j][2p + 1])` for 16 activation rows `j`). Each 16x16 f32 result tile is then
+//! written into `out` transposed.
+//!
+//! Blocking: four result tiles (32 weight rows x 32 activation rows) stay in tile registers for
+//! the whole `k` loop, which loads two weight tiles and two activation tiles per 32 values of `k`.
+//! Activation rows are processed in chunks of about 1 MiB, so a chunk stays in the L2 cache while
+//! every 32-row weight panel of a task runs over it. rayon spreads tasks of [`TASK_N`] output
+//! columns over the cores; the work split, and so every result, depends only on the shape.
+//!
+//! The tile unit sums a 32-term K-tile in its own order and rounding (see the `amx_rounding`
+//! example), so results are those of an f32 accumulation up to summation order, as oneDNN's are.
+//! `k` must be a multiple of 32 (else the caller runs another path); `m` and `n` are any.
+
+use half::bf16;
+use rayon::prelude::*;
+
+use super::out::DisjointOut;
+
+/// Output columns per rayon task.
+const TASK_N: usize = 256;
+
+/// Weight rows per pass: two 16-row left tiles.
+const PANEL: usize = 32;
+
+/// Activation rows per pass: two 16-column right tiles.
+const MPAIR: usize = 32;
+
+/// Activation rows per chunk: a [`KC`] slice of them (512 KiB) stays in the L2 cache while every
+/// weight panel of a task runs over it.
+const CHUNK_ROWS: usize = 512;
+
+/// Values of `k` per packed weight chunk: 32 rows of it (32 KiB at 512) stay in the L1 cache
+/// while every activation pair of a chunk runs over them.
+const KC: usize = 512;
+
+/// Proof that this thread may run AMX-BF16 instructions (only [`Amx::detect`] makes one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Amx(());
+
+impl Amx {
+    /// `Some` when the CPU has AMX-TILE and AMX-BF16 and Linux granted this process the tile
+    /// state (probed once).
+    pub(crate) fn detect() -> Option<Amx> {
+        static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        USABLE.get_or_init(probe).then_some(Amx(()))
+    }
+}
+
+/// CPUID and the kernel's permission.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn probe() -> bool {
+    // CPUID leaf 7: EDX bit 22 = AMX-BF16, bit 24 = AMX-TILE (std's AMX detection is unstable).
+    let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+    if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
+        return false;
+    }
+    // Linux hands out the tile data state only on request: arch_prctl(ARCH_REQ_XCOMP_PERM,
+    // XFEATURE_XTILEDATA = 18). The grant is process-wide and permanent.
+    // SAFETY: a system call with integer arguments; it changes no memory of ours.
+    let granted = unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1023, 18) };
+    granted == 0
+}
+
+/// No AMX off x86_64 Linux.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn probe() -> bool {
+    false
+}
+
+/// `x [m, k]` (f32 values that are all exactly bf16) rearranged for the right tile operand,
+/// `m` padded with zero rows to a multiple of [`MPAIR`]; `None` if some value is not a bf16.
+///
+/// Layout: block `b` of 16 rows, then pair `p` of `k`, then row `j` of the block, then the pair:
+/// element `((b * k/2 + p) * 16 + j) * 2 + e` is `x[16b + j][2p + e]`.
+pub(crate) fn pair_interleave(x: &[f32], m: usize, k: usize) -> Option<Vec<u16>> {
+    let mp = m.div_ceil(MPAIR) * MPAIR;
+    let mut v = vec![0u16; mp * k];
+    let half = k / 2;
+    for (i, row) in x.chunks_exact(k).take(m).enumerate() {
+        let (b, j) = (i / 16, i % 16);
+        let base = b * half * 32 + j * 2;
+        for (p, pair) in row.chunks_exact(2).enumerate() {
+            let (lo, hi) = (pair[0].to_bits(), pair[1].to_bits());
+            if (lo | hi) & 0xFFFF != 0 {
+                return None;
+            }
+            let at = base + p * 32;
+            v[at] = (lo >> 16) as u16;
+            v[at + 1] = (hi >> 16) as u16;
+        }
+    }
+    Some(v)
+}
+
+/// `out[m*n] = x[m*k] @ w^T` with `w [n, k]` bf16 rows `ldw` apart, on the tile unit. Returns
+/// false, with `out` untouched, when `k` is not a multiple of 32 or `x` is not all bf16 values.
+///
+/// # Panics
+/// If the slice lengths do not match the shape (a caller bug).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    amx: Amx,
+    x: &[f32],
+    w: &[bf16],
+    ldw: usize,
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> bool {
+    assert!(
+        ldw >= k
+            && x.len() == m * k
+            && (n == 0 || (n - 1) * ldw + k <= w.len())
+            && out.len() == m * n,
+        "amx matmul: slice lengths do not match m={m}, k={k}, n={n}, ldw={ldw}"
+    );
+    if m == 0 || n == 0 || k == 0 || !k.is_multiple_of(32) {
+        return false;
+    }
+    let Some(xv) = pair_interleave(x, m, k) else {
+        return false;
+    };
+    let mp = xv.len() / k;
+    let out = DisjointOut::new(out);
+    let task = |t: usize| {
+        let c0 = t * TASK_N;
+        let c1 = (c0 + TASK_N).min(n);
+        let pairs = CHUNK_ROWS.min(mp) / MPAIR;
+        let mut tiles = Tiles::new(amx, (c1 - c0).div_ceil(PANEL) * pairs);
+        for m0 in (0..mp).step_by(CHUNK_ROWS) {
+            let m1 = (m0 + CHUNK_ROWS).min(mp);
+            // k chunks outermost: one chunk of the activations stays in L2 for every panel.
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                for (panel, p0) in (c0..c1).step_by(PANEL).enumerate() {
+                    tiles.pack(&w[p0 * ldw..], ldw, PANEL.min(c1 - p0), k0, kc);
+                    // The next chunk's weight rows are short streams the hardware prefetcher
+                    // barely starts on: ask for them while this chunk computes.
+                    if p0 + PANEL < c1 {
+                        prefetch(
+                            &w[(p0 + PANEL) * ldw..],
+                            ldw,
+                            PANEL.min(c1 - p0 - PANEL),
+                            k0,
+                            kc,
+                        );
+                    } else if k0 + KC < k {
+                        let kn = KC.min(k - k0 - KC);
+                        prefetch(&w[c0 * ldw..], ldw, PANEL.min(c1 - c0), k0 + KC, kn);
+                    }
+                    for (pair, mb) in (m0..m1).step_by(MPAIR).enumerate() {
+                        let acts = &xv[mb * k..(mb + MPAIR) * k];
+                        tiles.run(panel * pairs + pair, acts, k, k0, kc);
+                    }
+                }
+            }
+            for (panel, p0) in (c0..c1).step_by(PANEL).enumerate() {
+                let rows = PANEL.min(c1 - p0);
+                for (pair, mb) in (m0..m1).step_by(MPAIR).enumerate() {
+                    for j in 0..MPAIR.min(m.saturating_sub(mb)) {
+                        // SAFETY: task t alone owns columns c0..c1, and p0..p0+rows lies in them.
+                        let seg = unsafe { out.segment((mb + j) * n + p0, rows) };
+                        tiles.column(panel * pairs + pair, j, seg);
+                    }
+                }
+            }
+        }
+    };
+    (0..n.div_ceil(TASK_N)).into_par_iter().for_each(task);
+    true
+}
+
+/// Asks for weight rows `0..rows` (rows `ld` apart) at columns `k0..k0 + kc` to be brought into
+/// the L2 cache. Only a hint: it changes no value.
+fn prefetch(w: &[bf16], ld: usize, rows: usize, k0: usize, kc: usize) {
+    for r in 0..rows {
+        let row = &w[r * ld + k0..r * ld + k0 + kc];
+        for line in row.chunks(32) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch reads nothing architecturally and cannot fault; the address is
+            // inside `row` anyway.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                    line.as_ptr().cast::<i8>(),
+                )
+            };
+        }
+    }
+}
+
+/// The 64-byte `ldtilecfg` operand (palette 1).
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// This thread's configured tile registers (released when dropped), the packed weight chunk and
+/// the result tiles of every activation pair of a chunk.
+struct Tiles {
+    /// Weight rows of the current panel and `k` chunk, tile by tile: step `s` (32 values of `k`)
+    /// holds rows 0..16 then 16..32, 16 rows of 32 values each (2 KiB per step).
+    packed: Vec<Block>,
+    /// Per activation pair, four result tiles `[2 weight halves][2 activation halves][16 weight
+    /// rows][16 activation rows]`.
+    results: Vec<Block>,
+}
+
+/// 1 KiB, 64-byte aligned: one tile (16 rows of 64 bytes), or a quarter of a result set.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Block([u32; 256]);
+
+impl Tiles {
+    /// Configures tmm0-7 as 16 rows of 64 bytes each on this thread, with room for `pairs`
+    /// activation pairs' results.
+    fn new(_amx: Amx, pairs: usize) -> Tiles {
+        let mut cfg = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb: [0; 16],
+            rows: [0; 16],
+        };
+        for t in 0..8 {
+            cfg.colsb[t] = 64;
+            cfg.rows[t] = 16;
+        }
+        load_config(&cfg);
+        Tiles {
+            packed: vec![Block([0; 256]); 2 * KC / 32],
+            results: vec![Block([0; 256]); 4 * pairs],
+        }
+    }
+
+    /// Copies weight rows `0..rows` (of `w`, rows `ld` apart) at columns `k0..k0 + kc` into
+    /// [`Tiles::packed`], rows past `rows` as zeros.
+    fn pack(&mut self, w: &[bf16], ld: usize, rows: usize, k0: usize, kc: usize) {
+        for r in 0..PANEL {
+            for s in 0..kc / 32 {
+                let tile = &mut self.packed[2 * s + r / 16].0[(r % 16) * 16..(r % 16 + 1) * 16];
+                if r < rows {
+                    let src = &w[r * ld + k0 + 32 * s..r * ld + k0 + 32 * s + 32];
+                    bytemuck::cast_slice_mut::<u32, bf16>(tile).copy_from_slice(src);
+                } else {
+                    tile.fill(0);
+                }
+            }
+        }
+    }
+
+    /// Adds the packed chunk (`kc` values of `k` from `k0`) times activation pair `pair`'s rows
+    /// (`acts`, two blocks of [`pair_interleave`]'s layout, of `k` values) into its results,
+    /// which start from zero when `k0 == 0`.
+    fn run(&mut self, pair: usize, acts: &[u16], k: usize, k0: usize, kc: usize) {
+        assert!(
+            k0.is_multiple_of(32)
+                && kc.is_multiple_of(32)
+                && kc > 0
+                && kc <= KC
+                && k0 + kc <= k
+                && acts.len() == MPAIR * k
+                && 4 * pair + 4 <= self.results.len(),
+            "amx run: operand sizes do not match k={k} k0={k0} kc={kc}"
+        );
+        let c = &mut self.results[4 * pair..4 * pair + 4];
+        // Block b of the activations starts at b*16*k values; step k0/32 of it at k0*16 further.
+        let b0 = acts[k0 * 16..].as_ptr();
+        let b1 = acts[16 * k + k0 * 16..].as_ptr();
+        run_chunk(self.packed.as_ptr(), b0, b1, kc / 32, k0 == 0, c);
+    }
+
+    /// Writes result column `j` of activation pair `pair` into `seg`, one value per weight row
+    /// (at most [`PANEL`]).
+    fn column(&self, pair: usize, j: usize, seg: &mut [f32]) {
+        let (half, jj) = (j / 16, j % 16);
+        for (r, v) in seg.iter_mut().enumerate() {
+            let (wh, rr) = (r / 16, r % 16);
+            *v = f32::from_bits(self.results[4 * pair + wh * 2 + half].0[rr * 16 + jj]);
+        }
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        release();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn load_config(cfg: &TileConfig) {
+    // SAFETY: only reachable with an `Amx` token, so the CPU has AMX and the process holds the
+    // tile state; `cfg` is a valid, 64-byte aligned palette-1 configuration. The compiler never
+    // uses tile registers itself, so configuring them disturbs nothing of its.
+    unsafe {
+        std::arch::asm!("ldtilecfg [{}]", in(reg) cfg as *const TileConfig, options(nostack, readonly))
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+fn release() {
+    // SAFETY: as in `load_config`; returns the tile registers to their initial state.
+    unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// `steps` steps of 32 values of `k`: four result tiles `c` (zeroed first when `zero`, else
+/// loaded) plus packed weight tiles `a` (two per step) times activation tiles at `b0` and `b1`
+/// (one per step each, 1 KiB apart from step to step).
+#[cfg(target_arch = "x86_64")]
+fn run_chunk(
+    a: *const Block,
+    b0: *const u16,
+    b1: *const u16,
+    steps: usize,
+    zero: bool,
+    c: &mut [Block],
+) {
+    assert!(
+        c.len() == 4 && steps > 0,
+        "amx run_chunk: four result tiles"
+    );
+    let c = c.as_mut_ptr();
+    // SAFETY: tiles were configured by `Tiles::new` on this thread (an `Amx` token exists). `a`
+    // holds at least 2*steps blocks (`Tiles::packed` has 2*KC/32 and steps <= KC/32); `b0` and
+    // `b1` each point at `steps` KiB of activations (checked by `Tiles::run`'s assert: the chunk
+    // lies within the block's k/2 rows of 64 bytes); `c` is four 64-byte aligned KiB blocks.
+    unsafe {
+        if zero {
+            std::arch::asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+        } else {
+            std::arch::asm!(
+                "tileloadd tmm0, [{c} + {s64}*1]",
+                "tileloadd tmm1, [{c} + {s64}*1 + 1024]",
+                "tileloadd tmm2, [{c} + {s64}*1 + 2048]",
+                "tileloadd tmm3, [{c} + {s64}*1 + 3072]",
+                c = in(reg) c,
+                s64 = in(reg) 64usize,
+                options(nostack, readonly)
+            );
+        }
+        std::arch::asm!(
+            "2:",
+            "tileloadd tmm4, [{a} + {s64}*1]",
+            "tileloadd tmm5, [{a} + {s64}*1 + 1024]",
+            "tileloadd tmm6, [{b0} + {s64}*1]",
+            "tileloadd tmm7, [{b1} + {s64}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a}, 2048",
+            "add {b0}, 1024",
+            "add {b1}, 1024",
+            "dec {n}",
+            "jnz 2b",
+            "tilestored [{c} + {s64}*1], tmm0",
+            "tilestored [{c} + {s64}*1 + 1024], tmm1",
+            "tilestored [{c} + {s64}*1 + 2048], tmm2",
+            "tilestored [{c} + {s64}*1 + 3072], tmm3",
+            a = inout(reg) a => _,
+            b0 = inout(reg) b0 => _,
+            b1 = inout(reg) b1 => _,
+            n = inout(reg) steps => _,
+            s64 = in(reg) 64usize,
+            c = in(reg) c,
+            options(nostack),
+        );
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn load_config(_cfg: &TileConfig) {}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn release() {}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn run_chunk(
+    _a: *const Block,
+    _b0: *const u16,
+    _b1: *const u16,
+    _s: usize,
+    _z: bool,
+    _c: &mut [Block],
+) {
+    unreachable!("no Amx token exists off x86_64")
+}
