@@ -19,6 +19,9 @@
 //! 6. with `--peer-llama-cpp`, llama.cpp's llama-bench on the checkpoint converted to GGUF bf16
 //!    and Q8_0 (built and converted once, before anything is timed: `llama_cpp`).
 //!
+//! The peers prefill every prompt length of `--prefill-lens`, as ours do (the report shows their
+//! prefill tok/s in the same columns); their decode runs at one context.
+//!
 //! Prompts are synthetic ids (`counts::synthetic_ids`). Decode at context C does not compute C
 //! rows: the cache is marked as holding them ([`KvCache::assume_filled`]); a step attends over C
 //! rows whatever their values, so its cost is that of a real context of C. Effective figures
@@ -115,7 +118,7 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Also time HF transformers on the checkpoint (scripts/hf_bench.py, in the Python venv), once
-    /// per fidelity, prompt = the first prefill length.
+    /// per fidelity: prefill of every prefill length, then decode after the first one.
     #[arg(long)]
     peer_hf: bool,
     /// Decode steps of the HF and llama.cpp peers (greedy for HF).
@@ -126,7 +129,7 @@ pub struct Args {
     #[arg(long)]
     venv: Option<PathBuf>,
     /// Also time llama.cpp (llama-bench of llama-cpp-python 0.3.36's sources, built once) on the
-    /// checkpoint converted to GGUF bf16 and Q8_0: prefill of the first prefill length, then
+    /// checkpoint converted to GGUF bf16 and Q8_0: prefill of every prefill length, then
     /// --peer-decode-steps tokens after the first decode context.
     #[arg(long)]
     peer_llama_cpp: bool,
@@ -151,6 +154,17 @@ impl Args {
             bail!("--decode-steps, --peer-decode-steps and --peer-llama-reps must be at least 1");
         }
         Ok(())
+    }
+
+    /// `--prefill-lens` with each length once, in order (what the peers measure).
+    fn distinct_prefill_lens(&self) -> Vec<usize> {
+        let mut lens = Vec::new();
+        for &len in &self.prefill_lens {
+            if !lens.contains(&len) {
+                lens.push(len);
+            }
+        }
+        lens
     }
 
     /// Cache positions one user needs: the longest prompt, or the longest context plus the steps.
@@ -239,12 +253,13 @@ pub fn run(args: Args) -> Result<()> {
     let bandwidth_after = probe::read_bandwidth_gbs(probe_bytes, 5);
 
     let mut peers = Vec::new();
+    let peer_prefill_lens = args.distinct_prefill_lens();
     if let (Some(python), true) = (&python, args.peer_hf) {
         for &fidelity in &args.fidelities {
             let request = peer::PeerRequest {
                 model_dir: &model_dir,
                 dtype: fidelity.name(),
-                prefill_len: args.prefill_lens[0],
+                prefill_lens: &peer_prefill_lens,
                 decode_steps: args.peer_decode_steps,
                 threads: rayon::current_num_threads(),
             };
@@ -257,7 +272,7 @@ pub fn run(args: Args) -> Result<()> {
                 llama_bench: &llama.llama_bench,
                 gguf,
                 dtype,
-                prefill_len: args.prefill_lens[0],
+                prefill_lens: &peer_prefill_lens,
                 decode_context: args
                     .decode_contexts
                     .first()
@@ -564,6 +579,9 @@ mod tests {
         assert!(parse(&["--peer-llama-reps", "0"]).check().is_err());
         assert!(parse(&["--peer-llama-cpp"]).peer_llama_cpp);
         assert!(parse(&["--prefill-lens", "0,3"]).check().is_err());
+        assert_eq!(args.distinct_prefill_lens(), [155, 1024]);
+        let repeated = parse(&["--prefill-lens", "1024,155,1024,16"]);
+        assert_eq!(repeated.distinct_prefill_lens(), [1024, 155, 16]);
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! The HF transformers peer (`--peer-hf`): scripts/hf_bench.py run with the venv's Python on the
 //! same checkpoint directory, its one JSON line kept as it printed it.
+//!
+//! Every peer's figures (HF's, and llama.cpp's from `llama_bench::peer_value`) give their prefills
+//! in the shape of our own runs' `prefill`: an array of `{"tokens": N, "tok_s": ...}`, one per
+//! prompt length measured ([`prefill_tok_s`] reads it).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
 /// What to ask scripts/hf_bench.py for.
 #[derive(Debug, Clone)]
@@ -13,9 +17,10 @@ pub struct PeerRequest<'a> {
     pub model_dir: &'a Path,
     /// `bf16` or `f32`.
     pub dtype: &'a str,
-    /// Prompt tokens (the synthetic prompt of the benchmark).
-    pub prefill_len: usize,
-    /// Greedy decode steps after the prompt.
+    /// Prompt lengths to prefill, each once into a fresh cache (the synthetic prompts of the
+    /// benchmark).
+    pub prefill_lens: &'a [usize],
+    /// Greedy decode steps after the prompt of the first length.
     pub decode_steps: usize,
     /// torch threads.
     pub threads: usize,
@@ -30,7 +35,7 @@ pub fn run_hf_bench(python: &Path, request: &PeerRequest<'_>) -> Result<serde_js
         .arg("--model")
         .arg(request.model_dir)
         .args(["--dtype", request.dtype])
-        .args(["--prefill-len", &request.prefill_len.to_string()])
+        .args(["--prefill-lens", &comma_list(request.prefill_lens)])
         .args(["--decode-steps", &request.decode_steps.to_string()])
         .args(["--threads", &request.threads.to_string()])
         .stderr(Stdio::inherit())
@@ -39,8 +44,57 @@ pub fn run_hf_bench(python: &Path, request: &PeerRequest<'_>) -> Result<serde_js
     if !output.status.success() {
         bail!("{} failed ({})", script.display(), output.status);
     }
-    parse_last_json_line(&String::from_utf8_lossy(&output.stdout))
-        .with_context(|| format!("reading the output of {}", script.display()))
+    let value = parse_last_json_line(&String::from_utf8_lossy(&output.stdout))
+        .with_context(|| format!("reading the output of {}", script.display()))?;
+    ensure_prefills(&value, request.prefill_lens)
+        .with_context(|| format!("reading the output of {}", script.display()))?;
+    Ok(value)
+}
+
+/// `155,1024`: a command-line list of lengths.
+pub fn comma_list(lens: &[usize]) -> String {
+    lens.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Tokens per second of a peer's prefill of `tokens` tokens, if it measured that length.
+pub fn prefill_tok_s(peer: &serde_json::Value, tokens: usize) -> Option<f64> {
+    prefills(peer)
+        .find(|&(t, _)| t == Some(tokens as u64))
+        .and_then(|(_, tok_s)| tok_s)
+}
+
+/// The prompt lengths a peer measured, in its order.
+pub fn prefill_lens(peer: &serde_json::Value) -> Vec<u64> {
+    prefills(peer).filter_map(|(t, _)| t).collect()
+}
+
+/// (tokens, tok/s) of each entry of a peer's `prefill` array.
+fn prefills(peer: &serde_json::Value) -> impl Iterator<Item = (Option<u64>, Option<f64>)> + '_ {
+    peer.get("prefill")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p.get("tokens").and_then(serde_json::Value::as_u64),
+                p.get("tok_s").and_then(serde_json::Value::as_f64),
+            )
+        })
+}
+
+/// Checks that `peer` has a positive prefill rate for each of `lens`.
+fn ensure_prefills(peer: &serde_json::Value, lens: &[usize]) -> Result<()> {
+    for &len in lens {
+        let tok_s = prefill_tok_s(peer, len);
+        ensure!(
+            tok_s.is_some_and(|r| r.is_finite() && r > 0.0),
+            "no prefill of {len} tokens in {peer}"
+        );
+    }
+    Ok(())
 }
 
 /// The last non-empty line of `stdout`, which must be a JSON object.
@@ -69,5 +123,29 @@ mod tests {
         assert!(parse_last_json_line("").is_err());
         assert!(parse_last_json_line("[1, 2]\n").is_err());
         assert!(parse_last_json_line("{\"a\": \n").is_err());
+    }
+
+    /// The `prefill` array as scripts/hf_bench.py prints it (`--prefill-lens 16,32`, recorded on
+    /// fixtures/phi3-tiny-en).
+    const HF_LINE: &str = r#"{"engine": "hf-transformers", "dtype": "bf16", "load_s": 0.215, "first_step_s": 0.0534, "prefill": [{"tokens": 16, "seconds": 0.02058440400287509, "tok_s": 777.2875035762623}, {"tokens": 32, "seconds": 0.017758517002221197, "tok_s": 1801.9522686493196}], "decode_steps": 3, "decode_context": 16, "decode_ms_per_token": 6.14022598892916}"#;
+
+    #[test]
+    fn prefills_per_length() {
+        let v = parse_last_json_line(HF_LINE).unwrap();
+        assert_eq!(prefill_lens(&v), [16, 32]);
+        assert_eq!(prefill_tok_s(&v, 16), Some(777.2875035762623));
+        assert_eq!(prefill_tok_s(&v, 32), Some(1801.9522686493196));
+        assert_eq!(prefill_tok_s(&v, 155), None);
+        assert!(ensure_prefills(&v, &[16, 32]).is_ok());
+        assert!(ensure_prefills(&v, &[32]).is_ok());
+        let err = ensure_prefills(&v, &[16, 1024]).unwrap_err().to_string();
+        assert!(err.starts_with("no prefill of 1024 tokens"), "{err}");
+        // A single-length line of the old shape has no per-length figures.
+        let old = serde_json::json!({"prefill_tokens": 155, "prefill_tok_s": 40.0});
+        assert!(prefill_lens(&old).is_empty() && ensure_prefills(&old, &[155]).is_err());
+        let zero = serde_json::json!({"prefill": [{"tokens": 16, "tok_s": 0.0}]});
+        assert!(ensure_prefills(&zero, &[16]).is_err());
+        assert_eq!(comma_list(&[155, 1024]), "155,1024");
+        assert_eq!(comma_list(&[7]), "7");
     }
 }

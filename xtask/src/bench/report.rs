@@ -9,6 +9,7 @@ use super::counts::Counts;
 use super::cpu::Cpu;
 use super::llama_bench;
 use super::paths::{KernelNames, RunPaths};
+use super::peer;
 
 /// Everything one `cargo xtask bench` measured.
 #[derive(Debug, Clone, Serialize)]
@@ -46,7 +47,8 @@ pub struct Report {
     /// One entry per mesh x fidelity.
     pub runs: Vec<Run>,
     /// HF transformers on the same checkpoint (`--peer-hf`), as scripts/hf_bench.py printed it,
-    /// and llama.cpp (`--peer-llama-cpp`, `llama_bench::peer_value`).
+    /// and llama.cpp (`--peer-llama-cpp`, `llama_bench::peer_value`); each has a `prefill` array
+    /// of `{tokens, tok_s, ..}`, one per prompt length, as [`Run::prefill`].
     pub peers: Vec<serde_json::Value>,
 }
 
@@ -168,7 +170,7 @@ pub struct BatchDecode {
 }
 
 impl Report {
-    /// The Markdown table (one row per run, then the HF peers) and the probe and method lines.
+    /// The Markdown table (one row per run, then the peers) and the probe and method lines.
     pub fn table(&self) -> String {
         let mut header: Vec<String> = [
             "mesh",
@@ -291,6 +293,11 @@ impl Report {
                 .unwrap_or("?")
         };
         let (depth, steps) = (u("decode_context"), u("decode_steps"));
+        let prompts: Vec<String> = peer::prefill_lens(p)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let pp: Vec<String> = prompts.iter().map(|n| format!("pp{n}")).collect();
         // Rows whose --repack 1 run failed (llama_bench::run fell back to --repack 0).
         let unpacked: Vec<&str> = self
             .peers
@@ -311,11 +318,12 @@ impl Report {
             ),
         };
         Some(format!(
-            "llama.cpp rows: llama-bench (build {}, {} threads, {repack}), mean of {} runs each: prefill = pp{} into an empty cache; decode = tg{steps} after {depth} tokens of context (-d {depth}), i.e. at contexts {depth}..{}; GGUF converted from this checkpoint (placeholder vocabulary)\n",
+            "llama.cpp rows: llama-bench (build {}, {} threads, {repack}), mean of {} runs each: prefill = {} into an empty cache (one run, -p {}); decode = tg{steps} after {depth} tokens of context (-d {depth}), i.e. at contexts {depth}..{}; GGUF converted from this checkpoint (placeholder vocabulary)\n",
             s("build_commit"),
             u("threads"),
             u("repetitions"),
-            u("prefill_tokens"),
+            pp.join(", "),
+            prompts.join(","),
             depth + steps,
         ))
     }
@@ -351,10 +359,10 @@ impl Report {
         row
     }
 
-    /// A row of scripts/hf_bench.py figures, its effective rates counted as ours are.
+    /// A row of a peer's figures (one prefill column pair per prompt length, as ours), its
+    /// effective rates counted as ours are.
     fn peer_row(&self, peer: &serde_json::Value) -> Vec<String> {
         let f = |key: &str| peer.get(key).and_then(serde_json::Value::as_f64);
-        let tokens = f("prefill_tokens").unwrap_or(0.0) as usize;
         let context = f("decode_context").unwrap_or(0.0) as usize;
         // llama.cpp rows give tokens per second only (its bytes and FLOPs are not ours).
         let llama =
@@ -376,14 +384,14 @@ impl Report {
             f("first_step_s").map_or("-".to_string(), num),
             f("peak_rss_bytes").map_or("-".to_string(), |b| num(b / 1e9)),
         ];
-        for len in &self.prefill_lens {
-            match f("prefill_tok_s") {
-                Some(tok_s) if tokens == *len => {
-                    let flops = self.counts.prefill_matmul_flops(tokens as u64);
-                    let seconds = tokens as f64 / tok_s;
+        for &len in &self.prefill_lens {
+            match peer::prefill_tok_s(peer, len) {
+                Some(tok_s) => {
+                    let flops = self.counts.prefill_matmul_flops(len as u64);
+                    let seconds = len as f64 / tok_s;
                     row.extend([num(tok_s), rate(flops / seconds / 1e9)]);
                 }
-                _ => row.extend(dashes(2)),
+                None => row.extend(dashes(2)),
             }
         }
         for ctx in &self.decode_contexts {

@@ -111,14 +111,17 @@ fn fixed_report() -> Report {
                 "dtype": "bf16",
                 "load_s": 6.0,
                 "first_step_s": 0.75,
-                "prefill_tokens": 155,
-                "prefill_tok_s": 40.0,
+                "prefill": [
+                    {"tokens": 155, "seconds": 3.875, "tok_s": 40.0},
+                    {"tokens": 1024, "seconds": 32.0, "tok_s": 32.0},
+                ],
                 "decode_context": 155,
                 "decode_ms_per_token": 400.0,
                 "peak_rss_bytes": 7_900_000_000u64,
             }),
-            llama_peer("bf16", 13.8, 2.34),
-            llama_peer("Q8_0", 13.6, 3.68),
+            llama_peer("bf16", &[(155, 13.8), (1024, 12.9)], 2.34),
+            // A peer that measured only one of the lengths shows `-` in the other's columns.
+            llama_peer("Q8_0", &[(155, 13.6)], 3.68),
         ],
     }
 }
@@ -174,8 +177,9 @@ fn fixed_paths(fidelity: &str) -> RunPaths {
     }
 }
 
-/// llama.cpp figures as `llama_bench::peer_value` makes them from the recorded outputs.
-fn llama_peer(dtype: &str, prefill_tok_s: f64, decode_tok_s: f64) -> serde_json::Value {
+/// llama.cpp figures as `llama_bench::peer_value` makes them from the recorded outputs, with a
+/// prefill test per (prompt length, tok/s).
+fn llama_peer(dtype: &str, prefill: &[(u64, f64)], decode_tok_s: f64) -> serde_json::Value {
     let test = |n_prompt: u64, n_gen: u64, n_depth: u64, avg_ts: f64| llama_bench::Test {
         build_commit: "0c1e570".to_string(),
         cpu_info: "AMD EPYC 7B13".to_string(),
@@ -189,7 +193,10 @@ fn llama_peer(dtype: &str, prefill_tok_s: f64, decode_tok_s: f64) -> serde_json:
         stddev_ts: 0.1,
         samples_ns: vec![1, 2, 3],
     };
-    let prefill = test(155, 0, 0, prefill_tok_s);
+    let prefill: Vec<llama_bench::Test> = prefill
+        .iter()
+        .map(|&(tokens, tok_s)| test(tokens, 0, 0, tok_s))
+        .collect();
     let decode = test(0, 32, 155, decode_tok_s);
     let mut v = llama_bench::peer_value(dtype, "/c/synth-phi3.gguf", &prefill, &decode).unwrap();
     // As llama_bench::run records it (Q8_0 fell back to --repack 0, as on an AMX VM).
@@ -230,6 +237,39 @@ fn json_of_one_run() {
     assert_eq!(whole["kernels"]["gemv"], "native avx2+fma gemv");
     assert_eq!(whole["runs"][0]["paths"]["prefill"]["linear"]["dnnl"], 256);
     assert!(whole["runs"][1]["paths"]["batch"]["device_linear"][0]["calls"] == 0);
+}
+
+/// The peers' figures: a `prefill` entry per prompt length, as the runs have.
+#[test]
+fn json_of_the_peers() {
+    let report = fixed_report();
+    let whole = serde_json::to_value(&report).unwrap();
+    insta::assert_json_snapshot!(whole["peers"]);
+    let table = report.table();
+    let row = |label: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap()
+            .split('|')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    // Columns 6..10: prefill 155 tok/s, GFLOP/s, prefill 1024 tok/s, GFLOP/s; HF's 1024 tokens
+    // took 32 s.
+    let gflops_1024 = num(report.counts.prefill_matmul_flops(1024) / 32.0 / 1e9);
+    assert_eq!(
+        row("| HF CPU")[6..10],
+        ["40.00", "290.0", "32.00", &gflops_1024]
+    );
+    assert_eq!(
+        row("| llama.cpp | bf16")[6..10],
+        ["13.80", "-", "12.90", "-"]
+    );
+    assert_eq!(row("| llama.cpp | Q8_0")[6..10], ["13.60", "-", "-", "-"]);
+    assert!(table.contains("prefill = pp155, pp1024 into an empty cache (one run, -p 155,1024)"));
 }
 
 #[test]
