@@ -2,20 +2,25 @@
 //! accumulation and output. Prefill-sized products only; x86_64 Linux with AMX-BF16.
 //!
 //! Why our own kernel next to oneDNN: oneDNN wants its weights in a blocked layout and, given
-//! them in the HF layout, repacks every panel on every call (the Debian 2.6 build reaches about
-//! a quarter of torch's prefill speed that way). Here the weights are read in place instead: a row
-//! of `w [n, k]` is a row of the tile product's *left* operand, so a 16x32 block of the weights is
-//! one `tileloadd` at a stride of `ldw`, with no copy. The product is computed transposed,
-//! `out^T [n, m] = w [n, k] @ x^T`, and the small operand, `x`, is the one rearranged: once per
-//! call into the pair-interleaved layout the right operand needs (row `p` of a tile holds
-//! `(x[j][2p], x[j][2p + 1])` for 16 activation rows `j`). Each 16x16 f32 result tile is then
-//! written into `out` transposed.
+//! them in the HF layout, repacks every panel on every call. Here the weights keep the HF layout:
+//! a row of `w [n, k]` is a row of the tile product's *left* operand, so the product is computed
+//! transposed, `out^T [n, m] = w [n, k] @ x^T`, and the small operand, `x`, is the one rearranged:
+//! once per call into the pair-interleaved layout the right operand needs (row `p` of a tile holds
+//! `(x[j][2p], x[j][2p + 1])` for 16 activation rows `j`). Each 16x16 f32 result tile is written
+//! into `out` transposed.
 //!
-//! Blocking: four result tiles (32 weight rows x 32 activation rows) stay in tile registers for
-//! the whole `k` loop, which loads two weight tiles and two activation tiles per 32 values of `k`.
-//! Activation rows are processed in chunks of about 1 MiB, so a chunk stays in the L2 cache while
-//! every 32-row weight panel of a task runs over it. rayon spreads tasks of [`TASK_N`] output
-//! columns over the cores; the work split, and so every result, depends only on the shape.
+//! Blocking (measured on a Sapphire Rapids vCPU, `cargo bench -p tt-ops --bench prefill_dnnl`):
+//! - four result tiles (32 weight rows x 32 activation rows) per pass; each step of 32 values of
+//!   `k` loads two weight tiles and two activation tiles and runs four `tdpbf16ps`;
+//! - the weights of a 32-row panel are copied, [`KC`] values of `k` at a time, into a contiguous
+//!   32 KiB block that stays in L1 while every activation pair runs over it. (Loading the tiles
+//!   straight from `w` is slower: rows `ldw` apart fall into a few L1 sets.) The next block's rows
+//!   are prefetched while this one computes;
+//! - the `k` chunk is the outer loop within a chunk of [`CHUNK_ROWS`] activation rows, so that
+//!   chunk's slice stays in L2 for every panel of a task; results go through memory between `k`
+//!   chunks (an exact f32 round trip: the sums are those of one unbroken `k` loop);
+//! - rayon spreads tasks of [`TASK_N`] output columns over the cores; the work split, and so every
+//!   result, depends only on the shape.
 //!
 //! The tile unit sums a 32-term K-tile in its own order and rounding (see the `amx_rounding`
 //! example), so results are those of an f32 accumulation up to summation order, as oneDNN's are.
@@ -27,7 +32,7 @@ use rayon::prelude::*;
 use super::out::DisjointOut;
 
 /// Output columns per rayon task.
-const TASK_N: usize = 256;
+const TASK_N: usize = 128;
 
 /// Weight rows per pass: two 16-row left tiles.
 const PANEL: usize = 32;
@@ -85,21 +90,27 @@ fn probe() -> bool {
 pub(crate) fn pair_interleave(x: &[f32], m: usize, k: usize) -> Option<Vec<u16>> {
     let mp = m.div_ceil(MPAIR) * MPAIR;
     let mut v = vec![0u16; mp * k];
-    let half = k / 2;
-    for (i, row) in x.chunks_exact(k).take(m).enumerate() {
-        let (b, j) = (i / 16, i % 16);
-        let base = b * half * 32 + j * 2;
-        for (p, pair) in row.chunks_exact(2).enumerate() {
-            let (lo, hi) = (pair[0].to_bits(), pair[1].to_bits());
-            if (lo | hi) & 0xFFFF != 0 {
-                return None;
+    // One block of 16 rows per task: the rearrangement of a 1024-row prompt is not negligible.
+    let exact = v.par_chunks_mut(16 * k).enumerate().all(|(b, block)| {
+        for (j, row) in x
+            .chunks_exact(k)
+            .skip(16 * b)
+            .take(16.min(m.saturating_sub(16 * b)))
+            .enumerate()
+        {
+            for (p, pair) in row.chunks_exact(2).enumerate() {
+                let (lo, hi) = (pair[0].to_bits(), pair[1].to_bits());
+                if (lo | hi) & 0xFFFF != 0 {
+                    return false;
+                }
+                let at = p * 32 + j * 2;
+                block[at] = (lo >> 16) as u16;
+                block[at + 1] = (hi >> 16) as u16;
             }
-            let at = base + p * 32;
-            v[at] = (lo >> 16) as u16;
-            v[at + 1] = (hi >> 16) as u16;
         }
-    }
-    Some(v)
+        true
+    });
+    exact.then_some(v)
 }
 
 /// `out[m*n] = x[m*k] @ w^T` with `w [n, k]` bf16 rows `ldw` apart, on the tile unit. Returns
