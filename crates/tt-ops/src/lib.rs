@@ -12,7 +12,7 @@
 //! | [`storage`] | [`SharedElements`]: storage borrowed from elsewhere, e.g. a mapped checkpoint |
 //! | [`fidelity`] | [`Fidelity`] |
 //! | [`mod@embedding`] | [`embedding()`] |
-//! | [`mod@linear`] | [`linear()`], [`linear_into`], [`linear_column_blocks`] (dense kernels in [`kernels`]; prefill on oneDNN where it loads: [`kernels::path`]) |
+//! | [`mod@linear`] | [`linear()`], [`linear_into`], [`linear_column_blocks`] (dense kernels in [`kernels`]; prefill on the AMX tile unit or oneDNN where the CPU has bf16 matrix units: [`kernels::path`]) |
 //! | [`mod@device_linear`] | [`device_linear()`] on a [`DeviceWeight`] (packed tiles), [`round_to_device_format`]: `ttnn.linear` as a Wormhole device computes it |
 //! | [`device_kernel_counts`] | [`device_kernel_counts()`]: calls per [`DeviceKernel`] so far (reports) |
 //! | [`packed_gemv`] | its fast kernels on bfloat8_b / bfloat4_b tiles read in place (AVX-512, AVX2), bit-equal to the emulation |
