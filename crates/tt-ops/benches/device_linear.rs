@@ -10,6 +10,9 @@
 //! `cargo bench -p tt-ops --bench device_linear`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "support/lcg.rs"]
+mod lcg;
+
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
@@ -18,17 +21,9 @@ use tt_ops::{DType, DeviceWeight, Tensor, device_linear, device_linear_reference
 
 const K: usize = 3072;
 
-/// Deterministic pseudo-random values in [-1, 1) (a 64-bit LCG).
+/// Deterministic pseudo-random values in [-1, 1).
 fn fill(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    lcg::values(len, seed).collect()
 }
 
 fn main() {

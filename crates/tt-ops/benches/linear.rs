@@ -11,6 +11,9 @@
 //! Run: `cargo bench -p tt-ops --bench linear` (about one minute).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/lcg.rs"]
+mod lcg;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,17 +26,6 @@ const K: usize = 3072;
 const DECODE_SET_BYTES: usize = 1_100_000_000;
 /// Buffer for the read-bandwidth probe (past every cache level).
 const PROBE_BYTES: usize = 1 << 30;
-
-/// Deterministic pseudo-random values in [-1, 1) (a 64-bit LCG; speed matters for 1 GB of weights).
-fn fill(len: usize, seed: u64) -> impl Iterator<Item = f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len).map(move |_| {
-        s = s
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    })
-}
 
 /// Per-iteration times recorded from criterion's timing loop, so the summary uses the same samples.
 #[derive(Default)]
@@ -77,14 +69,14 @@ fn main() {
         let count = DECODE_SET_BYTES.div_ceil(per * 2);
         // Allocated as the kernels' own large buffers are: on 2 MiB pages where the kernel allows.
         let mut weights = tt_ops::pages::zeroed_vec::<bf16>(per * count);
-        for (w, v) in weights.iter_mut().zip(fill(per * count, 1)) {
+        for (w, v) in weights.iter_mut().zip(lcg::values(per * count, 1)) {
             *w = bf16::from_f32(v);
         }
         let mut group = c.benchmark_group("linear_decode");
         group.sample_size(30).warm_up_time(Duration::from_secs(2));
         group.measurement_time(Duration::from_secs(6));
         for m in [1usize, 8] {
-            let x: Vec<f32> = fill(m * K, 2).collect();
+            let x: Vec<f32> = lcg::values(m * K, 2).collect();
             let mut out = vec![0.0f32; m * n];
             let samples = Samples::default();
             let mut next = 0;
@@ -131,9 +123,9 @@ fn main() {
             .warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(4));
         for n in [1152usize, 9216] {
-            let w: Vec<bf16> = fill(n * K, 3).map(bf16::from_f32).collect();
+            let w: Vec<bf16> = lcg::values(n * K, 3).map(bf16::from_f32).collect();
             for m in [128usize, 512] {
-                let x: Vec<f32> = fill(m * K, 4).collect();
+                let x: Vec<f32> = lcg::values(m * K, 4).collect();
                 let mut out = vec![0.0f32; m * n];
                 let flops = 2 * m * K * n;
                 let samples = Samples::default();

@@ -12,6 +12,9 @@
 //! (filter with a substring, e.g. `m155`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/lcg.rs"]
+mod lcg;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,15 +26,7 @@ use tt_ops::kernels::{
 
 /// Deterministic pseudo-random bf16 values in [-1, 1).
 fn fill(len: usize, seed: u64) -> Vec<bf16> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            bf16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
-        })
-        .collect()
+    lcg::values(len, seed).map(bf16::from_f32).collect()
 }
 
 /// Per-call times recorded from criterion's timing loop.

@@ -6,6 +6,9 @@
 //! bf16). Run: `cargo run --release -p tt-ops --example packed_stream -- [L] [passes]`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "../benches/support/lcg.rs"]
+mod lcg;
+
 use std::time::Instant;
 
 use tt_numerics::{Accumulation, MathFidelity, OpSettings, StorageFormat};
@@ -14,16 +17,9 @@ use tt_ops::{DType, DeviceWeight, Tensor, device_linear, linear};
 const K: usize = 3072;
 const N: usize = 8192;
 
+/// Deterministic pseudo-random values in [-1, 1).
 fn fill(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    lcg::values(len, seed).collect()
 }
 
 /// Best and median ms of `passes` runs of `f` over every matrix.

@@ -131,7 +131,7 @@ fn dispatch_takes_only_bf16_activations() {
     // Full f32 activations (the f32 preset) are never rounded to bf16.
     assert!(to_bf16_exact(&x).is_none());
     let mut out = vec![f32::NAN; m * n];
-    assert!(!path::try_dnnl(&x, &w, k, &mut out, m, k, n));
+    assert!(!path::try_matrix_units(&x, &w, k, &mut out, m, k, n));
     assert!(out.iter().all(|v| v.is_nan()), "out untouched");
     // bf16 activations convert exactly, both ways.
     let (xf, xb, _) = bf16_case(m, k, n, 5);
@@ -168,7 +168,7 @@ fn column_blocks_on_dnnl_equal_each_block_alone() {
         );
         // Bit-equal to the block multiplied alone on whichever path the mode picks.
         let mut alone = vec![f32::NAN; m * n];
-        if !path::try_dnnl(&xb, &wb, kb, &mut alone, m, kb, n) {
+        if !path::try_matrix_units(&xb, &wb, kb, &mut alone, m, kb, n) {
             matmul_with(Isa::detect(), &xb, &wb, kb, &mut alone, m, kb, n);
         }
         assert_eq!(&got[at], &alone[..], "block {b}");

@@ -129,12 +129,12 @@ pub fn matmul_bf16_column_blocks(
     column_blocks_with(Isa::detect(), true, x, w, out, m, k, n, blocks);
 }
 
-/// [`matmul_bf16_column_blocks`] with the instruction set chosen by the caller, and oneDNN allowed
-/// ([`path`]) or not.
+/// [`matmul_bf16_column_blocks`] with the instruction set chosen by the caller, and the matrix-unit
+/// paths (AMX, oneDNN; [`path`]) allowed or not.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn column_blocks_with<W: WeightElem>(
     isa: Isa,
-    dnnl: bool,
+    matrix_units: bool,
     x: &[f32],
     w: &[W],
     out: &mut [f32],
@@ -175,7 +175,7 @@ pub(crate) fn column_blocks_with<W: WeightElem>(
             row.copy_from_slice(&x[i * k + b * kb..i * k + (b + 1) * kb]);
         }
         let wb = &w[b * kb..(n - 1) * k + (b + 1) * kb];
-        if !(dnnl && try_dnnl(&xb, wb, k, out_b, m, kb, n)) {
+        if !(matrix_units && try_matrix_units(&xb, wb, k, out_b, m, kb, n)) {
             matmul_with(isa, &xb, wb, k, out_b, m, kb, n);
         }
     }
@@ -192,15 +192,15 @@ fn dispatch<W: WeightElem>(
     k: usize,
     n: usize,
 ) {
-    if !try_dnnl(x, w, ldw, out, m, k, n) {
+    if !try_matrix_units(x, w, ldw, out, m, k, n) {
         matmul_with(Isa::detect(), x, w, ldw, out, m, k, n);
     }
 }
 
-/// [`path::try_dnnl`] for bf16 weights (after the same shape checks as the native kernels);
+/// [`path::try_matrix_units`] for bf16 weights (after the same shape checks as the native kernels);
 /// false for f32 weights.
 #[allow(clippy::too_many_arguments)]
-fn try_dnnl<W: WeightElem>(
+fn try_matrix_units<W: WeightElem>(
     x: &[f32],
     w: &[W],
     ldw: usize,
@@ -216,7 +216,7 @@ fn try_dnnl<W: WeightElem>(
         && ldw >= k
         && (n == 0 || n.checked_mul(ldw).and_then(|e| (e - ldw).checked_add(k)) <= Some(w.len()))
         && Some(out.len()) == m.checked_mul(n);
-    shapes_ok && path::try_dnnl(x, w, ldw, out, m, k, n)
+    shapes_ok && path::try_matrix_units(x, w, ldw, out, m, k, n)
 }
 
 /// The native kernels, with the instruction set chosen by the caller (tests force the scalar path

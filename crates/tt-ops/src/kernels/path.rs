@@ -257,7 +257,7 @@ pub fn amx_usable() -> bool {
 /// Runs `out = x @ w^T` on a matrix-unit path if the rules above send it there; false (with `out`
 /// untouched or to be overwritten) when the native kernels must run instead.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn try_dnnl(
+pub(crate) fn try_matrix_units(
     x: &[f32],
     w: &[bf16],
     ldw: usize,
