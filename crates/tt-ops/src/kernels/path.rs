@@ -228,24 +228,46 @@ pub fn describe_path(m: usize) -> String {
     if m <= GEMV_MAX_M {
         return format!("{native} gemv");
     }
-    let amx = "AMX tile kernel (tdpbf16ps) for bf16 activations and k a multiple of 32";
     let mode = gemm_mode();
-    if amx_usable() && matches!(mode, GemmMode::Amx | GemmMode::Auto) {
-        if mode == GemmMode::Amx || m >= DNNL_MIN_M {
-            return format!("{amx}, else {native} gemm");
+    let mut paths = Vec::new();
+    if min_m(mode).is_some_and(|min| m >= min) {
+        if amx_allowed(mode).is_some() {
+            paths.push(
+                "AMX tile kernel (tdpbf16ps) for bf16 activations and k a multiple of 32"
+                    .to_string(),
+            );
         }
-        return format!("{native} gemm");
+        if dnnl_allowed(mode) {
+            paths.push(format!("{} for bf16 activations", dnnl_status()));
+        }
     }
-    let status = dnnl_status();
-    let use_dnnl = match mode {
+    paths.push(format!("{native} gemm"));
+    paths.join(", else ")
+}
+
+/// The smallest `m` a matrix-unit path takes in `mode` (`None`: never).
+fn min_m(mode: GemmMode) -> Option<usize> {
+    match mode {
+        GemmMode::Native => None,
+        GemmMode::Auto => Some(DNNL_MIN_M),
+        GemmMode::Amx | GemmMode::Dnnl => Some(GEMV_MAX_M + 1),
+    }
+}
+
+/// The AMX kernel's token when `mode` lets it run and this CPU has it.
+fn amx_allowed(mode: GemmMode) -> Option<Amx> {
+    match mode {
+        GemmMode::Auto | GemmMode::Amx => Amx::detect(),
+        GemmMode::Native | GemmMode::Dnnl => None,
+    }
+}
+
+/// Whether `mode` lets oneDNN run here (in `auto`, only on bf16 matrix hardware).
+fn dnnl_allowed(mode: GemmMode) -> bool {
+    match mode {
+        GemmMode::Auto => matches!(dnnl_status(), DnnlStatus::Ready { .. }),
+        GemmMode::Dnnl => !matches!(dnnl_status(), DnnlStatus::Unavailable(_)),
         GemmMode::Native | GemmMode::Amx => false,
-        GemmMode::Auto => m >= DNNL_MIN_M && matches!(status, DnnlStatus::Ready { .. }),
-        GemmMode::Dnnl => !matches!(status, DnnlStatus::Unavailable(_)),
-    };
-    if use_dnnl {
-        format!("{status} for bf16 activations, else {native} gemm")
-    } else {
-        format!("{native} gemm")
     }
 }
 
@@ -267,31 +289,16 @@ pub(crate) fn try_matrix_units(
     n: usize,
 ) -> bool {
     let mode = gemm_mode();
-    if let (GemmMode::Auto | GemmMode::Amx, Some(amx)) = (mode, Amx::detect()) {
-        let min_m = if mode == GemmMode::Amx {
-            GEMV_MAX_M + 1
-        } else {
-            DNNL_MIN_M
-        };
-        if m >= min_m && amx_gemm::matmul(amx, x, w, ldw, out, m, k, n) {
-            record(GemmPath::Amx);
-            return true;
-        }
-        if mode == GemmMode::Amx {
-            return false;
-        }
+    if min_m(mode).is_none_or(|min| m < min) || k == 0 || n == 0 {
+        return false;
     }
-    let min_m = match mode {
-        GemmMode::Native | GemmMode::Amx => return false,
-        GemmMode::Auto => {
-            if !matches!(dnnl_status(), DnnlStatus::Ready { .. }) {
-                return false;
-            }
-            DNNL_MIN_M
-        }
-        GemmMode::Dnnl => GEMV_MAX_M + 1,
-    };
-    if m < min_m || k == 0 || n == 0 {
+    if let Some(amx) = amx_allowed(mode)
+        && amx_gemm::matmul(amx, x, w, ldw, out, m, k, n)
+    {
+        record(GemmPath::Amx);
+        return true;
+    }
+    if !dnnl_allowed(mode) {
         return false;
     }
     let Ok(ctx) = Ctx::get() else {
