@@ -10,7 +10,7 @@
 //! matrix-unit kernels instead, where the library loads ([`crate::kernels::path`]).
 
 use crate::error::{OpError, Result};
-use crate::kernels::{matmul_bf16_column_blocks, matmul_bf16_strided, matmul_f32_strided};
+use crate::kernels::{matmul_bf16_column_blocks_into, matmul_bf16_strided, matmul_f32_strided};
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "linear";
@@ -130,11 +130,13 @@ pub fn linear_column_blocks(xs: &[&Tensor], w: &Tensor) -> Result<Vec<Tensor>> {
             x_all[i * k + b * kb..i * k + (b + 1) * kb].copy_from_slice(&xv[i * kb..(i + 1) * kb]);
         }
     }
-    let mut out = vec![0.0f32; blocks * m * n];
-    matmul_bf16_column_blocks(&x_all, w.as_bf16()?, &mut out, m, k, n, blocks);
+    // One buffer per block, handed to its tensor as is (a prefill's partial sums are megabytes).
+    let mut outs: Vec<Vec<f32>> = (0..blocks).map(|_| vec![0.0f32; m * n]).collect();
+    let mut views: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+    matmul_bf16_column_blocks_into(&x_all, w.as_bf16()?, &mut views, m, k, n);
     let shape = [lead, &[n]].concat();
-    out.chunks_exact(m * n)
-        .map(|part| Tensor::from_f32(part.to_vec(), &shape))
+    outs.into_iter()
+        .map(|part| Tensor::from_f32(part, &shape))
         .collect()
 }
 

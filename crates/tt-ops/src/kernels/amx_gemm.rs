@@ -7,7 +7,12 @@
 //! transposed, `out^T [n, m] = w [n, k] @ x^T`, and the small operand, `x`, is the one rearranged:
 //! once per call into the pair-interleaved layout the right operand needs (row `p` of a tile holds
 //! `(x[j][2p], x[j][2p + 1])` for 16 activation rows `j`). Each 16x16 f32 result tile is written
-//! into `out` transposed.
+//! into `out` transposed, with AVX-512 shuffles ([`super::transpose16`]).
+//!
+//! A row-parallel layer's devices (column blocks of one weight) run in one call,
+//! [`matmul_blocks`]: each task takes its columns of every block in turn, so the tasks are
+//! spread once per layer instead of once per device, and each block's sums are those of a call
+//! on that block alone.
 //!
 //! Blocking (measured on a Sapphire Rapids vCPU, `cargo bench -p tt-ops --bench prefill_dnnl`):
 //! - four result tiles (32 weight rows x 32 activation rows) per pass; each step of 32 values of
@@ -69,6 +74,10 @@ fn probe() -> bool {
     if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
         return false;
     }
+    // The result tiles are stored with AVX-512 (every AMX CPU has it; checked all the same).
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        return false;
+    }
     // Linux hands out the tile data state only on request: arch_prctl(ARCH_REQ_XCOMP_PERM,
     // XFEATURE_XTILEDATA = 18). The grant is process-wide and permanent.
     // SAFETY: a system call with integer arguments; it changes no memory of ours.
@@ -87,17 +96,26 @@ fn probe() -> bool {
 ///
 /// Layout: block `b` of 16 rows, then pair `p` of `k`, then row `j` of the block, then the pair:
 /// element `((b * k/2 + p) * 16 + j) * 2 + e` is `x[16b + j][2p + e]`.
+#[cfg(test)]
 pub(crate) fn pair_interleave(x: &[f32], m: usize, k: usize) -> Option<Vec<u16>> {
+    pair_interleave_columns(x, k, 0, m, k)
+}
+
+/// [`pair_interleave`] of columns `col0 .. col0 + k` of `x` (rows `ldx` apart, `m` of them).
+fn pair_interleave_columns(
+    x: &[f32],
+    ldx: usize,
+    col0: usize,
+    m: usize,
+    k: usize,
+) -> Option<Vec<u16>> {
     let mp = m.div_ceil(MPAIR) * MPAIR;
     let mut v = vec![0u16; mp * k];
     // One block of 16 rows per task: the rearrangement of a 1024-row prompt is not negligible.
     let exact = v.par_chunks_mut(16 * k).enumerate().all(|(b, block)| {
-        for (j, row) in x
-            .chunks_exact(k)
-            .skip(16 * b)
-            .take(16.min(m.saturating_sub(16 * b)))
-            .enumerate()
-        {
+        for j in 0..16.min(m.saturating_sub(16 * b)) {
+            let start = (16 * b + j) * ldx + col0;
+            let row = &x[start..start + k];
             for (p, pair) in row.chunks_exact(2).enumerate() {
                 let (lo, hi) = (pair[0].to_bits(), pair[1].to_bits());
                 if (lo | hi) & 0xFFFF != 0 {
@@ -129,21 +147,50 @@ pub(crate) fn matmul(
     k: usize,
     n: usize,
 ) -> bool {
+    matmul_blocks(amx, x, w, ldw, &mut [out], m, k, n)
+}
+
+/// The row-parallel products of `outs.len()` devices in one pass over `w`: for each block `b`,
+/// `outs[b] [m, n] = x[:, b*kb .. (b+1)*kb] @ w[:, b*kb .. (b+1)*kb]^T`, with `x [m, blocks*kb]`
+/// and `w` bf16 rows `ldw` apart. Each block's sums start from zero and are written out on
+/// their own, so every result is what [`matmul`] gives for that block alone: the `k` loop of a
+/// block is the same, chunk for chunk. Returns false, with `outs` untouched, when `kb` is not a
+/// multiple of 32 or `x` is not all bf16 values.
+///
+/// # Panics
+/// If the slice lengths do not match the shape (a caller bug).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_blocks(
+    amx: Amx,
+    x: &[f32],
+    w: &[bf16],
+    ldw: usize,
+    outs: &mut [&mut [f32]],
+    m: usize,
+    kb: usize,
+    n: usize,
+) -> bool {
+    let blocks = outs.len();
+    let k = blocks * kb;
     assert!(
         ldw >= k
             && x.len() == m * k
             && (n == 0 || (n - 1) * ldw + k <= w.len())
-            && out.len() == m * n,
-        "amx matmul: slice lengths do not match m={m}, k={k}, n={n}, ldw={ldw}"
+            && outs.iter().all(|o| o.len() == m * n),
+        "amx matmul: slice lengths do not match m={m}, k={k} ({blocks} blocks), n={n}, ldw={ldw}"
     );
-    if m == 0 || n == 0 || k == 0 || !k.is_multiple_of(32) {
+    if blocks == 0 || m == 0 || n == 0 || kb == 0 || !kb.is_multiple_of(32) {
         return false;
     }
-    let Some(xv) = pair_interleave(x, m, k) else {
-        return false;
-    };
-    let mp = xv.len() / k;
-    let out = DisjointOut::new(out);
+    let mut xvs = Vec::with_capacity(blocks);
+    for b in 0..blocks {
+        let Some(xv) = pair_interleave_columns(x, k, b * kb, m, kb) else {
+            return false;
+        };
+        xvs.push(xv);
+    }
+    let mp = m.div_ceil(MPAIR) * MPAIR;
+    let outs: Vec<DisjointOut<'_>> = outs.iter_mut().map(|o| DisjointOut::new(o)).collect();
     let task = |t: usize| {
         let c0 = t * TASK_N;
         let c1 = (c0 + TASK_N).min(n);
@@ -151,38 +198,42 @@ pub(crate) fn matmul(
         let mut tiles = Tiles::new(amx, (c1 - c0).div_ceil(PANEL) * pairs);
         for m0 in (0..mp).step_by(CHUNK_ROWS) {
             let m1 = (m0 + CHUNK_ROWS).min(mp);
-            // k chunks outermost: one chunk of the activations stays in L2 for every panel.
-            for k0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - k0);
-                for (panel, p0) in (c0..c1).step_by(PANEL).enumerate() {
-                    tiles.pack(&w[p0 * ldw..], ldw, PANEL.min(c1 - p0), k0, kc);
-                    // The next chunk's weight rows are short streams the hardware prefetcher
-                    // barely starts on: ask for them while this chunk computes.
-                    if p0 + PANEL < c1 {
-                        prefetch(
-                            &w[(p0 + PANEL) * ldw..],
-                            ldw,
-                            PANEL.min(c1 - p0 - PANEL),
-                            k0,
-                            kc,
-                        );
-                    } else if k0 + KC < k {
-                        let kn = KC.min(k - k0 - KC);
-                        prefetch(&w[c0 * ldw..], ldw, PANEL.min(c1 - c0), k0 + KC, kn);
-                    }
-                    for (pair, mb) in (m0..m1).step_by(MPAIR).enumerate() {
-                        let acts = &xv[mb * k..(mb + MPAIR) * k];
-                        tiles.run(panel * pairs + pair, acts, k, k0, kc);
+            for (b, (xv, out)) in xvs.iter().zip(&outs).enumerate() {
+                let wb = &w[b * kb..];
+                // k chunks outermost: one chunk of the activations stays in L2 for every panel.
+                for k0 in (0..kb).step_by(KC) {
+                    let kc = KC.min(kb - k0);
+                    for (panel, p0) in (c0..c1).step_by(PANEL).enumerate() {
+                        tiles.pack(&wb[p0 * ldw..], ldw, PANEL.min(c1 - p0), k0, kc);
+                        // The next chunk's weight rows are short streams the hardware
+                        // prefetcher barely starts on: ask for them while this chunk computes.
+                        if p0 + PANEL < c1 {
+                            let rows = PANEL.min(c1 - p0 - PANEL);
+                            prefetch(&wb[(p0 + PANEL) * ldw..], ldw, rows, k0, kc);
+                        } else if k0 + KC < kb {
+                            let kn = KC.min(kb - k0 - KC);
+                            prefetch(&wb[c0 * ldw..], ldw, PANEL.min(c1 - c0), k0 + KC, kn);
+                        } else if b + 1 < blocks {
+                            let next = &w[(b + 1) * kb + c0 * ldw..];
+                            prefetch(next, ldw, PANEL.min(c1 - c0), 0, KC.min(kb));
+                        }
+                        for (pair, mb) in (m0..m1).step_by(MPAIR).enumerate() {
+                            let acts = &xv[mb * kb..(mb + MPAIR) * kb];
+                            tiles.run(panel * pairs + pair, acts, kb, k0, kc);
+                        }
                     }
                 }
-            }
-            for (panel, p0) in (c0..c1).step_by(PANEL).enumerate() {
-                let rows = PANEL.min(c1 - p0);
-                for (pair, mb) in (m0..m1).step_by(MPAIR).enumerate() {
-                    for j in 0..MPAIR.min(m.saturating_sub(mb)) {
-                        // SAFETY: task t alone owns columns c0..c1, and p0..p0+rows lies in them.
-                        let seg = unsafe { out.segment((mb + j) * n + p0, rows) };
-                        tiles.column(panel * pairs + pair, j, seg);
+                for (panel, p0) in (c0..c1).step_by(PANEL).enumerate() {
+                    let rows = PANEL.min(c1 - p0);
+                    for (pair, mb) in (m0..m1).step_by(MPAIR).enumerate() {
+                        let acts = MPAIR.min(m.saturating_sub(mb));
+                        if acts > 0 {
+                            // SAFETY: task t alone owns columns c0..c1 of every block's output;
+                            // the store writes rows mb..mb+acts (< m) at columns p0..p0+rows
+                            // (inside c0..c1), all within the span.
+                            let dst = unsafe { out.raw(mb * n + p0, (acts - 1) * n + rows) };
+                            tiles.store(panel * pairs + pair, dst, n, acts, rows);
+                        }
                     }
                 }
             }
@@ -295,13 +346,37 @@ impl Tiles {
         run_chunk(self.packed.as_ptr(), b0, b1, kc / 32, k0 == 0, c);
     }
 
-    /// Writes result column `j` of activation pair `pair` into `seg`, one value per weight row
-    /// (at most [`PANEL`]).
-    fn column(&self, pair: usize, j: usize, seg: &mut [f32]) {
-        let (half, jj) = (j / 16, j % 16);
-        for (r, v) in seg.iter_mut().enumerate() {
-            let (wh, rr) = (r / 16, r % 16);
-            *v = f32::from_bits(self.results[4 * pair + wh * 2 + half].0[rr * 16 + jj]);
+    /// Writes activation pair `pair`'s results, transposed, to `acts` rows of `rows` values each
+    /// (at most [`MPAIR`] and [`PANEL`]), rows `ld` apart from `dst`.
+    fn store(&self, pair: usize, dst: *mut f32, ld: usize, acts: usize, rows: usize) {
+        assert!(
+            acts <= MPAIR && rows <= PANEL,
+            "amx store: a pair is 32 x 32"
+        );
+        for wh in 0..2 {
+            for ah in 0..2 {
+                let rows_out = acts.saturating_sub(16 * ah).min(16);
+                let cols_out = rows.saturating_sub(16 * wh).min(16);
+                if rows_out == 0 || cols_out == 0 {
+                    continue;
+                }
+                let tile = &self.results[4 * pair + wh * 2 + ah].0;
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: an `Amx` token exists, so the CPU has AVX-512 F (`Amx::detect`); the
+                // caller's `dst` covers `acts` rows of `rows` values, `ld` apart, that only this
+                // task writes, and this tile's part is rows 16·ah.. and columns 16·wh.. of it.
+                unsafe {
+                    super::transpose16::store_transposed(
+                        tile,
+                        dst.add(16 * ah * ld + 16 * wh),
+                        ld,
+                        rows_out,
+                        cols_out,
+                    )
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (tile, dst, ld);
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use half::bf16;
 
-use super::amx_gemm::{Amx, matmul, pair_interleave};
+use super::amx_gemm::{Amx, matmul, matmul_blocks, pair_interleave};
 use super::reference::{assert_close, matmul_ref, random_case};
 
 /// The token, or `None` after printing why the test is skipped.
@@ -94,6 +94,42 @@ fn a_column_does_not_depend_on_its_task_or_panel() {
             );
         }
     }
+}
+
+#[test]
+fn blocks_in_one_pass_equal_each_block_alone() {
+    let Some(amx) = amx_or_skip("blocks_in_one_pass_equal_each_block_alone") else {
+        return;
+    };
+    // A row-parallel layer's devices: kb below, at and above one k chunk (512), tails in m and n.
+    for &(m, kb, n, blocks) in &[(33, 64, 70, 3), (155, 384, 200, 8), (40, 544, 33, 2)] {
+        let k = kb * blocks;
+        let (x, w) = bf16_case(m, k, n, (m + kb + n + blocks) as u64);
+        let mut outs = vec![vec![f32::NAN; m * n]; blocks];
+        let mut views: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+        assert!(matmul_blocks(amx, &x, &w, k, &mut views, m, kb, n));
+        for (b, got) in outs.iter().enumerate() {
+            let xb: Vec<f32> = (0..m)
+                .flat_map(|i| x[i * k + b * kb..i * k + (b + 1) * kb].to_vec())
+                .collect();
+            let wb: Vec<bf16> = (0..n)
+                .flat_map(|j| w[j * k + b * kb..j * k + (b + 1) * kb].to_vec())
+                .collect();
+            let mut alone = vec![f32::NAN; m * n];
+            assert!(matmul(amx, &xb, &w[b * kb..], k, &mut alone, m, kb, n));
+            let what = format!("block {b} of {blocks}, m={m} kb={kb} n={n}");
+            for (i, (g, a)) in got.iter().zip(&alone).enumerate() {
+                assert_eq!(g.to_bits(), a.to_bits(), "{what}: element {i}");
+            }
+            assert_close(got, &matmul_ref(&xb, &wb, m, kb, n), &what);
+        }
+    }
+    // kb not a multiple of 32: declined, nothing written.
+    let (x, w) = bf16_case(40, 96, 8, 9);
+    let mut outs = vec![vec![7.0f32; 40 * 8]; 2];
+    let mut views: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+    assert!(!matmul_blocks(amx, &x, &w, 96, &mut views, 40, 48, 8));
+    assert!(outs.iter().flatten().all(|&v| v == 7.0));
 }
 
 #[test]

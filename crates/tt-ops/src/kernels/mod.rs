@@ -36,6 +36,7 @@ mod pack;
 pub mod path;
 pub mod probe;
 mod scratch;
+mod transpose16;
 
 #[cfg(test)]
 mod amx_gemm_tests;
@@ -111,8 +112,9 @@ pub fn matmul_f32_strided(
 /// (the devices' activations side by side), `w [n, k]` contiguous bf16 and `out [blocks, m, n]`.
 ///
 /// For small `m` with `kb` a multiple of 16 (on AVX2) it streams `w` once, left to right, instead
-/// of reading each device's column block with a stride (see the `gemv_blocks` module); otherwise
-/// it runs one strided [`matmul_bf16_strided`] per block. Results are the same either way.
+/// of reading each device's column block with a stride (see the `gemv_blocks` module); where the
+/// AMX tile kernel takes the product, every block runs in one call of it; otherwise it runs one
+/// strided [`matmul_bf16_strided`] per block. Results are the same either way.
 ///
 /// # Panics
 /// If `blocks` is 0 or does not divide `k`, or the slice lengths do not match.
@@ -127,6 +129,23 @@ pub fn matmul_bf16_column_blocks(
     blocks: usize,
 ) {
     column_blocks_with(Isa::detect(), true, x, w, out, m, k, n, blocks);
+}
+
+/// [`matmul_bf16_column_blocks`] with each block's result in a buffer of its own: `outs[b]`
+/// (`[m, n]` each) instead of one `[blocks, m, n]` slice, so a caller can hand the buffers on
+/// without copying them.
+///
+/// # Panics
+/// If `outs` is empty, its length does not divide `k`, or the slice lengths do not match.
+pub fn matmul_bf16_column_blocks_into(
+    x: &[f32],
+    w: &[half::bf16],
+    outs: &mut [&mut [f32]],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    column_blocks_into(Isa::detect(), true, x, w, outs, m, k, n);
 }
 
 /// [`matmul_bf16_column_blocks`] with the instruction set chosen by the caller, and the matrix-unit
@@ -144,11 +163,37 @@ pub(crate) fn column_blocks_with<W: WeightElem>(
     blocks: usize,
 ) {
     assert!(
+        blocks > 0 && Some(out.len()) == m.checked_mul(n).and_then(|e| e.checked_mul(blocks)),
+        "matmul_column_blocks: slice lengths do not match m={m}, k={k}, n={n}, blocks={blocks}"
+    );
+    let mut outs: Vec<&mut [f32]> = if m * n == 0 {
+        (0..blocks).map(|_| <&mut [f32]>::default()).collect()
+    } else {
+        out.chunks_exact_mut(m * n).collect()
+    };
+    column_blocks_into(isa, matrix_units, x, w, &mut outs, m, k, n);
+}
+
+/// [`matmul_bf16_column_blocks_into`] with the instruction set chosen by the caller, and the
+/// matrix-unit paths allowed or not.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn column_blocks_into<W: WeightElem>(
+    isa: Isa,
+    matrix_units: bool,
+    x: &[f32],
+    w: &[W],
+    outs: &mut [&mut [f32]],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    let blocks = outs.len();
+    assert!(
         blocks > 0
             && k.is_multiple_of(blocks)
             && Some(x.len()) == m.checked_mul(k)
             && Some(w.len()) == n.checked_mul(k)
-            && Some(out.len()) == m.checked_mul(n).and_then(|e| e.checked_mul(blocks)),
+            && outs.iter().all(|o| Some(o.len()) == m.checked_mul(n)),
         "matmul_column_blocks: slice lengths do not match m={m}, k={k}, n={n}, blocks={blocks}"
     );
     let kb = k / blocks;
@@ -156,7 +201,7 @@ pub(crate) fn column_blocks_with<W: WeightElem>(
         return;
     }
     if kb == 0 {
-        out.fill(0.0);
+        outs.iter_mut().for_each(|o| o.fill(0.0));
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -165,12 +210,23 @@ pub(crate) fn column_blocks_with<W: WeightElem>(
         && kb.is_multiple_of(16)
     {
         path::record(GemmPath::Gemv);
-        gemv_blocks::gemv_column_blocks(token, x, w, out, m, k, n, blocks);
+        let mut out = vec![0.0f32; blocks * m * n];
+        gemv_blocks::gemv_column_blocks(token, x, w, &mut out, m, k, n, blocks);
+        for (dst, src) in outs.iter_mut().zip(out.chunks_exact(m * n)) {
+            dst.copy_from_slice(src);
+        }
         return;
     }
-    // One strided product per block, on that block's activation columns copied out.
+    // Every block in one pass of the AMX kernel, where it runs ...
+    if matrix_units
+        && let Some(wb) = W::as_bf16(w)
+        && path::try_amx_blocks(x, wb, k, outs, m, kb, n)
+    {
+        return;
+    }
+    // ... else one strided product per block, on that block's activation columns copied out.
     let mut xb = vec![0.0f32; m * kb];
-    for (b, out_b) in out.chunks_exact_mut(m * n).enumerate() {
+    for (b, out_b) in outs.iter_mut().enumerate() {
         for (i, row) in xb.chunks_exact_mut(kb).enumerate() {
             row.copy_from_slice(&x[i * k + b * kb..i * k + (b + 1) * kb]);
         }

@@ -45,4 +45,20 @@ impl<'a> DisjointOut<'a> {
         // the caller, so this is the only reference to these elements.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
+
+    /// A raw pointer to `out[start]`, for a task that writes elements of `out[start..start +
+    /// span]` it owns, scattered among other tasks' elements (a transposed tile store).
+    ///
+    /// # Safety
+    /// The caller writes only elements no other task reads or writes while this handle lives.
+    /// (Bounds of the span are checked here.)
+    pub(crate) unsafe fn raw(&self, start: usize, span: usize) -> *mut f32 {
+        assert!(
+            start <= self.len && span <= self.len - start,
+            "raw span out of bounds"
+        );
+        // SAFETY: start is within the live borrow (checked above); creating the pointer reads or
+        // writes nothing.
+        unsafe { self.ptr.add(start) }
+    }
 }

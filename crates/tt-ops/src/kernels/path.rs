@@ -152,7 +152,12 @@ pub fn path_counts() -> PathCounts {
 
 /// Counts one call on `path`.
 pub(crate) fn record(path: GemmPath) {
-    COUNTS[path as usize].fetch_add(1, Ordering::Relaxed);
+    record_many(path, 1);
+}
+
+/// Counts `calls` products on `path` (a row-parallel call counts one per block).
+pub(crate) fn record_many(path: GemmPath, calls: u64) {
+    COUNTS[path as usize].fetch_add(calls, Ordering::Relaxed);
 }
 
 /// What oneDNN would run bf16 products on here, or why it is not used.
@@ -313,6 +318,34 @@ pub(crate) fn try_matrix_units(
     } else {
         false
     }
+}
+
+/// The row-parallel products of `outs.len()` blocks (see `amx_gemm::matmul_blocks`) in one
+/// call on the AMX kernel, if the rules above send a product of these sizes there; false (with
+/// `outs` untouched) otherwise. Only the AMX kernel takes every block at once; oneDNN runs one
+/// block at a time through [`try_matrix_units`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn try_amx_blocks(
+    x: &[f32],
+    w: &[bf16],
+    ldw: usize,
+    outs: &mut [&mut [f32]],
+    m: usize,
+    kb: usize,
+    n: usize,
+) -> bool {
+    let mode = gemm_mode();
+    if min_m(mode).is_none_or(|min| m < min) || kb == 0 || n == 0 {
+        return false;
+    }
+    let blocks = outs.len() as u64;
+    if let Some(amx) = amx_allowed(mode)
+        && amx_gemm::matmul_blocks(amx, x, w, ldw, outs, m, kb, n)
+    {
+        record_many(GemmPath::Amx, blocks);
+        return true;
+    }
+    false
 }
 
 /// `x` as bf16 if every value is exactly a bf16 (its low 16 bits are zero), else `None`.

@@ -1,0 +1,107 @@
+//! A 16x16 f32 tile written out transposed, with AVX-512: how the AMX kernel ([`super::amx_gemm`])
+//! stores its result tiles, which hold `out^T`. Four rounds of in-register shuffles (64 in all)
+//! replace 256 scalar loads and stores; a row-parallel prefill on a 2x4 mesh writes every output
+//! once per device, so this write is a real share of the kernel's time there.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Writes the transpose of `tile` (`[16 rows][16 columns]`, row-major): column `j` of the tile
+/// becomes `dst` row `j`, for `j < rows_out`; each such row gets the tile's first `cols_out`
+/// rows. Row `j` of `dst` starts at `dst + j * ld`.
+///
+/// # Safety
+/// The CPU has AVX-512 F; `rows_out <= 16`, `cols_out <= 16`; for each `j < rows_out`,
+/// `cols_out` f32 values at `dst + j * ld` are writable and no other thread touches them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn store_transposed(
+    tile: &[u32; 256],
+    dst: *mut f32,
+    ld: usize,
+    rows_out: usize,
+    cols_out: usize,
+) {
+    let p = tile.as_ptr().cast::<f32>();
+    // SAFETY: 16 rows of 16 values in `tile`.
+    let r: [__m512; 16] = std::array::from_fn(|i| unsafe { _mm512_loadu_ps(p.add(16 * i)) });
+    // Round 1: pairs of rows interleaved within 128-bit lanes.
+    let mut a = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        a[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // Round 2: b[4g + c], lane l = rows 4g .. 4g + 4 of column 4l + c.
+    let mut b = [_mm512_setzero_ps(); 16];
+    for g in 0..4 {
+        let (lo, hi) = (a[4 * g], a[4 * g + 1]);
+        let (lo2, hi2) = (a[4 * g + 2], a[4 * g + 3]);
+        b[4 * g] = _mm512_shuffle_ps::<0x44>(lo, lo2);
+        b[4 * g + 1] = _mm512_shuffle_ps::<0xEE>(lo, lo2);
+        b[4 * g + 2] = _mm512_shuffle_ps::<0x44>(hi, hi2);
+        b[4 * g + 3] = _mm512_shuffle_ps::<0xEE>(hi, hi2);
+    }
+    let mask: __mmask16 = if cols_out >= 16 {
+        0xFFFF
+    } else {
+        (1u16 << cols_out) - 1
+    };
+    // Rounds 3 and 4: 128-bit lanes gathered across registers; column 4l + c of the tile.
+    for c in 0..4 {
+        let c0 = _mm512_shuffle_f32x4::<0x88>(b[c], b[4 + c]);
+        let c1 = _mm512_shuffle_f32x4::<0xDD>(b[c], b[4 + c]);
+        let c2 = _mm512_shuffle_f32x4::<0x88>(b[8 + c], b[12 + c]);
+        let c3 = _mm512_shuffle_f32x4::<0xDD>(b[8 + c], b[12 + c]);
+        let cols = [
+            _mm512_shuffle_f32x4::<0x88>(c0, c2),
+            _mm512_shuffle_f32x4::<0x88>(c1, c3),
+            _mm512_shuffle_f32x4::<0xDD>(c0, c2),
+            _mm512_shuffle_f32x4::<0xDD>(c1, c3),
+        ];
+        for (l, v) in cols.into_iter().enumerate() {
+            let j = 4 * l + c;
+            if j < rows_out {
+                // SAFETY: row j < rows_out of dst has cols_out writable values (the caller's
+                // contract); the mask writes only those.
+                unsafe { _mm512_mask_storeu_ps(dst.add(j * ld), mask, v) };
+            }
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn equals_the_scalar_transpose_with_every_edge() {
+        if !is_x86_feature_detected!("avx512f") {
+            println!("equals_the_scalar_transpose_with_every_edge: skipped, no AVX-512 F");
+            return;
+        }
+        let tile: [u32; 256] = std::array::from_fn(|i| (i as f32 * 1.5 - 7.0).to_bits());
+        let ld = 21;
+        for rows_out in [0, 1, 5, 15, 16] {
+            for cols_out in [0, 1, 7, 16] {
+                let mut dst = vec![-1.0f32; 16 * ld];
+                // SAFETY: AVX-512 F checked; dst has 16 rows of ld >= 16 values.
+                unsafe { store_transposed(&tile, dst.as_mut_ptr(), ld, rows_out, cols_out) };
+                for j in 0..16 {
+                    for i in 0..ld {
+                        let want = if j < rows_out && i < cols_out {
+                            f32::from_bits(tile[i * 16 + j])
+                        } else {
+                            -1.0
+                        };
+                        assert_eq!(
+                            dst[j * ld + i],
+                            want,
+                            "rows {rows_out} cols {cols_out} at ({j}, {i})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
