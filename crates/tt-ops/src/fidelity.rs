@@ -24,9 +24,12 @@ impl Fidelity {
     /// Round `values` in place to this fidelity (a no-op for [`Fidelity::F32`]).
     pub fn round_slice(self, values: &mut [f32]) {
         if self == Fidelity::Bf16 {
-            for v in values {
-                *v = round_bf16(*v);
-            }
+            // Value by value, so chunks over the team change no number.
+            crate::team::for_each_chunk_mut(values, |_, chunk| {
+                for v in chunk {
+                    *v = round_bf16(*v);
+                }
+            });
         }
     }
 
@@ -56,6 +59,17 @@ pub fn round_bf16(x: f32) -> f32 {
 mod tests {
     use super::*;
     use crate::DType;
+
+    #[test]
+    fn a_prefill_sized_slice_rounds_value_by_value() {
+        let n = 4 * crate::team::CHUNK + 77;
+        let vals: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+        let mut got = vals.clone();
+        Fidelity::Bf16.round_slice(&mut got);
+        for (i, (&g, &v)) in got.iter().zip(&vals).enumerate() {
+            assert_eq!(g.to_bits(), round_bf16(v).to_bits(), "value {i}");
+        }
+    }
 
     #[test]
     fn f32_is_identity_and_bf16_rounds_to_nearest_even() {

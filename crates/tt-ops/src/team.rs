@@ -119,6 +119,22 @@ pub fn map_mut<T: Send, R: Send>(items: &mut [T], f: impl Fn(usize, &mut T) -> R
     })
 }
 
+/// Values per chunk of [`for_each_chunk_mut`].
+pub const CHUNK: usize = 1 << 15;
+
+/// `f(offset, chunk)` over `values` in chunks of [`CHUNK`] (the last may be shorter), as a
+/// [`for_each`] loop when there are four chunks or more, else `f(0, values)` on this thread. For
+/// elementwise work on prefill-sized tensors: on a one-device mesh nothing else runs beside the
+/// op, while inside a mesh's per-device loop the chunks run on the device's own thread.
+pub fn for_each_chunk_mut(values: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    if values.len() < 4 * CHUNK {
+        f(0, values);
+        return;
+    }
+    let mut chunks: Vec<&mut [f32]> = values.chunks_mut(CHUNK).collect();
+    map_mut(&mut chunks, |c, chunk| f(c * CHUNK, chunk));
+}
+
 /// The team this thread leads and may hand a loop to.
 fn leading() -> Option<&'static Team> {
     let team = LEADS.get();
