@@ -89,6 +89,8 @@ fn log_filter(verbose: u8) -> EnvFilter {
 }
 
 fn main() -> std::process::ExitCode {
+    // A prefill's buffers are reused instead of page-faulted in again (see the module).
+    tt_decoder::freed_memory::keep_freed_memory();
     let cli = Cli::parse();
     // `profile` adds its recorder of the decoder's TRACE spans (every thread reports to the
     // global subscriber); other tasks leave those spans disabled.

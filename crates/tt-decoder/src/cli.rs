@@ -479,6 +479,7 @@ fn run_plan(bin: &Binary, args: PlanArgs) -> Result<()> {
 
 /// Runs the binary `bin` on this process's command line; returns its exit code.
 pub fn main(bin: &Binary) -> ExitCode {
+    crate::freed_memory::keep_freed_memory();
     let matches = Cli::command().name(bin.name).about(bin.about).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

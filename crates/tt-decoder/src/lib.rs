@@ -27,6 +27,7 @@
 //! - [`sampling`]: greedy and seeded top-k/top-p sampling.
 //! - [`ranks`]: this process alone, or the MPI ranks of an `mpirun` launch ([`Ranks`]).
 //! - [`cli`]: the `generate` / `logits` / `plan` commands of a model binary.
+//! - [`freed_memory`]: a binary's allocator keeps freed buffers for reuse (fewer page faults).
 //! - [`error`]: typed errors.
 
 pub mod cli;
@@ -34,6 +35,7 @@ pub mod config;
 mod decoder;
 pub mod error;
 pub mod family;
+pub mod freed_memory;
 pub mod generate;
 pub mod kv_cache;
 mod local_read;
