@@ -526,7 +526,10 @@ fn decode_steps(
 }
 
 /// Resets the kernel's peak-RSS mark (VmHWM) to the current RSS; false where that is impossible.
+/// The freed memory the allocator keeps (`tt_decoder::freed_memory`) is handed back first, so an
+/// earlier configuration's buffers do not count in the next one's peak.
 fn reset_peak_rss() -> bool {
+    tt_decoder::freed_memory::release_freed_memory();
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
