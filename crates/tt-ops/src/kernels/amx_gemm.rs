@@ -134,8 +134,11 @@ fn pair_interleave_columns(
 /// `out[m*n] = x[m*k] @ w^T` with `w [n, k]` bf16 rows `ldw` apart, on the tile unit. Returns
 /// false, with `out` untouched, when `k` is not a multiple of 32 or `x` is not all bf16 values.
 ///
+/// (The one-block case of [`matmul_blocks`], which the dispatch calls; the tests use this.)
+///
 /// # Panics
 /// If the slice lengths do not match the shape (a caller bug).
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     amx: Amx,

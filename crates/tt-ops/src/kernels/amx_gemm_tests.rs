@@ -6,7 +6,7 @@
 use half::bf16;
 
 use super::amx_gemm::{Amx, matmul, matmul_blocks, pair_interleave};
-use super::reference::{assert_close, matmul_ref, random_case};
+use super::reference::{assert_close, column_block, matmul_ref, random_case};
 
 /// The token, or `None` after printing why the test is skipped.
 fn amx_or_skip(test: &str) -> Option<Amx> {
@@ -109,12 +109,8 @@ fn blocks_in_one_pass_equal_each_block_alone() {
         let mut views: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
         assert!(matmul_blocks(amx, &x, &w, k, &mut views, m, kb, n));
         for (b, got) in outs.iter().enumerate() {
-            let xb: Vec<f32> = (0..m)
-                .flat_map(|i| x[i * k + b * kb..i * k + (b + 1) * kb].to_vec())
-                .collect();
-            let wb: Vec<bf16> = (0..n)
-                .flat_map(|j| w[j * k + b * kb..j * k + (b + 1) * kb].to_vec())
-                .collect();
+            let xb = column_block(&x, m, k, b * kb, kb);
+            let wb = column_block(&w, n, k, b * kb, kb);
             let mut alone = vec![f32::NAN; m * n];
             assert!(matmul(amx, &xb, &w[b * kb..], k, &mut alone, m, kb, n));
             let what = format!("block {b} of {blocks}, m={m} kb={kb} n={n}");

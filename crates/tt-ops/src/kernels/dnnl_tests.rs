@@ -7,7 +7,7 @@ use half::bf16;
 
 use super::dnnl_gemm::{Ctx, NB, matmul};
 use super::path::{self, to_bf16_exact};
-use super::reference::{assert_close, matmul_ref, random_case};
+use super::reference::{assert_close, column_block, matmul_ref, random_case};
 use super::{GEMV_MAX_M, Isa, matmul_with};
 
 /// The context, or `None` after printing why these tests are skipped.
@@ -154,12 +154,8 @@ fn column_blocks_on_dnnl_equal_each_block_alone() {
     let mut got = vec![f32::NAN; blocks * m * n];
     super::column_blocks_with(Isa::detect(), true, &xf, &w, &mut got, m, k, n, blocks);
     for b in 0..blocks {
-        let xb: Vec<f32> = (0..m)
-            .flat_map(|i| xf[i * k + b * kb..i * k + (b + 1) * kb].to_vec())
-            .collect();
-        let wb: Vec<bf16> = (0..n)
-            .flat_map(|j| w[j * k + b * kb..j * k + (b + 1) * kb].to_vec())
-            .collect();
+        let xb = column_block(&xf, m, k, b * kb, kb);
+        let wb = column_block(&w, n, k, b * kb, kb);
         let at = b * m * n..(b + 1) * m * n;
         assert_close(
             &got[at.clone()],

@@ -16,23 +16,24 @@ use super::isa::Avx2Fma;
 use super::out::DisjointOut;
 use super::scratch::with_scratch;
 
-/// `out [blocks, m, n]`: block `b` is `x[:, b*kb..(b+1)*kb] @ w[:, b*kb..(b+1)*kb]^T`, for
+/// `outs[b] [m, n]` = `x[:, b*kb..(b+1)*kb] @ w[:, b*kb..(b+1)*kb]^T` for each block `b`, with
 /// `x [m, k]`, `w [n, k]` (contiguous), `kb = k / blocks` a multiple of 16, `1 <= m <= 8`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemv_column_blocks<W: WeightElem>(
     _token: Avx2Fma,
     x: &[f32],
     w: &[W],
-    out: &mut [f32],
+    outs: &mut [&mut [f32]],
     m: usize,
     k: usize,
     n: usize,
-    blocks: usize,
 ) {
+    let blocks = outs.len();
+    assert!(blocks > 0 && k.is_multiple_of(blocks));
     let kb = k / blocks;
-    assert!(kb * blocks == k && kb.is_multiple_of(16) && (1..=8).contains(&m));
-    assert!(x.len() == m * k && w.len() == n * k && out.len() == blocks * m * n);
-    let out = DisjointOut::new(out);
+    assert!(kb.is_multiple_of(16) && (1..=8).contains(&m));
+    assert!(x.len() == m * k && w.len() == n * k && outs.iter().all(|o| o.len() == m * n));
+    let out: Vec<DisjointOut<'_>> = outs.iter_mut().map(|o| DisjointOut::new(o)).collect();
     let run = |xv: &[f32]| {
         let nblocks = n.div_ceil(BLOCK_ROWS);
         let task = |t: usize| {
@@ -80,7 +81,7 @@ unsafe fn row_block<W: WeightElem>(
     x: &[f32],
     xv: &[f32],
     w: &[W],
-    out: &DisjointOut<'_>,
+    out: &[DisjointOut<'_>],
     j0: usize,
     nrows: usize,
     m: usize,
@@ -91,7 +92,7 @@ unsafe fn row_block<W: WeightElem>(
     // Tiles as in the plain GEMV.
     let (groups, gap, nr) = row_groups(m, nrows);
     for g in 0..groups {
-        for b in 0..k / kb {
+        for (b, out_b) in out.iter().enumerate() {
             let c0 = b * kb;
             let rows = Rows {
                 ldw: k,
@@ -110,10 +111,10 @@ unsafe fn row_block<W: WeightElem>(
             while i0 < m {
                 let mr = (m - i0).min(4);
                 chunk(&rows, i0, mr, wr, gap * k, nr, i0 == 0, &mut |i, q, v| {
-                    let at = (b * m + i0 + i) * n + j0 + g + q * gap;
+                    let at = (i0 + i) * n + j0 + g + q * gap;
                     // SAFETY: this task alone writes columns j0..j0+nrows of every output row,
                     // and this one-element segment is dropped before the next is taken.
-                    unsafe { out.segment(at, 1)[0] = v };
+                    unsafe { out_b.segment(at, 1)[0] = v };
                 });
                 i0 += mr;
             }

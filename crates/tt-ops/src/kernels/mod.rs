@@ -210,11 +210,7 @@ pub(crate) fn column_blocks_into<W: WeightElem>(
         && kb.is_multiple_of(16)
     {
         path::record(GemmPath::Gemv);
-        let mut out = vec![0.0f32; blocks * m * n];
-        gemv_blocks::gemv_column_blocks(token, x, w, &mut out, m, k, n, blocks);
-        for (dst, src) in outs.iter_mut().zip(out.chunks_exact(m * n)) {
-            dst.copy_from_slice(src);
-        }
+        gemv_blocks::gemv_column_blocks(token, x, w, outs, m, k, n);
         return;
     }
     // Every block in one pass of the AMX kernel, where it runs ...

@@ -294,13 +294,10 @@ pub(crate) fn try_matrix_units(
     n: usize,
 ) -> bool {
     let mode = gemm_mode();
-    if min_m(mode).is_none_or(|min| m < min) || k == 0 || n == 0 {
+    if !takes(mode, m, k, n) {
         return false;
     }
-    if let Some(amx) = amx_allowed(mode)
-        && amx_gemm::matmul(amx, x, w, ldw, out, m, k, n)
-    {
-        record(GemmPath::Amx);
+    if run_amx(mode, x, w, ldw, &mut [out], m, k, n) {
         return true;
     }
     if !dnnl_allowed(mode) {
@@ -335,17 +332,35 @@ pub(crate) fn try_amx_blocks(
     n: usize,
 ) -> bool {
     let mode = gemm_mode();
-    if min_m(mode).is_none_or(|min| m < min) || kb == 0 || n == 0 {
+    takes(mode, m, kb, n) && run_amx(mode, x, w, ldw, outs, m, kb, n)
+}
+
+/// Whether `mode` sends a product of these sizes to a matrix-unit path at all.
+fn takes(mode: GemmMode, m: usize, k: usize, n: usize) -> bool {
+    min_m(mode).is_some_and(|min| m >= min) && k > 0 && n > 0
+}
+
+/// The AMX kernel on `outs.len()` column blocks (one block: a plain product), if `mode` lets it
+/// run here and it takes the operands; counts one call per block.
+#[allow(clippy::too_many_arguments)]
+fn run_amx(
+    mode: GemmMode,
+    x: &[f32],
+    w: &[bf16],
+    ldw: usize,
+    outs: &mut [&mut [f32]],
+    m: usize,
+    kb: usize,
+    n: usize,
+) -> bool {
+    let Some(amx) = amx_allowed(mode) else {
         return false;
+    };
+    let ran = amx_gemm::matmul_blocks(amx, x, w, ldw, outs, m, kb, n);
+    if ran {
+        record_many(GemmPath::Amx, outs.len() as u64);
     }
-    let blocks = outs.len() as u64;
-    if let Some(amx) = amx_allowed(mode)
-        && amx_gemm::matmul_blocks(amx, x, w, ldw, outs, m, kb, n)
-    {
-        record_many(GemmPath::Amx, blocks);
-        return true;
-    }
-    false
+    ran
 }
 
 /// `x` as bf16 if every value is exactly a bf16 (its low 16 bits are zero), else `None`.

@@ -60,6 +60,20 @@ pub(crate) fn random_case(
     (x, wf, wb)
 }
 
+/// Columns `c0 .. c0 + width` of a row-major matrix of `rows` rows, `ld` values apart, as a
+/// contiguous `[rows, width]` copy (one device's block of a row-parallel product).
+pub(crate) fn column_block<T: Copy>(
+    v: &[T],
+    rows: usize,
+    ld: usize,
+    c0: usize,
+    width: usize,
+) -> Vec<T> {
+    (0..rows)
+        .flat_map(|r| v[r * ld + c0..r * ld + c0 + width].iter().copied())
+        .collect()
+}
+
 /// Panics unless every `got` is finite and `max |got - want| / max(scale, max |want|)` is at most
 /// [`REL_TOL`]. (With random inputs a wrong or missing term shows up as an error of order `1/k`.)
 pub(crate) fn assert_close(got: &[f32], want: &Expected, what: &str) {
