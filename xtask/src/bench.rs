@@ -114,6 +114,10 @@ pub struct Args {
     /// Buffer of the read-bandwidth probe, MiB.
     #[arg(long, default_value_t = 1024)]
     probe_mib: usize,
+    /// How a block-float prefill sums each K-tile: in-order (the emulation's bits) or
+    /// matrix-unit (the AMX tile unit where the CPU has one; see tt_ops::k_tile_sums).
+    #[arg(long, default_value = "in-order")]
+    k_tile_sums: tt_ops::KTileSums,
     /// Print the figures as JSON on stdout (the table goes to stderr).
     #[arg(long)]
     json: bool,
@@ -182,6 +186,7 @@ impl Args {
 /// Runs the benchmark.
 pub fn run(args: Args) -> Result<()> {
     args.check()?;
+    tt_ops::set_k_tile_sums(args.k_tile_sums);
     let model_name = match &args.model {
         Some(m) => m.clone(),
         None => bundled::bundled_model_dir().display().to_string(),

@@ -129,6 +129,11 @@ struct ModelArgs {
     /// Neither read nor write the packed-weight cache: pack from the checkpoint at every load.
     #[arg(long, conflicts_with = "packed_cache")]
     no_packed_cache: bool,
+    /// How a block-float prefill sums each K-tile of 32 products: in-order (the emulation: the
+    /// same bits on every CPU) or matrix-unit (the AMX tile unit where the CPU has one: faster,
+    /// the sums' last bits differ). Default: $TT_OPS_K_TILE_SUMS, else in-order.
+    #[arg(long)]
+    k_tile_sums: Option<tt_ops::KTileSums>,
 }
 
 #[derive(Debug, Args)]
@@ -256,6 +261,9 @@ fn load(bin: &Binary, args: &ModelArgs, needed_len: usize, ranks: &Ranks) -> Res
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     ckpt.set_progress(Arc::new(Bar(bar.clone())));
+    if let Some(sums) = args.k_tile_sums {
+        tt_ops::set_k_tile_sums(sums);
+    }
     let mut options = RuntimeOptions::new(args.mesh);
     options.profile = profile(&args.profile, args.mesh)?;
     options.fidelity = match args.fidelity {

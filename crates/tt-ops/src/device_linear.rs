@@ -48,6 +48,7 @@ use tt_numerics::tile::{FACE, FACE_VALUES, TILE, TILE_EXPONENTS, TILE_VALUES, pa
 use tt_numerics::{Accumulation, MathFidelity, OpSettings, PackedMatrix, StorageFormat};
 
 use crate::error::{OpError, Result};
+use crate::k_tile_sums::{KTileSums, k_tile_sums};
 use crate::packed_gemv::{self, B_HI_MASK, Choice, ExponentRange};
 use crate::tensor::{DType, Element, Tensor};
 
@@ -77,6 +78,9 @@ pub enum DeviceKernel {
     PackedAvx512,
     /// [`crate::packed_gemv`]'s AVX2 + FMA kernel on the packed block-float tiles.
     PackedAvx2,
+    /// The AMX tile unit on the packed tiles decoded to bf16 (prefill under
+    /// [`KTileSums::MatrixUnit`]; not the emulation's bits, see [`crate::k_tile_sums`]).
+    MatrixUnit,
     /// The reference emulation (any weight format, fidelity and CPU).
     Reference,
 }
@@ -84,7 +88,12 @@ pub enum DeviceKernel {
 impl DeviceKernel {
     /// Every kernel, in declaration order (reports and counters list them so; a new variant
     /// goes here too).
-    pub const ALL: &[DeviceKernel] = &[Self::PackedAvx512, Self::PackedAvx2, Self::Reference];
+    pub const ALL: &[DeviceKernel] = &[
+        Self::PackedAvx512,
+        Self::PackedAvx2,
+        Self::MatrixUnit,
+        Self::Reference,
+    ];
 
     /// The kernel's position in [`DeviceKernel::ALL`] (its declaration order).
     pub const fn index(self) -> usize {
@@ -96,6 +105,7 @@ impl DeviceKernel {
         match self {
             Self::PackedAvx512 => "packed-avx512",
             Self::PackedAvx2 => "packed-avx2",
+            Self::MatrixUnit => "amx-k-tiles",
             Self::Reference => "reference",
         }
     }
@@ -475,6 +485,17 @@ pub(crate) fn device_linear_with(
     settings: &OpSettings,
     choice: Choice,
 ) -> Result<Tensor> {
+    device_linear_sums(x, w, settings, choice, k_tile_sums())
+}
+
+/// [`device_linear_with`] with prefill's K-tile sums chosen by `sums`.
+pub(crate) fn device_linear_sums(
+    x: &Tensor,
+    w: &DeviceWeight,
+    settings: &OpSettings,
+    choice: Choice,
+    sums: KTileSums,
+) -> Result<Tensor> {
     let (k, n) = (w.in_features(), w.out_features());
     let Some((&xk, lead)) = x.shape().split_last() else {
         return Err(OpError::shape(OP, "x must have at least one dimension"));
@@ -499,10 +520,14 @@ pub(crate) fn device_linear_with(
         let fast = packed_gemv::plan(w.format(), w.range, settings, choice)
             .map(|plan| (plan, packed_gemv::operands(&xb, m, k, kp, &plan)))
             .filter(|(plan, xs)| packed_gemv::rows_fit(xs, plan));
-        crate::device_kernel_counts::record(
-            fast.as_ref()
-                .map_or(DeviceKernel::Reference, |f| f.0.isa.kernel()),
-        );
+        let amx = fast
+            .as_ref()
+            .and_then(|(plan, xs)| crate::packed_amx::prepare(plan, xs, m, kp, sums));
+        crate::device_kernel_counts::record(match (&amx, &fast) {
+            (Some(_), _) => DeviceKernel::MatrixUnit,
+            (None, Some(f)) => f.0.isa.kernel(),
+            (None, None) => DeviceKernel::Reference,
+        });
         // The fast kernel streams a task's tiles of one K-tile row as one run: wider blocks
         // (about two per thread) keep those runs long.
         let block = match fast {
@@ -514,6 +539,12 @@ pub(crate) fn device_linear_with(
         };
         let tasks = plan_tasks(m, k, n, block);
         let run = |t: &Task| {
+            let on_tiles = amx.as_ref().and_then(|call| {
+                crate::packed_amx::run_task(call, &w.packed, t.r0, t.rows, t.n0, t.cols)
+            });
+            if let Some(dest) = on_tiles {
+                return dest;
+            }
             let fast = fast.as_ref().and_then(|(plan, xs)| {
                 packed_gemv::run_task(plan, xs, kp, &w.packed, t.r0, t.rows, t.n0, t.cols)
             });

@@ -16,6 +16,7 @@
 //! | [`mod@device_linear`] | [`device_linear()`] on a [`DeviceWeight`] (packed tiles), [`round_to_device_format`]: `ttnn.linear` as a Wormhole device computes it |
 //! | [`device_kernel_counts`] | [`device_kernel_counts()`]: calls per [`DeviceKernel`] so far (reports) |
 //! | [`packed_gemv`] | its fast kernels on bfloat8_b / bfloat4_b tiles read in place (AVX-512, AVX2), bit-equal to the emulation |
+//! | [`k_tile_sums`] | [`KTileSums`], [`set_k_tile_sums`]: block-float prefill's K-tile sums in order (default) or on the AMX tile unit (`packed_amx`) |
 //! | [`norm`] | [`rms_norm`], [`rms_norm_into`] |
 //! | [`eltwise`] | [`add`], [`add_inplace`], [`mul`], [`silu`], [`silu_mul`] |
 //! | [`rope`] | [`RopeTables`] from a [`RopeSpec`]: plain, LongRoPE and Llama 3 scaling |
@@ -35,10 +36,16 @@ pub mod embedding;
 pub mod error;
 pub mod fidelity;
 pub mod heads;
+pub mod k_tile_sums;
 pub mod kernels;
 pub mod kv_cache;
 pub mod linear;
 pub mod norm;
+#[cfg(target_arch = "x86_64")]
+mod packed_amx;
+#[cfg(not(target_arch = "x86_64"))]
+#[path = "packed_amx_none.rs"]
+mod packed_amx;
 pub mod packed_gemv;
 #[cfg(target_arch = "x86_64")]
 mod packed_gemv_avx2;
@@ -70,6 +77,7 @@ pub use fidelity::{Fidelity, round_bf16};
 pub use heads::{
     nlp_concat_heads, nlp_concat_heads_decode, nlp_create_qkv_heads, nlp_create_qkv_heads_decode,
 };
+pub use k_tile_sums::{KTileSums, k_tile_sums, set_k_tile_sums};
 pub use kv_cache::KvCache;
 pub use linear::{linear, linear_column_blocks, linear_into};
 pub use norm::{rms_norm, rms_norm_into};

@@ -197,7 +197,7 @@ unsafe fn tiles<const R: usize, const B4: bool, const HI: bool, const T: usize>(
 /// A tile's 1024 codes as two's-complement bytes `±m`, face row `g` at `16·g` (the codes' own
 /// order).
 #[repr(C, align(64))]
-struct SignedCodes([i8; 1024]);
+pub(crate) struct SignedCodes(pub(crate) [i8; 1024]);
 
 /// Converts a tile's codes (after its exponents) to [`SignedCodes`], 64 bytes at a time:
 /// bfloat8_b sign-magnitude bytes are negated where the sign bit is set; bfloat4_b nibbles (low
@@ -208,7 +208,7 @@ struct SignedCodes([i8; 1024]);
 /// AVX-512 F/BW/VL; 1024 (bfloat8_b) or 512 (bfloat4_b) bytes readable at `codes`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[inline]
-unsafe fn signed_codes<const B4: bool>(codes: *const u8, out: &mut SignedCodes) {
+pub(crate) unsafe fn signed_codes<const B4: bool>(codes: *const u8, out: &mut SignedCodes) {
     let dst = out.0.as_mut_ptr();
     if B4 {
         let nibble = _mm512_set1_epi8(0x0f);
@@ -279,7 +279,7 @@ unsafe fn widen<const HI: bool>(m: &SignedCodes, g: usize) -> __m512 {
 /// quiet NaN with its sign and top mantissa bits.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[inline]
-fn round_bf16(v: __m512) -> __m512 {
+pub(crate) fn round_bf16(v: __m512) -> __m512 {
     let bits = _mm512_castps_si512(v);
     let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
     let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));

@@ -270,9 +270,15 @@ impl KernelNames {
     pub fn legend(&self) -> String {
         format!(
             "linear paths (bf16/f32 weights): gemv = {} (m <= 8 rows); gemm = {}; amx = {}; dnnl = {} ({})\n\
-             device_linear kernels (block-float weights): packed-avx512 / packed-avx2 = tt_ops::packed_gemv on the packed tiles; reference = the emulation (other fidelities, or activations out of the fast kernel's range)\n\
+             device_linear kernels (block-float weights): packed-avx512 / packed-avx2 = tt_ops::packed_gemv on the packed tiles; amx-k-tiles = each K-tile's sum on the AMX tile unit (prefill of >= {} rows under --k-tile-sums matrix-unit; in force: {}); reference = the emulation (other fidelities, or activations out of the fast kernel's range)\n\
              attention: scaled_dot_product_attention (flash, prefill) and sdpa_decode (flash-decoding), f32 math; norms, rotary and elementwise ops have one native path each\n",
-            self.gemv, self.gemm, self.amx, self.dnnl, self.dnnl_rule,
+            self.gemv,
+            self.gemm,
+            self.amx,
+            self.dnnl,
+            self.dnnl_rule,
+            tt_ops::k_tile_sums::MATRIX_UNIT_MIN_ROWS,
+            tt_ops::k_tile_sums(),
         )
     }
 }

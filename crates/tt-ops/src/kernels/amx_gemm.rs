@@ -277,6 +277,8 @@ struct TileConfig {
 /// This thread's configured tile registers (released when dropped), the packed weight chunk and
 /// the result tiles of every activation pair of a chunk.
 struct Tiles {
+    /// tmm0-7 configured on this thread.
+    _config: TileRegisters,
     /// Weight rows of the current panel and `k` chunk, tile by tile: step `s` (32 values of `k`)
     /// holds rows 0..16 then 16..32, 16 rows of 32 values each (2 KiB per step).
     packed: Vec<Block>,
@@ -293,20 +295,9 @@ struct Block([u32; 256]);
 impl Tiles {
     /// Configures tmm0-7 as 16 rows of 64 bytes each on this thread, with room for `pairs`
     /// activation pairs' results.
-    fn new(_amx: Amx, pairs: usize) -> Tiles {
-        let mut cfg = TileConfig {
-            palette: 1,
-            start_row: 0,
-            reserved: [0; 14],
-            colsb: [0; 16],
-            rows: [0; 16],
-        };
-        for t in 0..8 {
-            cfg.colsb[t] = 64;
-            cfg.rows[t] = 16;
-        }
-        load_config(&cfg);
+    fn new(amx: Amx, pairs: usize) -> Tiles {
         Tiles {
+            _config: TileRegisters::configure(amx),
             packed: vec![Block([0; 256]); 2 * KC / 32],
             results: vec![Block([0; 256]); 4 * pairs],
         }
@@ -384,7 +375,36 @@ impl Tiles {
     }
 }
 
-impl Drop for Tiles {
+/// tmm0-7 configured as 16 rows of 64 bytes each on this thread, released when dropped. Only
+/// [`TileRegisters::configure`] makes one, with an [`Amx`] token: holding one proves this thread
+/// may run tile instructions on all eight registers.
+pub(crate) struct TileRegisters {
+    /// Not `Send`: the configuration belongs to the thread that loaded it.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl TileRegisters {
+    /// Loads the configuration on this thread.
+    pub(crate) fn configure(_amx: Amx) -> TileRegisters {
+        let mut cfg = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb: [0; 16],
+            rows: [0; 16],
+        };
+        for t in 0..8 {
+            cfg.colsb[t] = 64;
+            cfg.rows[t] = 16;
+        }
+        load_config(&cfg);
+        TileRegisters {
+            _thread: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for TileRegisters {
     fn drop(&mut self) {
         release();
     }

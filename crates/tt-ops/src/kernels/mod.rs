@@ -19,7 +19,7 @@
 //! or oneDNN (AMX / AVX-512 BF16), loaded at run time when present. [`path`] decides per call and
 //! reports which path ran; [`dnnl`] binds the library and [`dnnl_gemm`] runs its matmul.
 
-mod amx_gemm;
+pub(crate) mod amx_gemm;
 mod dnnl;
 mod dnnl_gemm;
 mod elem;
