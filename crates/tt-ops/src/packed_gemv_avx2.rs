@@ -2,13 +2,16 @@
 //! operations as [`crate::packed_gemv_avx512`] (same order per output, so the same bits), on 8
 //! lanes. With 16 registers it runs one 16-column face of a tile at a time: for each of the two
 //! column faces, k runs over the top face (k < 16) then the bottom one (k >= 16), which keeps
-//! every column's sum in order of k.
+//! every column's sum in order of k. As there, each tile's codes first become two's-complement
+//! bytes `±m` in a 1 KiB buffer (32 codes per few instructions), so the inner loop per 8 weights
+//! is a sign-extending load, a conversion to f32 and a fused multiply-add.
 
 use std::arch::x86_64::*;
 
 use tt_numerics::tile::{TILE, TILE_EXPONENTS};
 
 use crate::packed_gemv::Params;
+use crate::packed_gemv_avx512::SignedCodes;
 
 /// Proof that this CPU executes AVX2 and FMA (only [`Avx2::detect`] makes one).
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +65,7 @@ unsafe fn rows_kernel<const R: usize, const B4: bool, const HI: bool>(
     let hi = _mm256_set1_epi32(i32::from(p.plan.range.hi));
     let offset = _mm256_set1_epi32(p.plan.bias - 127);
     let mut c = [[0f32; 64]; R];
+    let mut m = SignedCodes([0; 1024]);
     for kt in 0..p.tiles_k {
         for j in 0..p.tn {
             // SAFETY (all pointer reads below): the tile lies in p.bytes (Params' contract);
@@ -100,53 +104,45 @@ unsafe fn rows_kernel<const R: usize, const B4: bool, const HI: bool>(
                     _mm_prefetch::<_MM_HINT_T0>(unsafe { next.add(line) }.cast());
                 }
             }
-            // SAFETY (both arms): the tile lies in p.bytes; row r of d has width values.
+            // SAFETY: the tile's codes follow its 64 exponent bytes.
+            unsafe { signed_codes::<B4>(tile.add(TILE_EXPONENTS), &mut m) };
+            // SAFETY (both arms): row r of d has width values.
             if R <= 2 {
-                unsafe { column_faces::<R, B4, HI, 2>(p, tile, &c, d, j, 0) };
+                unsafe { column_faces::<R, HI, 2>(p, &m, &c, d, j, 0) };
             } else {
                 for h in 0..2 {
-                    unsafe { column_faces::<R, B4, HI, 1>(p, tile, &c, d, j, h) };
+                    unsafe { column_faces::<R, HI, 1>(p, &m, &c, d, j, h) };
                 }
             }
         }
     }
 }
 
-/// Column faces `h0 .. h0 + H` (16 columns each) of tile `tile` (tile column `j` of the task)
-/// against `R` rows of scaled operands `c`, their K-tile sums added to `d`. With `H = 2` (one or
-/// two rows) both faces' sums interleave: four or eight chains of dependent adds instead of two
-/// or four keep the FMA units busy.
+/// Column faces `h0 .. h0 + H` (16 columns each) of a tile (tile column `j` of the task), its
+/// codes as `m`, against `R` rows of scaled operands `c`, their K-tile sums added to `d`. With
+/// `H = 2` (one or two rows) both faces' sums interleave: four or eight chains of dependent adds
+/// instead of two or four keep the FMA units busy.
 ///
 /// # Safety
-/// AVX2 and FMA; the tile's bytes are readable at `tile`; `d` holds `R` rows of
-/// `width = tn · 32` values with `j < tn`; `h0 + H <= 2`.
+/// AVX2 and FMA; `d` holds `R` rows of `width = tn · 32` values with `j < tn`; `h0 + H <= 2`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn column_faces<const R: usize, const B4: bool, const HI: bool, const H: usize>(
+unsafe fn column_faces<const R: usize, const HI: bool, const H: usize>(
     p: &Params<'_>,
-    tile: *const u8,
+    m: &SignedCodes,
     c: &[[f32; 64]; R],
     d: &mut [f32],
     j: usize,
     h0: usize,
 ) {
     let width = p.tn * TILE;
-    let row_bytes = if B4 { 8 } else { 16 };
     let mut acc = [[[_mm256_setzero_ps(); 2]; R]; H];
     // Faces h (k < 16) then 2 + h (k >= 16): each column face's k in order.
     for top in [0, 2] {
         for fr in 0..16 {
             for (dh, acc) in acc.iter_mut().enumerate() {
                 let face = top + h0 + dh;
-                // SAFETY: fr < 16 face rows of row_bytes each, inside the tile's codes.
-                let (w0, w1) = unsafe {
-                    let codes = tile.add(TILE_EXPONENTS + (face * 16 + fr) * row_bytes);
-                    if B4 {
-                        decode_bfp4(codes)
-                    } else {
-                        decode_bfp8::<HI>(codes)
-                    }
-                };
+                let (w0, w1) = widen::<HI>(m, face * 16 + fr);
                 for (a, cr) in acc.iter_mut().zip(c) {
                     let cv = _mm256_set1_ps(cr[face * 16 + fr]);
                     a[0] = _mm256_fmadd_ps(cv, w0, a[0]);
@@ -173,20 +169,69 @@ unsafe fn column_faces<const R: usize, const B4: bool, const HI: bool, const H: 
     }
 }
 
-/// 16 bfloat8_b codes at `codes` as f32 `±m` in two registers (values 0..8, 8..16); with `HI`,
-/// the weight's `a_hi`.
+/// Converts a tile's codes (after its exponents) to [`SignedCodes`], 32 bytes at a time:
+/// bfloat8_b sign-magnitude bytes are negated where the sign bit is set; bfloat4_b nibbles (low
+/// first) go through a 16-entry byte table and are interleaved back into value order.
 ///
 /// # Safety
-/// AVX2; 16 bytes readable at `codes`.
+/// AVX2; 1024 (bfloat8_b) or 512 (bfloat4_b) bytes readable at `codes`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn decode_bfp8<const HI: bool>(codes: *const u8) -> (__m256, __m256) {
-    let raw = unsafe { _mm_loadu_si128(codes.cast()) };
-    let half = |bytes: __m128i| {
-        // As a signed byte a code is m (sign clear) or m − 128 (sign set, negative);
-        // −128 − (m − 128) = −m, chosen by the sign of the f32.
+unsafe fn signed_codes<const B4: bool>(codes: *const u8, out: &mut SignedCodes) {
+    let dst = out.0.as_mut_ptr();
+    if B4 {
+        let nibble = _mm256_set1_epi8(0x0f);
+        let table = _mm256_setr_epi8(
+            0, 1, 2, 3, 4, 5, 6, 7, 0, -1, -2, -3, -4, -5, -6, -7, 0, 1, 2, 3, 4, 5, 6, 7, 0, -1,
+            -2, -3, -4, -5, -6, -7,
+        );
+        for q in 0..16 {
+            // 32 bytes = face rows 4q .. 4q + 4 (8 bytes each); a 128-bit lane holds two.
+            // SAFETY: q < 16 blocks of 32 bytes inside the 512 code bytes.
+            let v = unsafe { _mm256_loadu_si256(codes.add(q * 32).cast()) };
+            let low = _mm256_shuffle_epi8(table, _mm256_and_si256(v, nibble));
+            let high =
+                _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble));
+            // Per lane i: unpacklo = face row 4q + 2i, unpackhi = 4q + 2i + 1.
+            let even = _mm256_unpacklo_epi8(low, high);
+            let odd = _mm256_unpackhi_epi8(low, high);
+            // SAFETY: face rows 4q .. 4q + 4 are bytes 64q .. 64q + 64 of out.
+            unsafe {
+                _mm256_store_si256(
+                    dst.add(q * 64).cast(),
+                    _mm256_permute2x128_si256::<0x20>(even, odd),
+                );
+                _mm256_store_si256(
+                    dst.add(q * 64 + 32).cast(),
+                    _mm256_permute2x128_si256::<0x31>(even, odd),
+                );
+            }
+        }
+    } else {
+        let magnitude = _mm256_set1_epi8(0x7f);
+        for q in 0..32 {
+            // SAFETY: q < 32 blocks of 32 bytes inside the 1024 code bytes.
+            let v = unsafe { _mm256_loadu_si256(codes.add(q * 32).cast()) };
+            // All ones where the sign bit is set: (m ^ -1) - (-1) = -m.
+            let negative = _mm256_cmpgt_epi8(_mm256_setzero_si256(), v);
+            let m = _mm256_and_si256(v, magnitude);
+            let signed = _mm256_sub_epi8(_mm256_xor_si256(m, negative), negative);
+            // SAFETY: bytes 32q .. 32q + 32 of out.
+            unsafe { _mm256_store_si256(dst.add(q * 32).cast(), signed) };
+        }
+    }
+}
+
+/// Face row `g`'s 16 values of `m` as f32 in two registers (values 0..8, 8..16); with `HI`,
+/// each value's bits below its top 5 significant ones cleared (the weight's `a_hi`).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn widen<const HI: bool>(m: &SignedCodes, g: usize) -> (__m256, __m256) {
+    let row: &[i8; 16] = m.0[16 * g..16 * g + 16].try_into().unwrap_or(&[0; 16]);
+    let half = |at: usize| {
+        // SAFETY: 8 readable bytes at `at` < 16 of the row.
+        let bytes = unsafe { _mm_loadl_epi64(row.as_ptr().add(at).cast()) };
         let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
-        let f = _mm256_blendv_ps(f, _mm256_sub_ps(_mm256_set1_ps(-128.0), f), f);
         if HI {
             _mm256_and_ps(
                 f,
@@ -196,29 +241,7 @@ unsafe fn decode_bfp8<const HI: bool>(codes: *const u8) -> (__m256, __m256) {
             f
         }
     };
-    (half(raw), half(_mm_unpackhi_epi64(raw, raw)))
-}
-
-/// 16 bfloat4_b codes (8 bytes, low nibble first) at `codes` as f32 `±m` in two registers.
-///
-/// # Safety
-/// AVX2; 8 bytes readable at `codes`.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn decode_bfp4(codes: *const u8) -> (__m256, __m256) {
-    let raw = unsafe { _mm_loadl_epi64(codes.cast()) };
-    let pairs = _mm_unpacklo_epi8(raw, raw); // [b0, b0, b1, b1, ...]
-    let shifts = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
-    let magnitudes = _mm256_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0);
-    let sign = _mm256_set1_epi32(0x8000_0000u32 as i32);
-    let half = |bytes: __m128i| {
-        let code = _mm256_srlv_epi32(_mm256_cvtepu8_epi32(bytes), shifts);
-        // The permute reads the low 3 bits (the magnitude); bit 3 is the sign.
-        let m = _mm256_permutevar8x32_ps(magnitudes, code);
-        let s = _mm256_and_si256(_mm256_slli_epi32::<28>(code), sign);
-        _mm256_xor_ps(m, _mm256_castsi256_ps(s))
-    };
-    (half(pairs), half(_mm_unpackhi_epi64(pairs, pairs)))
+    (half(0), half(8))
 }
 
 /// `v` rounded to bf16 (ties to even) as `tt_numerics::bf16::round_bf16` rounds.
