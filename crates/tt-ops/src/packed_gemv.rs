@@ -24,6 +24,8 @@
 //! chosen at run time (`TT_OPS_DEVICE_KERNEL=avx2` or `=reference` caps the choice, for tests
 //! and benchmarks); other CPUs run the reference emulation.
 
+use rayon::prelude::*;
+
 use crate::device_linear::DeviceKernel;
 use tt_numerics::tile::{TILE, TILE_EXPONENTS};
 use tt_numerics::{Accumulation, MathFidelity, OpSettings, PackedMatrix, StorageFormat};
@@ -49,23 +51,42 @@ fn layout(format: StorageFormat) -> Option<(i32, u8, usize, u8)> {
 
 /// Scans the shared exponents of `w`'s tiles (and the codes of face rows outside the decodable
 /// range): `None` unless `w` is block-float and every face row holding a non-zero code decodes
-/// to normal f32 values.
+/// to normal f32 values. Runs at every load of a packed matrix, so it reads only the exponents
+/// (a tile's 64 at once: their minimum and maximum) unless some fall outside the range, and
+/// bands of tiles in parallel.
 pub(crate) fn exponent_range(w: &PackedMatrix) -> Option<ExponentRange> {
+    /// Tiles per parallel band.
+    const BAND: usize = 1024;
     let (_, min_e, row_bytes, magnitude) = layout(w.format())?;
-    let (mut lo, mut hi) = (u8::MAX, 0u8);
-    for tile in w.bytes().chunks_exact(w.format().tile_bytes()) {
-        for (g, &e) in tile[..TILE_EXPONENTS].iter().enumerate() {
-            if (min_e..=254).contains(&e) {
-                lo = lo.min(e);
-                hi = hi.max(e);
-            } else {
-                let codes = &tile[TILE_EXPONENTS + g * row_bytes..][..row_bytes];
-                if codes.iter().any(|&c| c & magnitude != 0) {
-                    return None;
+    let tile_bytes = w.format().tile_bytes();
+    let scan = |band: &[u8]| -> Option<(u8, u8)> {
+        let (mut lo, mut hi) = (u8::MAX, 0u8);
+        for tile in band.chunks_exact(tile_bytes) {
+            let exponents = &tile[..TILE_EXPONENTS];
+            let least = exponents.iter().fold(u8::MAX, |a, &e| a.min(e));
+            let most = exponents.iter().fold(0u8, |a, &e| a.max(e));
+            if least >= min_e && most <= 254 {
+                (lo, hi) = (lo.min(least), hi.max(most));
+                continue;
+            }
+            for (g, &e) in exponents.iter().enumerate() {
+                if (min_e..=254).contains(&e) {
+                    (lo, hi) = (lo.min(e), hi.max(e));
+                } else {
+                    let codes = &tile[TILE_EXPONENTS + g * row_bytes..][..row_bytes];
+                    if codes.iter().any(|&c| c & magnitude != 0) {
+                        return None;
+                    }
                 }
             }
         }
-    }
+        Some((lo, hi))
+    };
+    let (mut lo, mut hi) = w
+        .bytes()
+        .par_chunks(BAND * tile_bytes)
+        .map(scan)
+        .try_reduce(|| (u8::MAX, 0), |a, b| Some((a.0.min(b.0), a.1.max(b.1))))?;
     if lo > hi {
         // Only zero codes: any in-range scale serves.
         (lo, hi) = (127, 127);
