@@ -375,7 +375,11 @@ fn device_linear_packed_kernel_equals_the_emulation() {
         (2, 100, 70),
         (3, 61, 33),
         (4, 256, 4008),
+        // Eight rows and more: the prefill kernel, six rows at a time, then the rest.
+        (8, 33, 40),
+        (11, 200, 96),
         (15, 96, 300),
+        (40, 64, 64),
     ] {
         let x = Tensor::from_f32(ordinary(m * k, 3.0, 1), &[m, k]).unwrap();
         let wt = Tensor::from_f32_as(&ordinary(n * k, 0.05, 2), &[n, k], DType::Bf16).unwrap();

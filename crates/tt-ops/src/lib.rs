@@ -51,6 +51,8 @@ pub mod packed_gemv;
 mod packed_gemv_avx2;
 #[cfg(target_arch = "x86_64")]
 mod packed_gemv_avx512;
+#[cfg(target_arch = "x86_64")]
+mod packed_prefill_avx2;
 pub mod pages;
 pub mod rope;
 pub mod rotary;

@@ -316,7 +316,7 @@ pub(crate) fn run_task(
     while r < rows {
         let left = rows - r;
         let (x, d) = (&p.x[r * kp..], &mut dest[r * width..]);
-        // SAFETY (both arms): the token proves the ISA; `x` holds at least `chunk` rows of
+        // SAFETY (every arm): the token proves the ISA; `x` holds at least `chunk` rows of
         // `kp = tiles_k · 32` operands and `d` at least `chunk` rows of `width = tn · 32` (chunk
         // <= left); every tile `(kt, tc0 + j)`, kt < tiles_k, j < tn, lies in `bytes`, whose
         // length is tiles_k · tiles_n · tile_bytes with tc0 + tn <= tiles_n, and tile_bytes is
@@ -327,6 +327,11 @@ pub(crate) fn run_task(
                 let chunk = largest_chunk(&crate::packed_gemv_avx512::CHUNKS, left);
                 unsafe { crate::packed_gemv_avx512::rows(isa, chunk, &p, x, d) };
                 chunk
+            }
+            #[cfg(target_arch = "x86_64")]
+            FastIsa::Avx2(isa) if left >= crate::packed_prefill_avx2::MIN_ROWS => {
+                unsafe { crate::packed_prefill_avx2::rows(isa, &p, x, d, left) };
+                left
             }
             #[cfg(target_arch = "x86_64")]
             FastIsa::Avx2(isa) => {

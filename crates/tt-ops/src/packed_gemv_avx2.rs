@@ -177,7 +177,7 @@ unsafe fn column_faces<const R: usize, const HI: bool, const H: usize>(
 /// AVX2; 1024 (bfloat8_b) or 512 (bfloat4_b) bytes readable at `codes`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn signed_codes<const B4: bool>(codes: *const u8, out: &mut SignedCodes) {
+pub(crate) unsafe fn signed_codes<const B4: bool>(codes: *const u8, out: &mut SignedCodes) {
     let dst = out.0.as_mut_ptr();
     if B4 {
         let nibble = _mm256_set1_epi8(0x0f);
@@ -247,7 +247,7 @@ fn widen<const HI: bool>(m: &SignedCodes, g: usize) -> (__m256, __m256) {
 /// `v` rounded to bf16 (ties to even) as `tt_numerics::bf16::round_bf16` rounds.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn round_bf16(v: __m256) -> __m256 {
+pub(crate) fn round_bf16(v: __m256) -> __m256 {
     let bits = _mm256_castps_si256(v);
     let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
     let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(bits), _mm256_set1_epi32(1));

@@ -1,0 +1,190 @@
+//! The AVX2 + FMA kernel of [`crate::packed_gemv`] for many rows (a prefill): the operations of
+//! [`crate::packed_gemv_avx2`] per output, in the same order (so the same bits), in another loop
+//! order. There every chunk of rows decodes every tile again (a sign-extending load and a
+//! conversion per 8 weights, next to the fused multiply-adds); here each tile is decoded once,
+//! to f32 in an L1-resident buffer, and every row of the task runs over it, [`ROWS`] at a time:
+//! per `k`, two weight registers loaded from the buffer serve twelve fused multiply-adds.
+
+use std::arch::x86_64::*;
+
+use tt_numerics::tile::{TILE, TILE_EXPONENTS};
+
+use crate::packed_gemv::Params;
+use crate::packed_gemv_avx2::{Avx2, round_bf16, signed_codes};
+use crate::packed_gemv_avx512::SignedCodes;
+
+/// Rows per pass over a decoded tile: 6 rows x 16 columns are twelve accumulators, with two
+/// weight registers and a broadcast, 15 of the 16 registers.
+const ROWS: usize = 6;
+
+/// Fewest rows for which this kernel runs (fewer decode too few rows per tile to pay).
+pub(crate) const MIN_ROWS: usize = 8;
+
+/// One tile's weights as f32 `±m` (with `a_hi`'s mask where the plan says), face row `g` at
+/// `16·g`.
+#[repr(C, align(64))]
+struct Decoded([f32; 1024]);
+
+/// `rows` rows: `x` is `[rows, kp]`, `d` is `[rows, tn · 32]`.
+///
+/// # Safety
+/// As [`Params`] documents, and `x.len() >= rows · kp`, `d.len() >= rows · tn · 32`.
+pub(crate) unsafe fn rows(isa: Avx2, p: &Params<'_>, x: &[f32], d: &mut [f32], rows: usize) {
+    let _proof = isa;
+    // SAFETY: `isa` proves AVX2 and FMA; the rest is the caller's contract.
+    unsafe {
+        match (p.plan.bfp4, p.plan.weight_hi) {
+            (false, false) => kernel::<false, false>(p, x, d, rows),
+            (false, true) => kernel::<false, true>(p, x, d, rows),
+            (true, _) => kernel::<true, false>(p, x, d, rows),
+        }
+    }
+}
+
+/// # Safety
+/// As [`rows`], with AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel<const B4: bool, const HI: bool>(
+    p: &Params<'_>,
+    x: &[f32],
+    d: &mut [f32],
+    rows: usize,
+) {
+    let lo = _mm256_set1_epi32(i32::from(p.plan.range.lo));
+    let hi = _mm256_set1_epi32(i32::from(p.plan.range.hi));
+    let offset = _mm256_set1_epi32(p.plan.bias - 127);
+    let mut codes = SignedCodes([0; 1024]);
+    let mut w = Decoded([0.0; 1024]);
+    let mut scale = [_mm256_setzero_ps(); 8];
+    for kt in 0..p.tiles_k {
+        for j in 0..p.tn {
+            // SAFETY (pointer reads): the tile lies in p.bytes (Params' contract); exponents
+            // are its first 64 bytes, codes the next 64 · row_bytes.
+            let tile = unsafe {
+                p.bytes
+                    .as_ptr()
+                    .add((kt * p.tiles_n + p.tc0 + j) * p.tile_bytes)
+            };
+            for (q, s) in scale.iter_mut().enumerate() {
+                // Exponents 8q .. 8q + 8 as 2^(E − bias), E clamped into the matrix's range.
+                let e = _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(tile.add(q * 8).cast()) });
+                let e = _mm256_min_epi32(_mm256_max_epi32(e, lo), hi);
+                *s = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_sub_epi32(e, offset)));
+            }
+            // SAFETY: the codes follow the exponents.
+            unsafe { signed_codes::<B4>(tile.add(TILE_EXPONENTS), &mut codes) };
+            decode::<HI>(&codes, &mut w);
+            let mut r = 0;
+            while r < rows {
+                let left = rows - r;
+                // SAFETY (every arm): rows r .. r + n < rows of x and d exist (contract).
+                unsafe {
+                    match left {
+                        1 => tile_rows::<1>(p, &scale, &w, x, d, r, kt, j),
+                        2 => tile_rows::<2>(p, &scale, &w, x, d, r, kt, j),
+                        3 => tile_rows::<3>(p, &scale, &w, x, d, r, kt, j),
+                        4 => tile_rows::<4>(p, &scale, &w, x, d, r, kt, j),
+                        5 => tile_rows::<5>(p, &scale, &w, x, d, r, kt, j),
+                        _ => tile_rows::<ROWS>(p, &scale, &w, x, d, r, kt, j),
+                    }
+                }
+                r += left.min(ROWS);
+            }
+        }
+    }
+}
+
+/// Every code of `m` as f32 into `w` (masked to `a_hi` with `HI`).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn decode<const HI: bool>(m: &SignedCodes, w: &mut Decoded) {
+    let mask = _mm256_castsi256_ps(_mm256_set1_epi32(if HI {
+        0xfff8_0000u32 as i32
+    } else {
+        -1
+    }));
+    for (bytes, out) in m.0.chunks_exact(8).zip(w.0.chunks_exact_mut(8)) {
+        // SAFETY: 8 readable bytes; 8 writable f32.
+        unsafe {
+            let b = _mm_loadl_epi64(bytes.as_ptr().cast());
+            let f = _mm256_and_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), mask);
+            _mm256_storeu_ps(out.as_mut_ptr(), f);
+        }
+    }
+}
+
+/// Rows `r0 .. r0 + R` against tile `(kt, j)` (decoded in `w`, scales in `scale`): their K-tile
+/// sums added to `d` (fp32) or added and rounded to bf16.
+///
+/// # Safety
+/// AVX2 and FMA; rows `r0 .. r0 + R` of `x` (`kp` apart) and of `d` (`tn · 32` apart) exist;
+/// `kt < tiles_k`, `j < tn`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_rows<const R: usize>(
+    p: &Params<'_>,
+    scale: &[__m256; 8],
+    w: &Decoded,
+    x: &[f32],
+    d: &mut [f32],
+    r0: usize,
+    kt: usize,
+    j: usize,
+) {
+    let width = p.tn * TILE;
+    // c[r][g] = the operand of k(g) times face row g's scale, as in packed_gemv_avx2.
+    let mut c = [[0f32; 64]; R];
+    for (q, &s) in scale.iter().enumerate() {
+        let (face, half_row) = (q / 2, (q % 2) * 8);
+        for (r, cr) in c.iter_mut().enumerate() {
+            // SAFETY: row r0 + r of x has kp = tiles_k · 32 operands; cr has 64 values.
+            unsafe {
+                let xv = _mm256_loadu_ps(
+                    x.as_ptr()
+                        .add((r0 + r) * p.kp + kt * TILE + (face / 2) * 16 + half_row),
+                );
+                _mm256_storeu_ps(cr.as_mut_ptr().add(q * 8), _mm256_mul_ps(xv, s));
+            }
+        }
+    }
+    for h in 0..2 {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        // Face h (k < 16) then 2 + h (k >= 16): the column face's k in order.
+        for top in [0, 2] {
+            let face = top + h;
+            for fr in 0..16 {
+                let g = face * 16 + fr;
+                // SAFETY: face row g < 64 of 16 values in w.
+                let (w0, w1) = unsafe {
+                    (
+                        _mm256_load_ps(w.0.as_ptr().add(16 * g)),
+                        _mm256_load_ps(w.0.as_ptr().add(16 * g + 8)),
+                    )
+                };
+                for (a, cr) in acc.iter_mut().zip(&c) {
+                    let cv = _mm256_set1_ps(cr[g]);
+                    a[0] = _mm256_fmadd_ps(cv, w0, a[0]);
+                    a[1] = _mm256_fmadd_ps(cv, w1, a[1]);
+                }
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            for (q, &s) in a.iter().enumerate() {
+                // SAFETY: row r0 + r of d has width = tn · 32 values; j < tn, h < 2, q < 2.
+                unsafe {
+                    let at = d
+                        .as_mut_ptr()
+                        .add((r0 + r) * width + j * TILE + h * 16 + q * 8);
+                    let sum = _mm256_add_ps(_mm256_loadu_ps(at), s);
+                    let sum = if p.plan.acc_bf16 {
+                        round_bf16(sum)
+                    } else {
+                        sum
+                    };
+                    _mm256_storeu_ps(at, sum);
+                }
+            }
+        }
+    }
+}
