@@ -29,6 +29,7 @@
 //! | [`team`] | [`team::with_team`], [`team::for_each`], [`team::map`], [`team::map_mut`]: spinning threads for a burst of short loops (a decode step) |
 
 pub mod cache;
+mod device_format;
 pub mod device_kernel_counts;
 pub mod device_linear;
 pub mod eltwise;
