@@ -73,19 +73,19 @@ unsafe fn kernel<const B4: bool, const HI: bool>(
             }
             // SAFETY: the codes follow the exponents.
             unsafe { signed_codes::<B4>(tile.add(TILE_EXPONENTS), &mut codes) };
-            decode::<HI>(&codes, &mut w);
+            decode::<HI>(&codes, &scale, &mut w);
             let mut r = 0;
             while r < rows {
                 let left = rows - r;
                 // SAFETY (every arm): rows r .. r + n < rows of x and d exist (contract).
                 unsafe {
                     match left {
-                        1 => tile_rows::<1>(p, &scale, &w, x, d, r, kt, j),
-                        2 => tile_rows::<2>(p, &scale, &w, x, d, r, kt, j),
-                        3 => tile_rows::<3>(p, &scale, &w, x, d, r, kt, j),
-                        4 => tile_rows::<4>(p, &scale, &w, x, d, r, kt, j),
-                        5 => tile_rows::<5>(p, &scale, &w, x, d, r, kt, j),
-                        _ => tile_rows::<ROWS>(p, &scale, &w, x, d, r, kt, j),
+                        1 => tile_rows::<1>(p, &w, x, d, r, kt, j),
+                        2 => tile_rows::<2>(p, &w, x, d, r, kt, j),
+                        3 => tile_rows::<3>(p, &w, x, d, r, kt, j),
+                        4 => tile_rows::<4>(p, &w, x, d, r, kt, j),
+                        5 => tile_rows::<5>(p, &w, x, d, r, kt, j),
+                        _ => tile_rows::<ROWS>(p, &w, x, d, r, kt, j),
                     }
                 }
                 r += left.min(ROWS);
@@ -94,27 +94,43 @@ unsafe fn kernel<const B4: bool, const HI: bool>(
     }
 }
 
-/// Every code of `m` as f32 into `w` (masked to `a_hi` with `HI`).
+/// Every weight of the tile into `w`: code `±m` (masked to `a_hi` with `HI`) times its face
+/// row's `2^(E − bias)` (`scale`, 8 face rows per register). Both factors are exact and the
+/// matrix's range keeps the product a normal f32, so it is the weight's exact value.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn decode<const HI: bool>(m: &SignedCodes, w: &mut Decoded) {
+fn decode<const HI: bool>(m: &SignedCodes, scale: &[__m256; 8], w: &mut Decoded) {
     let mask = _mm256_castsi256_ps(_mm256_set1_epi32(if HI {
         0xfff8_0000u32 as i32
     } else {
         -1
     }));
-    for (bytes, out) in m.0.chunks_exact(8).zip(w.0.chunks_exact_mut(8)) {
-        // SAFETY: 8 readable bytes; 8 writable f32.
-        unsafe {
-            let b = _mm_loadl_epi64(bytes.as_ptr().cast());
-            let f = _mm256_and_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), mask);
-            _mm256_storeu_ps(out.as_mut_ptr(), f);
+    let mut scales = [0f32; 64];
+    for (q, &s) in scale.iter().enumerate() {
+        // SAFETY: 8 writable f32 at 8q < 64.
+        unsafe { _mm256_storeu_ps(scales.as_mut_ptr().add(8 * q), s) };
+    }
+    for ((bytes, out), &s) in
+        m.0.chunks_exact(16)
+            .zip(w.0.chunks_exact_mut(16))
+            .zip(&scales)
+    {
+        let s = _mm256_set1_ps(s);
+        for half in 0..2 {
+            // SAFETY: 8 readable bytes at 8·half < 16; 8 writable f32 at 8·half < 16.
+            unsafe {
+                let b = _mm_loadl_epi64(bytes.as_ptr().add(8 * half).cast());
+                let f = _mm256_and_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), mask);
+                _mm256_storeu_ps(out.as_mut_ptr().add(8 * half), _mm256_mul_ps(f, s));
+            }
         }
     }
 }
 
-/// Rows `r0 .. r0 + R` against tile `(kt, j)` (decoded in `w`, scales in `scale`): their K-tile
-/// sums added to `d` (fp32) or added and rounded to bf16.
+/// Rows `r0 .. r0 + R` against tile `(kt, j)` (its weights decoded in `w`): their K-tile sums
+/// added to `d` (fp32) or added and rounded to bf16. Each product is `b·(±m·2^(E − bias))`,
+/// the real number `packed_gemv_avx2` computes as `(b·2^(E − bias))·(±m)`, exact both ways, so
+/// every fused multiply-add rounds the same sum.
 ///
 /// # Safety
 /// AVX2 and FMA; rows `r0 .. r0 + R` of `x` (`kp` apart) and of `d` (`tn · 32` apart) exist;
@@ -124,7 +140,6 @@ fn decode<const HI: bool>(m: &SignedCodes, w: &mut Decoded) {
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_rows<const R: usize>(
     p: &Params<'_>,
-    scale: &[__m256; 8],
     w: &Decoded,
     x: &[f32],
     d: &mut [f32],
@@ -133,21 +148,9 @@ unsafe fn tile_rows<const R: usize>(
     j: usize,
 ) {
     let width = p.tn * TILE;
-    // c[r][g] = the operand of k(g) times face row g's scale, as in packed_gemv_avx2.
-    let mut c = [[0f32; 64]; R];
-    for (q, &s) in scale.iter().enumerate() {
-        let (face, half_row) = (q / 2, (q % 2) * 8);
-        for (r, cr) in c.iter_mut().enumerate() {
-            // SAFETY: row r0 + r of x has kp = tiles_k · 32 operands; cr has 64 values.
-            unsafe {
-                let xv = _mm256_loadu_ps(
-                    x.as_ptr()
-                        .add((r0 + r) * p.kp + kt * TILE + (face / 2) * 16 + half_row),
-                );
-                _mm256_storeu_ps(cr.as_mut_ptr().add(q * 8), _mm256_mul_ps(xv, s));
-            }
-        }
-    }
+    // SAFETY: rows r0 .. r0 + R of x exist, each kp = tiles_k · 32 long, kt < tiles_k.
+    let xs: [*const f32; R] =
+        std::array::from_fn(|r| unsafe { x.as_ptr().add((r0 + r) * p.kp + kt * TILE) });
     for h in 0..2 {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         // Face h (k < 16) then 2 + h (k >= 16): the column face's k in order.
@@ -155,6 +158,7 @@ unsafe fn tile_rows<const R: usize>(
             let face = top + h;
             for fr in 0..16 {
                 let g = face * 16 + fr;
+                let k = (face / 2) * 16 + fr;
                 // SAFETY: face row g < 64 of 16 values in w.
                 let (w0, w1) = unsafe {
                     (
@@ -162,10 +166,11 @@ unsafe fn tile_rows<const R: usize>(
                         _mm256_load_ps(w.0.as_ptr().add(16 * g + 8)),
                     )
                 };
-                for (a, cr) in acc.iter_mut().zip(&c) {
-                    let cv = _mm256_set1_ps(cr[g]);
-                    a[0] = _mm256_fmadd_ps(cv, w0, a[0]);
-                    a[1] = _mm256_fmadd_ps(cv, w1, a[1]);
+                for (a, &xr) in acc.iter_mut().zip(&xs) {
+                    // SAFETY: k < 32 operands of this K-tile in row r.
+                    let b = unsafe { _mm256_broadcast_ss(&*xr.add(k)) };
+                    a[0] = _mm256_fmadd_ps(b, w0, a[0]);
+                    a[1] = _mm256_fmadd_ps(b, w1, a[1]);
                 }
             }
         }
