@@ -355,8 +355,15 @@ fn bench_config(
     options.max_seq_len = args.max_seq_len();
     // The packed-weight cache files this load maps (none outside the packed presets): whether
     // they are there yet, and then the `cat` yardstick of this load.
-    let cache_files = tt_decoder::cache_files(&Checkpoint::open(model_name)?, &options)?;
-    let cache_warm = cache_files.iter().all(|f| f.is_file());
+    let ckpt = Checkpoint::open(model_name)?;
+    let cache_files = tt_decoder::cache_files(&ckpt, &options)?;
+    // Warm: files the load will map, not merely files present (a stale cache, e.g. of a
+    // checkpoint written again since, is rebuilt by the load: a cold load).
+    let cache_warm = !cache_files.is_empty() && {
+        tracing::info!("checking the packed-cache files");
+        tt_decoder::cache_ready(&ckpt, &options)?
+    };
+    drop(ckpt);
     if cache_warm {
         // Resident first, untimed, as the checkpoint is: a warm load reads the page cache, and
         // so does the `cat` it is compared with (a page cache too small for every preset's

@@ -56,7 +56,7 @@ pub use generate::{GenerateOptions, GenerateTimings, Generated, generate};
 pub use kv_cache::KvCache;
 pub use model::{Logits, Model};
 pub use names::{LayerTensor, TensorName, expected_tensors};
-pub use packed_cache::{PackedCache, cache_files};
+pub use packed_cache::{PackedCache, cache_files, cache_ready};
 pub use precision::{Numerics, parse_preset, preset_of_fidelity};
 pub use ranks::Ranks;
 pub use sampling::{Sampler, Sampling, SamplingParams};

@@ -4,7 +4,9 @@
 //! - decode: `m = 1`, `k = 3072`, `n = 8192`, bfp8 weights, HiFi2, bf16 accumulation; beside it
 //!   the exact bf16-weight `linear` of the same shape (the `bf16` preset's kernel);
 //! - decode, the performance preset's FF1/FF3: bfp4 weights, LoFi;
-//! - prefill: `m = 128`, `k = 3072`, `n = 1024`, bfp8, HiFi2.
+//! - prefill: `m = 128`, `k = 3072`, `n = 1024`, bfp8, HiFi2 (on AVX2, `packed_prefill_avx2`);
+//!   where the CPU has AMX, also with each K-tile's sum on the tile unit
+//!   (`KTileSums::MatrixUnit`, `_amx_k_tiles`; not the emulation's bits, see `k_tile_sums`).
 //!
 //! Also times `DeviceWeight::pack` of the decode weight. Run:
 //! `cargo bench -p tt-ops --bench device_linear`.
@@ -17,7 +19,10 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use tt_numerics::{Accumulation, MathFidelity, OpSettings, StorageFormat};
-use tt_ops::{DType, DeviceWeight, Tensor, device_linear, device_linear_reference, linear};
+use tt_ops::{
+    DType, DeviceKernel, DeviceWeight, KTileSums, Tensor, device_kernel_counts, device_linear,
+    device_linear_reference, linear, set_k_tile_sums,
+};
 
 const K: usize = 3072;
 
@@ -62,6 +67,23 @@ fn main() {
             group.bench_function(format!("m{m}_k{K}_n{n}_bf16_linear"), |b| {
                 b.iter(|| linear(&x, &w).unwrap())
             });
+        } else {
+            // The K-tile sums on AMX, where one call shows that they ran there.
+            set_k_tile_sums(KTileSums::MatrixUnit);
+            let before = device_kernel_counts();
+            device_linear(&x, &dw, &settings).unwrap();
+            if device_kernel_counts()
+                .since(&before)
+                .get(DeviceKernel::MatrixUnit)
+                > 0
+            {
+                group.bench_function(format!("m{m}_k{K}_n{n}_bfp8_hifi2_amx_k_tiles"), |b| {
+                    b.iter(|| device_linear(&x, &dw, &settings).unwrap())
+                });
+            } else {
+                eprintln!("no AMX on this CPU: the amx-k-tiles prefill is not measured");
+            }
+            set_k_tile_sums(KTileSums::InOrder);
         }
     }
     // The performance preset's FF1/FF3: bfloat4_b weights, LoFi, one decode row.

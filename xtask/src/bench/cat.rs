@@ -45,8 +45,8 @@ pub struct Cat {
     pub bytes: u64,
     /// Wall seconds.
     pub seconds: f64,
-    /// Packed cache: whether every file existed before the run's load (a warm cache, which the
-    /// load maps; otherwise the load packed the checkpoint and wrote them).
+    /// Packed cache: whether every file was there and current before the run's load (a warm
+    /// cache, which the load maps; otherwise the load packed the checkpoint and wrote them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub existed_before_load: Option<bool>,
 }
@@ -59,7 +59,7 @@ impl Cat {
             n => format!("{n} files"),
         };
         let warm = match self.existed_before_load {
-            Some(true) => ", warm: present before the load",
+            Some(true) => ", warm: current before the load",
             Some(false) => ", cold: the load wrote them",
             None => "",
         };
@@ -116,7 +116,7 @@ mod tests {
         cat.existed_before_load = Some(true);
         assert_eq!(
             cat.what(),
-            "packed cache, 2 files, 0.003 GB, warm: present before the load"
+            "packed cache, 2 files, 0.003 GB, warm: current before the load"
         );
         let one = cat_files(CatSource::Checkpoint, &[b]).unwrap();
         assert_eq!(one.what(), "checkpoint, 1 file, 0.000 GB");

@@ -217,7 +217,7 @@ fn json_of_a_packed_run() {
     insta::assert_json_snapshot!(serde_json::to_value(run).unwrap());
     let table = report.table();
     assert!(table.contains(
-        "cat for 1x1 accuracy (packed cache, 1 file, 3.96 GB, warm: present before the load"
+        "cat for 1x1 accuracy (packed cache, 1 file, 3.96 GB, warm: current before the load"
     ));
     assert!(table.contains("| 1x1  | accuracy  | decode  | gemv x6"));
 }

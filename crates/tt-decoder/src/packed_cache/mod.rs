@@ -285,8 +285,29 @@ pub fn cache_files<C: FamilyConfig>(
     ckpt: &Checkpoint<C>,
     options: &RuntimeOptions,
 ) -> Result<Vec<PathBuf>> {
+    Ok(session(ckpt, options)?
+        .map(|s| s.files())
+        .unwrap_or_default())
+}
+
+/// Whether a load of `ckpt` under `options` would map its packed-weight cache (a warm load):
+/// every file of this process's devices present, written for this checkpoint, preset and
+/// sharding, and sound. Reads and checks every file, as that load would (a `tracing` line says
+/// why one is unusable). `false` when the cache is off or nothing packs.
+pub fn cache_ready<C: FamilyConfig>(
+    ckpt: &Checkpoint<C>,
+    options: &RuntimeOptions,
+) -> Result<bool> {
+    Ok(session(ckpt, options)?.is_some_and(|s| s.open().is_some()))
+}
+
+/// The cache session of a load of `ckpt` under `options`, `None` when there is none.
+fn session<C: FamilyConfig>(
+    ckpt: &Checkpoint<C>,
+    options: &RuntimeOptions,
+) -> Result<Option<Session>> {
     let Some(root) = options.packed_cache.root() else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let config = ckpt.config().decoder_config();
     let plan = plan(&config, options)?;
@@ -295,7 +316,5 @@ pub fn cache_files<C: FamilyConfig>(
         mesh = mesh.with_transport(transport.clone())?;
     }
     let numerics = options.numerics()?;
-    Ok(Session::new(&root, ckpt, &config, &plan, &mesh, &numerics)?
-        .map(|s| s.files())
-        .unwrap_or_default())
+    Session::new(&root, ckpt, &config, &plan, &mesh, &numerics)
 }
