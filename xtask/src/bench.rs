@@ -354,23 +354,17 @@ fn bench_config(
     options.precision = Some(preset.clone());
     options.max_seq_len = args.max_seq_len();
     // The packed-weight cache files this load maps (none outside the packed presets): whether
-    // they are there yet, and then the `cat` yardstick of this load.
+    // the load will map them (warm) or rebuild them (cold: missing, or stale, e.g. for a
+    // checkpoint written again since), and then the `cat` yardstick of this load. The check
+    // reads every file, untimed, as the checkpoint is made resident: a warm load then reads the
+    // page cache, and so does the `cat` it is compared with.
     let ckpt = Checkpoint::open(model_name)?;
     let cache_files = tt_decoder::cache_files(&ckpt, &options)?;
-    // Warm: files the load will map, not merely files present (a stale cache, e.g. of a
-    // checkpoint written again since, is rebuilt by the load: a cold load).
     let cache_warm = !cache_files.is_empty() && {
-        tracing::info!("checking the packed-cache files");
+        tracing::info!("checking the packed-cache files (and making them resident)");
         tt_decoder::cache_ready(&ckpt, &options)?
     };
     drop(ckpt);
-    if cache_warm {
-        // Resident first, untimed, as the checkpoint is: a warm load reads the page cache, and
-        // so does the `cat` it is compared with (a page cache too small for every preset's
-        // files would otherwise time the disk).
-        tracing::info!("making the packed-cache files resident");
-        cat_files(CatSource::PackedCache, &cache_files)?;
-    }
     tracing::info!("loading");
     let start = Instant::now();
     let ckpt = Checkpoint::open(model_name)?;
@@ -481,7 +475,7 @@ fn bench_config(
             "reading the packed cache files (cat)"
         );
         Cat {
-            existed_before_load: Some(cache_warm),
+            current_before_load: Some(cache_warm),
             ..cat_files(CatSource::PackedCache, &cache_files)?
         }
     };

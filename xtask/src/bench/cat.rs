@@ -48,7 +48,7 @@ pub struct Cat {
     /// Packed cache: whether every file was there and current before the run's load (a warm
     /// cache, which the load maps; otherwise the load packed the checkpoint and wrote them).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub existed_before_load: Option<bool>,
+    pub current_before_load: Option<bool>,
 }
 
 impl Cat {
@@ -58,7 +58,7 @@ impl Cat {
             1 => "1 file".to_string(),
             n => format!("{n} files"),
         };
-        let warm = match self.existed_before_load {
+        let warm = match self.current_before_load {
             Some(true) => ", warm: current before the load",
             Some(false) => ", cold: the load wrote them",
             None => "",
@@ -94,7 +94,7 @@ pub fn cat_files<P: AsRef<Path>>(source: CatSource, files: &[P]) -> Result<Cat> 
         files: files.len(),
         bytes,
         seconds: start.elapsed().as_secs_f64(),
-        existed_before_load: None,
+        current_before_load: None,
     })
 }
 
@@ -113,7 +113,7 @@ mod tests {
         std::fs::write(&b, [2u8; 5]).unwrap();
         let mut cat = cat_files(CatSource::PackedCache, &[&a, &b]).unwrap();
         assert_eq!((cat.files, cat.bytes), (2, (3 << 20) + 5));
-        cat.existed_before_load = Some(true);
+        cat.current_before_load = Some(true);
         assert_eq!(
             cat.what(),
             "packed cache, 2 files, 0.003 GB, warm: current before the load"

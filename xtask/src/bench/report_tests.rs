@@ -17,7 +17,7 @@ fn fixed_report() -> Report {
         files: 4,
         bytes: 7_642_159_104,
         seconds: 4.0,
-        existed_before_load: None,
+        current_before_load: None,
     };
     let run = |mesh: &str, fidelity: &str, scale: f64| Run {
         mesh: mesh.to_string(),
@@ -63,7 +63,7 @@ fn fixed_report() -> Report {
         files: 1,
         bytes: 3_960_000_000,
         seconds: 2.5,
-        existed_before_load: Some(true),
+        current_before_load: Some(true),
     };
     packed.load_over_cat = packed.load_s / packed.cat.seconds;
     Report {
