@@ -1,6 +1,7 @@
 //! The packed kernels' own speed, without the memory: `device_linear` on a weight small enough
 //! for the core's L2 cache (default 1024 x 1024, bfloat8_b HiFi2 and bfloat4_b LoFi, bf16
-//! accumulation), best of many calls, with the kernel each call ran. Run one thread to time one
+//! accumulation), best of many calls, with the kernel each call ran, and the bf16 `linear` of the
+//! same weight beside them. Run one thread to time one
 //! core: `RAYON_NUM_THREADS=1 cargo run --release -p tt-ops --example packed_in_cache -- [M] [K N]`
 //! (`TT_OPS_DEVICE_KERNEL=avx2` times the AVX2 kernel on an AVX-512 CPU).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -8,7 +9,7 @@
 use std::time::Instant;
 
 use tt_numerics::{Accumulation, MathFidelity, OpSettings, StorageFormat};
-use tt_ops::{DType, DeviceWeight, Tensor, device_linear};
+use tt_ops::{DType, DeviceWeight, Tensor, device_linear, linear};
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -29,6 +30,7 @@ fn main() {
     let w = Tensor::from_f32_as(&w, &[n, k], DType::Bf16).unwrap();
     let x = Tensor::from_f32(x, &[m, k]).unwrap();
     let calls = (3_000_000_000 / (m * k * n).max(1)).clamp(5, 3000);
+    let gflops = |best: f64| 2.0 * (m * k * n) as f64 / best / 1e9;
     for (format, fidelity) in [
         (StorageFormat::Bfp8B, MathFidelity::HiFi2),
         (StorageFormat::Bfp4B, MathFidelity::LoFi),
@@ -51,7 +53,19 @@ fn main() {
             "{format} {fidelity} {}: m={m} k={k} n={n}: best of {calls} {:.1} us ({:.1} GFLOP/s)",
             dw.kernel(&s).name(),
             best * 1e6,
-            2.0 * (m * k * n) as f64 / best / 1e9
+            gflops(best)
         );
     }
+    // Beside them, the bf16 preset's kernel on the same bf16 weight.
+    let mut best = f64::MAX;
+    for _ in 0..calls {
+        let start = Instant::now();
+        std::hint::black_box(linear(&x, &w).unwrap());
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    println!(
+        "bf16 linear: m={m} k={k} n={n}: best of {calls} {:.1} us ({:.1} GFLOP/s)",
+        best * 1e6,
+        gflops(best)
+    );
 }

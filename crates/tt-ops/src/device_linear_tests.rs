@@ -380,6 +380,8 @@ fn device_linear_packed_kernel_equals_the_emulation() {
         (11, 200, 96),
         (15, 96, 300),
         (40, 64, 64),
+        // More K-tiles than the prefill kernel decodes at once (8), not a multiple of them.
+        (13, 600, 100),
     ] {
         let x = Tensor::from_f32(ordinary(m * k, 3.0, 1), &[m, k]).unwrap();
         let wt = Tensor::from_f32_as(&ordinary(n * k, 0.05, 2), &[n, k], DType::Bf16).unwrap();
@@ -436,5 +438,50 @@ fn device_linear_packed_kernel_falls_back_outside_its_range() {
     for wf in [StorageFormat::F32, StorageFormat::Bf16] {
         let w = DeviceWeight::pack(&wt, wf).unwrap();
         assert_eq!(w.kernel(&s), DeviceKernel::Reference, "{wf}");
+    }
+}
+
+/// Sums that overflow: K-tile 0 of every output adds to `+inf`, K-tile 1 to `-inf`, so the
+/// destination becomes `inf − inf` = NaN, then K-tile 2 adds to it. The operands still fit the
+/// fast kernels (every product is finite), which must give the emulation's bits, NaN included,
+/// for the decode rows and the prefill rows.
+#[test]
+fn device_linear_packed_kernel_overflowing_sums_match_the_emulation() {
+    let (k, n) = (96, 40);
+    // Weights ±1.75 (code 112·2^-6 in bfloat8_b, 7·2^-2 in bfloat4_b) and operands as large as
+    // the kernels take (1.5·2^126 against bfloat8_b's scale, 1.5·2^122 against bfloat4_b's):
+    // each product is finite, 32 of them are not.
+    let wv: Vec<f32> = (0..n * k)
+        .map(|i| match i % k {
+            kk if kk < 32 => 1.75,
+            kk if kk < 64 => -1.75,
+            _ => 0.5,
+        })
+        .collect();
+    let wt = Tensor::from_f32_as(&wv, &[n, k], DType::Bf16).unwrap();
+    for m in [2, 9] {
+        for (wf, e) in [(StorageFormat::Bfp8B, 126), (StorageFormat::Bfp4B, 122)] {
+            let x = Tensor::from_f32(vec![1.5 * 2f32.powi(e); m * k], &[m, k]).unwrap();
+            let w = DeviceWeight::pack(&wt, wf).unwrap();
+            for (f, a, out) in [
+                (MathFidelity::HiFi2, Accumulation::Bf16, StorageFormat::Bf16),
+                (MathFidelity::HiFi2, Accumulation::Bf16, StorageFormat::F32),
+                (MathFidelity::LoFi, Accumulation::Fp32, StorageFormat::F32),
+            ] {
+                let s = settings(f, a, out);
+                if let Some(plan) = packed_gemv::plan(wf, w.range, &s, Choice::Best) {
+                    let xb: Vec<f32> = x.f32_values().iter().map(|&v| operand(v)).collect();
+                    let xs = packed_gemv::operands(&xb, m, k, k, &plan);
+                    assert!(packed_gemv::rows_fit(&xs, &plan), "{m} {wf} {f}");
+                }
+                let want = device_linear_reference(&x, &w, &s).unwrap();
+                assert!(want.to_f32_vec().iter().all(|v| v.is_nan()), "{m} {wf} {f}");
+                for choice in [Choice::Best, Choice::Avx2] {
+                    let got = device_linear_with(&x, &w, &s, choice).unwrap();
+                    let what = format!("m={m} {wf} {f} acc={a} out={out} {choice:?}");
+                    assert_bits_eq(got.as_f32().unwrap(), &want.to_f32_vec(), &what);
+                }
+            }
+        }
     }
 }
