@@ -538,7 +538,18 @@ pub(crate) fn device_linear_sums(
                 .max(BLOCK_COLS),
             None => BLOCK_COLS,
         };
-        let tasks = plan_tasks(m, k, n, block);
+        // Serially (one device of a mesh), the fast kernel takes the call whole: column blocks
+        // would only cut its runs of tiles short (a 2x4 qkv shard's 36 tiles per K-tile row into
+        // four runs of 9).
+        let tasks = match fast {
+            Some(_) if crate::team::serial_here() => vec![Task {
+                r0: 0,
+                rows: m,
+                n0: 0,
+                cols: n,
+            }],
+            _ => plan_tasks(m, k, n, block),
+        };
         let run = |t: &Task| {
             let on_tiles = amx.as_ref().and_then(|call| {
                 crate::packed_amx::run_task(call, &w.packed, t.r0, t.rows, t.n0, t.cols)

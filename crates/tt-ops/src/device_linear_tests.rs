@@ -485,3 +485,27 @@ fn device_linear_packed_kernel_overflowing_sums_match_the_emulation() {
         }
     }
 }
+
+/// Inside a team's loop item (one device of a mesh) the fast kernel takes a call whole instead
+/// of in column blocks: the same bits as the reference emulation, as outside one.
+#[test]
+fn device_linear_in_a_loop_item_matches_the_emulation() {
+    let (m, k, n) = (1, 640, 2100); // m·k·n above PARALLEL_WORK: outside an item it splits
+    let x = Tensor::from_f32(ordinary(m * k, 2.0, 11), &[m, k]).unwrap();
+    let wt = Tensor::from_f32_as(&ordinary(n * k, 0.05, 12), &[n, k], DType::Bf16).unwrap();
+    let w = DeviceWeight::pack(&wt, StorageFormat::Bfp8B).unwrap();
+    let s = settings(MathFidelity::HiFi2, Accumulation::Bf16, StorageFormat::Bf16);
+    let want = device_linear_reference(&x, &w, &s).unwrap();
+    let outside = device_linear(&x, &w, &s).unwrap();
+    assert_bits_eq(outside.as_f32().unwrap(), &want.to_f32_vec(), "outside");
+    let inside = crate::team::with_team(|| {
+        crate::team::map(3, |_| {
+            let serial = crate::team::serial_here();
+            (serial, device_linear(&x, &w, &s).unwrap())
+        })
+    });
+    for (serial, got) in inside {
+        let what = format!("in an item (serial here: {serial})");
+        assert_bits_eq(got.as_f32().unwrap(), &want.to_f32_vec(), &what);
+    }
+}

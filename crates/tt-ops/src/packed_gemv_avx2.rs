@@ -24,6 +24,9 @@ impl Avx2 {
     }
 }
 
+/// Tiles between the one being computed and the one being prefetched, in the loop's order.
+const PREFETCH_AHEAD: usize = 4;
+
 /// Row chunks this kernel is compiled for, largest first.
 pub(crate) const CHUNKS: [usize; 3] = [4, 2, 1];
 
@@ -66,6 +69,7 @@ unsafe fn rows_kernel<const R: usize, const B4: bool, const HI: bool>(
     let offset = _mm256_set1_epi32(p.plan.bias - 127);
     let mut c = [[0f32; 64]; R];
     let mut m = SignedCodes([0; 1024]);
+    let (mut ahead_kt, mut ahead_j) = (PREFETCH_AHEAD / p.tn.max(1), PREFETCH_AHEAD % p.tn.max(1));
     for kt in 0..p.tiles_k {
         for j in 0..p.tn {
             // SAFETY (all pointer reads below): the tile lies in p.bytes (Params' contract);
@@ -96,13 +100,24 @@ unsafe fn rows_kernel<const R: usize, const B4: bool, const HI: bool>(
                     };
                 }
             }
-            if kt + 1 < p.tiles_k {
-                // SAFETY: the next tile row's tile lies in p.bytes (kt + 1 < tiles_k).
-                let next = unsafe { tile.add(p.tiles_n * p.tile_bytes) };
+            // The tile PREFETCH_AHEAD places later in this loop's order, (ahead_kt, ahead_j):
+            // across a K-tile row's end too, the jump the hardware prefetcher cannot foresee.
+            if ahead_kt < p.tiles_k {
+                // SAFETY: tile (ahead_kt, tc0 + ahead_j) lies in p.bytes (ahead_kt < tiles_k,
+                // ahead_j < tn).
+                let next = unsafe {
+                    p.bytes
+                        .as_ptr()
+                        .add((ahead_kt * p.tiles_n + p.tc0 + ahead_j) * p.tile_bytes)
+                };
                 for line in (0..p.tile_bytes).step_by(64) {
                     // SAFETY: inside that tile; prefetches never fault anyway.
                     _mm_prefetch::<_MM_HINT_T0>(unsafe { next.add(line) }.cast());
                 }
+            }
+            ahead_j += 1;
+            if ahead_j == p.tn {
+                (ahead_kt, ahead_j) = (ahead_kt + 1, 0);
             }
             // SAFETY: the tile's codes follow its 64 exponent bytes.
             unsafe { signed_codes::<B4>(tile.add(TILE_EXPONENTS), &mut m) };

@@ -95,6 +95,13 @@ pub fn for_each(n: usize, f: impl Fn(usize) + Sync) {
     }
 }
 
+/// Whether a loop started on this thread now runs on it alone: inside another loop's item (one
+/// device of a mesh), or with a one-thread pool. Callers that split work only to share it (a
+/// matmul's column blocks) then keep it whole.
+pub fn serial_here() -> bool {
+    IN_ITEM.get() || rayon::current_num_threads() == 1
+}
+
 /// `(0..n).map(f)` collected in order, computed as [`for_each`] would.
 pub fn map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     let slots: Vec<Mutex<Option<T>>> = (0..n).map(|_| Mutex::new(None)).collect();
