@@ -529,18 +529,10 @@ pub(crate) fn device_linear_sums(
             (None, Some(f)) => f.0.isa.kernel(),
             (None, None) => DeviceKernel::Reference,
         });
-        // The fast kernel streams a task's tiles of one K-tile row as one run: wider blocks
-        // (about two per thread) keep those runs long.
-        let block = match fast {
-            Some(_) => n
-                .div_ceil(2 * rayon::current_num_threads())
-                .next_multiple_of(TILE)
-                .max(BLOCK_COLS),
-            None => BLOCK_COLS,
-        };
-        // Serially (one device of a mesh), the fast kernel takes the call whole: column blocks
-        // would only cut its runs of tiles short (a 2x4 qkv shard's 36 tiles per K-tile row into
-        // four runs of 9).
+        // The fast kernel streams a task's tiles of one K-tile row as one run, so it gets wide
+        // column blocks (about two per thread), and serially (one device of a mesh) the whole
+        // call: blocks would only cut its runs short (a 2x4 qkv shard's 36 tiles per K-tile row
+        // into four runs of 9).
         let tasks = match fast {
             Some(_) if crate::team::serial_here() => vec![Task {
                 r0: 0,
@@ -548,7 +540,14 @@ pub(crate) fn device_linear_sums(
                 n0: 0,
                 cols: n,
             }],
-            _ => plan_tasks(m, k, n, block),
+            Some(_) => {
+                let block = n
+                    .div_ceil(2 * rayon::current_num_threads())
+                    .next_multiple_of(TILE)
+                    .max(BLOCK_COLS);
+                plan_tasks(m, k, n, block)
+            }
+            None => plan_tasks(m, k, n, BLOCK_COLS),
         };
         let run = |t: &Task| {
             let on_tiles = amx.as_ref().and_then(|call| {

@@ -505,6 +505,7 @@ fn device_linear_in_a_loop_item_matches_the_emulation() {
         })
     });
     for (serial, got) in inside {
+        assert!(serial, "a team's loop item runs its nested loops serially");
         let what = format!("in an item (serial here: {serial})");
         assert_bits_eq(got.as_f32().unwrap(), &want.to_f32_vec(), &what);
     }

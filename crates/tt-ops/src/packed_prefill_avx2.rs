@@ -122,22 +122,14 @@ unsafe fn kernel<const B4: bool, const HI: bool>(
 
 /// Columns `k0 .. k0 + len` of `rows` rows of `x` (`kp` apart) into `out`, [`ROWS`] rows at a
 /// time and k-major: group `g`'s operand `(k, r)` at `g · K_TILES · 32 · ROWS + k · ROWS + r`.
-/// Rows past `rows` are zero (never read into a result).
+/// The slots of rows past `rows` are left as they are: a group's tail pass reads its own rows.
 fn interleave(x: &[f32], kp: usize, rows: usize, k0: usize, len: usize, out: &mut [f32]) {
     let group_len = K_TILES * TILE * ROWS;
-    for (g, og) in out.chunks_exact_mut(group_len).enumerate() {
-        for r in 0..ROWS {
-            let row = g * ROWS + r;
-            if row >= rows {
-                for k in 0..len {
-                    og[k * ROWS + r] = 0.0;
-                }
-                continue;
-            }
-            let src = &x[row * kp + k0..row * kp + k0 + len];
-            for (k, &v) in src.iter().enumerate() {
-                og[k * ROWS + r] = v;
-            }
+    for row in 0..rows {
+        let og = &mut out[(row / ROWS) * group_len..][..len * ROWS];
+        let src = &x[row * kp + k0..][..len];
+        for (slot, &v) in og.iter_mut().skip(row % ROWS).step_by(ROWS).zip(src) {
+            *slot = v;
         }
     }
 }
