@@ -29,6 +29,7 @@ mod file;
 mod format;
 mod hub;
 mod index;
+mod on_demand;
 mod pages;
 mod progress;
 

@@ -1,0 +1,133 @@
+//! BF16 tensors read in place on demand: a mapping of the tensor's own bytes, with nothing made
+//! resident, for lookup tables such as the embedding (a forward pass reads a few of its rows).
+//!
+//! [`Checkpoint::bf16_tensor`] makes the whole file resident, which a model reading every weight
+//! per token needs. A model whose weights come from elsewhere (the packed-weight cache) still
+//! looks up embedding rows; copying the table costs a load ~0.2 s and the process ~200 MB
+//! (Phi-3-mini) for rows it mostly never reads. Mapped on demand, a row is read from the page
+//! cache the first time it is used and only touched rows count in the process's memory.
+
+use std::fs::File;
+use std::ops::Range;
+use std::sync::Arc;
+
+use half::bf16;
+use memmap2::{Mmap, MmapOptions};
+use tt_ops::Tensor;
+
+use super::format::Dtype;
+use super::{Checkpoint, MappedBf16};
+use crate::error::CheckpointError;
+
+impl<C> Checkpoint<C> {
+    /// Tensor `name` as BF16, read in place from a mapping of its bytes only, each page read
+    /// when first used. Tensors stored in another dtype (or BF16 at an odd offset) are
+    /// converted into a new buffer, as [`Checkpoint::bf16_tensor`] does.
+    pub fn bf16_tensor_on_demand(&self, name: &str) -> Result<Tensor, CheckpointError> {
+        let e = self.entry(name)?;
+        let shape = e.info.shape.clone();
+        let bad = |message: String| CheckpointError::BadRead {
+            tensor: name.to_string(),
+            shape: shape.clone(),
+            message,
+        };
+        let in_place = e.info.dtype == Dtype::BF16
+            && cfg!(target_endian = "little")
+            && e.bytes.start.is_multiple_of(align_of::<bf16>())
+            && !e.bytes.is_empty();
+        if !in_place {
+            let data = self.read_all::<bf16>(name)?;
+            return Tensor::from_bf16(data, &shape).map_err(|err| bad(err.to_string()));
+        }
+        let file = &self.files[e.file].file;
+        file.check()?;
+        let map =
+            map_range(file.file(), e.bytes.clone()).map_err(|source| CheckpointError::Io {
+                path: file.path().to_path_buf(),
+                source,
+            })?;
+        // A change while it was mapped: nothing of the mapping is handed out.
+        file.check()?;
+        let len = map.len();
+        let owner = Arc::new(MappedBf16 {
+            map: Arc::new(map),
+            bytes: 0..len,
+        });
+        let t = Tensor::from_shared_bf16(owner, 0, &shape).map_err(|err| bad(err.to_string()))?;
+        self.progress.advance(name, e.bytes.len() as u64);
+        Ok(t)
+    }
+}
+
+/// A read-only shared mapping of `bytes` of `file`, nothing read yet.
+fn map_range(file: &File, bytes: Range<usize>) -> std::io::Result<Mmap> {
+    // SAFETY: as in `pages::map_resident`, whose contract this mapping shares: a read-only
+    // MAP_SHARED mapping handed out as `&[u8]` for as long as a tensor over it lives, so the file
+    // must neither change nor shrink meanwhile (the contract on `Checkpoint` in the module docs).
+    // This process never writes checkpoint files; the file is mapped from the descriptor opened
+    // and identified at open, after `OpenFile::check` found it unchanged, and checked again before
+    // the tensor is handed out. `bytes` lies inside the file (validated against its length at
+    // open, and the file is unchanged since); memmap2 aligns the offset down to a page itself.
+    unsafe {
+        MmapOptions::new()
+            .offset(bytes.start as u64)
+            .len(bytes.len())
+            .map(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn bf16_tensors_on_demand_match_a_copy_and_map_only_their_bytes() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/phi3-tiny");
+        let ckpt = Checkpoint::<serde_json::Value>::open_dir(&dir).unwrap();
+        for name in ckpt.tensor_names() {
+            let t = ckpt.bf16_tensor_on_demand(name).unwrap();
+            assert_eq!(t.shape(), ckpt.tensor_info(name).unwrap().shape.as_slice());
+            let copy = ckpt.read_all::<bf16>(name).unwrap();
+            assert_eq!(t.as_bf16().unwrap(), copy.as_slice(), "{name}");
+        }
+        // In place, not a copy, and not the whole file's resident mapping.
+        let name = "model.embed_tokens.weight";
+        let (lazy, resident) = (
+            ckpt.bf16_tensor_on_demand(name).unwrap(),
+            ckpt.bf16_tensor(name).unwrap(),
+        );
+        assert_ne!(
+            lazy.as_bf16().unwrap().as_ptr(),
+            resident.as_bf16().unwrap().as_ptr()
+        );
+        let err = ckpt
+            .bf16_tensor_on_demand("model.no_such.weight")
+            .unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::MissingTensor { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tensors_of_other_dtypes_are_converted_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = [1.0f32, -2.5, 3.0e-3, 65504.0, 1.0e30, -0.0];
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 3], &bytes)
+                .unwrap();
+        let file = safetensors::serialize([("t", view)], None).unwrap();
+        std::fs::write(dir.path().join("model.safetensors"), file).unwrap();
+        std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+        let ckpt = Checkpoint::<serde_json::Value>::open_dir(dir.path()).unwrap();
+        let t = ckpt.bf16_tensor_on_demand("t").unwrap();
+        assert_eq!(t.shape(), &[2, 3]);
+        let expected: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
+        assert_eq!(t.as_bf16().unwrap(), expected.as_slice());
+    }
+}
