@@ -162,9 +162,12 @@ impl Model {
     /// The embedding rows of `ids` (replicated), rounded to the activations' fidelity.
     fn embed(&self, ids: &[u32]) -> Result<Tensor> {
         let _span = op_span!("embed").entered();
-        Ok(self
-            .fidelity()
-            .round(embedding(ids, self.weights.embed.replica()?)?)?)
+        let table = self.weights.embed.replica()?;
+        let rows = embedding(ids, table)?;
+        // A table read on demand (packed presets) gives the pages of these rows back: a long
+        // prompt would otherwise keep most of it resident (`Checkpoint::bf16_tensor_on_demand`).
+        table.release_pages();
+        Ok(self.fidelity().round(rows)?)
     }
 
     /// Runs `x` through every layer, the final norm and the LM head; returns `[rows, V]` logits.

@@ -467,9 +467,9 @@ impl ModelWeights {
             Fidelity::Bf16 => numerics.preset().get(OpClass::Activations).to_owned(),
         };
         // With packed weights the process should hold the packed bytes only: the embedding is
-        // then a view of its own bytes, read on demand (a short prompt touches few rows), not a
-        // view that makes its whole file resident, nor a copy (~0.2 s of a warm load for
-        // Phi-3-mini; see `Checkpoint::bf16_tensor_on_demand` for what stays resident).
+        // then a view of its own bytes, read on demand and given back after each lookup
+        // (`Model::embed`), not a view that makes its whole file resident, nor a copy (~0.2 s of
+        // a warm load and ~200 MB for Phi-3-mini; `Checkpoint::bf16_tensor_on_demand`).
         let packs = [
             OpClass::Qkv,
             OpClass::O,

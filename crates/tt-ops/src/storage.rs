@@ -13,6 +13,11 @@ use std::sync::Arc;
 pub trait SharedElements<T>: Send + Sync {
     /// The elements.
     fn elements(&self) -> &[T];
+
+    /// Gives the process's resident pages of the elements back to the OS where they can be read
+    /// back unchanged (a file mapping's), e.g. after a lookup read a few rows of a large table.
+    /// The elements stay valid and equal; the next read maps them in again. Default: nothing.
+    fn release_pages(&self) {}
 }
 
 /// The elements behind a tensor.
@@ -30,6 +35,15 @@ impl<T> Deref for Store<T> {
         match self {
             Store::Owned(v) => v,
             Store::Shared(s) => s.elements(),
+        }
+    }
+}
+
+impl<T> Store<T> {
+    /// [`SharedElements::release_pages`] of borrowed elements; owned ones stay as they are.
+    pub(crate) fn release_pages(&self) {
+        if let Store::Shared(s) = self {
+            s.release_pages();
         }
     }
 }

@@ -322,6 +322,17 @@ impl Tensor {
         }
     }
 
+    /// Gives the resident pages of borrowed storage that can be read back unchanged (a file
+    /// mapping's, see [`SharedElements::release_pages`]) to the OS; owned storage is untouched.
+    /// The values stay the same: the next read maps them in again. For a lookup table read a
+    /// few rows at a time, so that rows read once do not stay in the process's memory.
+    pub fn release_pages(&self) {
+        match &self.buf {
+            Buffer::F32(s) => s.release_pages(),
+            Buffer::Bf16(s) => s.release_pages(),
+        }
+    }
+
     /// The elements as f32: borrowed from an f32 tensor, widened into a new vector for bf16.
     pub fn f32_values(&self) -> std::borrow::Cow<'_, [f32]> {
         match self.as_f32() {

@@ -17,10 +17,10 @@ use std::sync::Arc;
 
 use half::bf16;
 use memmap2::{Mmap, MmapOptions};
-use tt_ops::Tensor;
+use tt_ops::{SharedElements, Tensor};
 
+use super::Checkpoint;
 use super::format::Dtype;
-use super::{Checkpoint, MappedBf16};
 use crate::error::CheckpointError;
 
 impl<C> Checkpoint<C> {
@@ -52,14 +52,39 @@ impl<C> Checkpoint<C> {
             })?;
         // A change while it was mapped: nothing of the mapping is handed out.
         file.check()?;
-        let len = map.len();
-        let owner = Arc::new(MappedBf16 {
-            map: Arc::new(map),
-            bytes: 0..len,
-        });
+        let owner = Arc::new(OnDemandBf16 { map });
         let t = Tensor::from_shared_bf16(owner, 0, &shape).map_err(|err| bad(err.to_string()))?;
         self.progress.advance(name, e.bytes.len() as u64);
         Ok(t)
+    }
+}
+
+/// A tensor's BF16 bytes in a mapping of their own, which gives its pages back on request.
+struct OnDemandBf16 {
+    map: Mmap,
+}
+
+impl SharedElements<bf16> for OnDemandBf16 {
+    fn elements(&self) -> &[bf16] {
+        // Alignment (an even file offset, page-aligned mapping) and length were checked when
+        // this was made; an empty slice is unreachable.
+        bytemuck::try_cast_slice(&self.map[..]).unwrap_or(&[])
+    }
+
+    fn release_pages(&self) {
+        #[cfg(unix)]
+        {
+            // SAFETY: a read-only MAP_SHARED mapping of a file: MADV_DONTNEED drops this
+            // process's page table entries only, and the next access maps the same file bytes
+            // in again from the page cache (or the disk). memmap2 marks it unsafe because on a
+            // private or anonymous mapping the pages would come back zeroed; here the bytes any
+            // borrow sees stay the same, under the contract that checkpoint files do not change
+            // while mapped (module docs of `checkpoint`), the one every in-place tensor relies on.
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+            };
+        }
     }
 }
 
