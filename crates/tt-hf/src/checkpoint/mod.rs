@@ -381,6 +381,23 @@ impl<C> Checkpoint<C> {
     /// forward pass does not fault them in one by one). Other dtypes are converted into a new
     /// buffer.
     pub fn bf16_tensor(&self, name: &str) -> Result<Tensor, CheckpointError> {
+        self.bf16_in_place_or_copy(name, |e| {
+            self.files[e.file].file.check()?;
+            Ok(Arc::new(MappedBf16 {
+                map: self.resident_map(e.file)?,
+                bytes: e.bytes.clone(),
+            }))
+        })
+    }
+
+    /// Tensor `name` as bf16: read in place from the owner `in_place` makes of its entry when
+    /// it is stored as BF16 that a mapping can view (little-endian, at an even offset, not
+    /// empty), else converted into a new buffer.
+    fn bf16_in_place_or_copy(
+        &self,
+        name: &str,
+        in_place: impl FnOnce(&Entry) -> Result<Arc<dyn SharedElements<bf16>>, CheckpointError>,
+    ) -> Result<Tensor, CheckpointError> {
         let e = self.entry(name)?;
         let shape = e.info.shape.clone();
         let bad = |message: String| CheckpointError::BadRead {
@@ -389,19 +406,16 @@ impl<C> Checkpoint<C> {
             message,
         };
         // Mappings are page-aligned, so alignment only depends on the offset in the file.
-        let in_place = e.info.dtype == Dtype::BF16
+        let viewable = e.info.dtype == Dtype::BF16
             && cfg!(target_endian = "little")
-            && e.bytes.start.is_multiple_of(align_of::<bf16>());
-        if !in_place {
+            && e.bytes.start.is_multiple_of(align_of::<bf16>())
+            && !e.bytes.is_empty();
+        if !viewable {
             let data = self.read_all::<bf16>(name)?;
             return Tensor::from_bf16(data, &shape).map_err(|err| bad(err.to_string()));
         }
-        self.files[e.file].file.check()?;
-        let owner = Arc::new(MappedBf16 {
-            map: self.resident_map(e.file)?,
-            bytes: e.bytes.clone(),
-        });
-        let t = Tensor::from_shared_bf16(owner, 0, &shape).map_err(|err| bad(err.to_string()))?;
+        let t = Tensor::from_shared_bf16(in_place(e)?, 0, &shape)
+            .map_err(|err| bad(err.to_string()))?;
         self.progress.advance(name, e.bytes.len() as u64);
         Ok(t)
     }

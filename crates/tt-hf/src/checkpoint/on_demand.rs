@@ -7,9 +7,10 @@
 //! (Phi-3-mini). Mapped on demand, a row is read from the page cache the first time it is used,
 //! and only the pages mapped in count in the process's memory. Those pages are as large as the
 //! page cache's folios: a checkpoint made resident is cached in 2 MiB folios, so a long prompt
-//! whose ids spread over the vocabulary maps most of the table anyway (measured: 185 of Phi-3's
-//! 197 MB after a 1,024-token prefill; advising the mapping `MADV_NOHUGEPAGE` and `MADV_RANDOM`
-//! did not change that on Linux 6.18).
+//! whose ids spread over the vocabulary maps most of the table (measured: 185 of Phi-3's 197 MB
+//! after a 1,024-token prefill; advising the mapping `MADV_NOHUGEPAGE` and `MADV_RANDOM` did not
+//! change that on Linux 6.18). So this storage gives its pages back on request
+//! ([`tt_ops::Tensor::release_pages`], `MADV_DONTNEED`), which the decoder does after each lookup.
 
 use std::fs::File;
 use std::ops::Range;
@@ -20,7 +21,6 @@ use memmap2::{Mmap, MmapOptions};
 use tt_ops::{SharedElements, Tensor};
 
 use super::Checkpoint;
-use super::format::Dtype;
 use crate::error::CheckpointError;
 
 impl<C> Checkpoint<C> {
@@ -28,34 +28,18 @@ impl<C> Checkpoint<C> {
     /// when first used. Tensors stored in another dtype (or BF16 at an odd offset) are
     /// converted into a new buffer, as [`Checkpoint::bf16_tensor`] does.
     pub fn bf16_tensor_on_demand(&self, name: &str) -> Result<Tensor, CheckpointError> {
-        let e = self.entry(name)?;
-        let shape = e.info.shape.clone();
-        let bad = |message: String| CheckpointError::BadRead {
-            tensor: name.to_string(),
-            shape: shape.clone(),
-            message,
-        };
-        let in_place = e.info.dtype == Dtype::BF16
-            && cfg!(target_endian = "little")
-            && e.bytes.start.is_multiple_of(align_of::<bf16>())
-            && !e.bytes.is_empty();
-        if !in_place {
-            let data = self.read_all::<bf16>(name)?;
-            return Tensor::from_bf16(data, &shape).map_err(|err| bad(err.to_string()));
-        }
-        let file = &self.files[e.file].file;
-        file.check()?;
-        let map =
-            map_range(file.file(), e.bytes.clone()).map_err(|source| CheckpointError::Io {
-                path: file.path().to_path_buf(),
-                source,
-            })?;
-        // A change while it was mapped: nothing of the mapping is handed out.
-        file.check()?;
-        let owner = Arc::new(OnDemandBf16 { map });
-        let t = Tensor::from_shared_bf16(owner, 0, &shape).map_err(|err| bad(err.to_string()))?;
-        self.progress.advance(name, e.bytes.len() as u64);
-        Ok(t)
+        self.bf16_in_place_or_copy(name, |e| {
+            let file = &self.files[e.file].file;
+            file.check()?;
+            let map =
+                map_range(file.file(), e.bytes.clone()).map_err(|source| CheckpointError::Io {
+                    path: file.path().to_path_buf(),
+                    source,
+                })?;
+            // A change while it was mapped: nothing of the mapping is handed out.
+            file.check()?;
+            Ok(Arc::new(OnDemandBf16 { map }))
+        })
     }
 }
 
@@ -133,6 +117,10 @@ mod tests {
             lazy.as_bf16().unwrap().as_ptr(),
             resident.as_bf16().unwrap().as_ptr()
         );
+        // Pages given back are mapped in again, unchanged.
+        let before = lazy.as_bf16().unwrap().to_vec();
+        lazy.release_pages();
+        assert_eq!(lazy.as_bf16().unwrap(), before.as_slice());
         let err = ckpt
             .bf16_tensor_on_demand("model.no_such.weight")
             .unwrap_err();
