@@ -4,7 +4,9 @@
 //! - decode: `m = 1`, `k = 3072`, `n = 8192`, bfp8 weights, HiFi2, bf16 accumulation; beside it
 //!   the exact bf16-weight `linear` of the same shape (the `bf16` preset's kernel);
 //! - decode, the performance preset's FF1/FF3: bfp4 weights, LoFi;
-//! - prefill: `m = 128`, `k = 3072`, `n = 1024`, bfp8, HiFi2 (on AVX2, `packed_prefill_avx2`);
+//! - prefill: `m = 128`, `k = 3072`, `n = 1024`, bfp8, HiFi2 (on AVX2, `packed_prefill_avx2`; on
+//!   AMD's AVX-512 BF16, `packed_prefill_avx512bf16`; `TT_OPS_DEVICE_KERNEL=avx512` times the
+//!   AVX-512 F kernel there instead);
 //!   where the CPU has AMX, also with each K-tile's sum on the tile unit
 //!   (`KTileSums::MatrixUnit`, `_amx_k_tiles`; not the emulation's bits, see `k_tile_sums`).
 //!
@@ -56,7 +58,14 @@ fn main() {
         let dw = DeviceWeight::pack(&w, StorageFormat::Bfp8B).unwrap();
         let x = Tensor::from_f32(fill(m * K, 2), &[m, K]).unwrap();
         group.throughput(Throughput::Elements((2 * m * n * K) as u64));
-        let kernel = dw.kernel(&settings).name();
+        // The kernel of such a call (a prefill may run another than a decode row).
+        let before = device_kernel_counts();
+        device_linear(&x, &dw, &settings).unwrap();
+        let kernel = device_kernel_counts()
+            .since(&before)
+            .iter()
+            .find(|&(_, calls)| calls > 0)
+            .map_or("none", |(k, _)| k.name());
         group.bench_function(format!("m{m}_k{K}_n{n}_bfp8_hifi2_fast_{kernel}"), |b| {
             b.iter(|| device_linear(&x, &dw, &settings).unwrap())
         });

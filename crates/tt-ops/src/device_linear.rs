@@ -77,6 +77,9 @@ pub struct DeviceWeight {
 pub enum DeviceKernel {
     /// [`crate::packed_gemv`]'s AVX-512 kernel on the packed block-float tiles.
     PackedAvx512,
+    /// [`crate::packed_gemv`]'s AVX-512 BF16 prefill kernel (`vdpbf16ps`) on the packed tiles,
+    /// the same bits as the others.
+    PackedAvx512Bf16,
     /// [`crate::packed_gemv`]'s AVX2 + FMA kernel on the packed block-float tiles.
     PackedAvx2,
     /// The AMX tile unit on the packed tiles decoded to bf16 (prefill under
@@ -91,6 +94,7 @@ impl DeviceKernel {
     /// goes here too).
     pub const ALL: &[DeviceKernel] = &[
         Self::PackedAvx512,
+        Self::PackedAvx512Bf16,
         Self::PackedAvx2,
         Self::MatrixUnit,
         Self::Reference,
@@ -105,6 +109,7 @@ impl DeviceKernel {
     pub fn name(self) -> &'static str {
         match self {
             Self::PackedAvx512 => "packed-avx512",
+            Self::PackedAvx512Bf16 => "packed-avx512-bf16",
             Self::PackedAvx2 => "packed-avx2",
             Self::MatrixUnit => "amx-k-tiles",
             Self::Reference => "reference",
@@ -520,13 +525,14 @@ pub(crate) fn device_linear_sums(
         let kp = k.div_ceil(TILE) * TILE;
         let fast = packed_gemv::plan(w.format(), w.range, settings, choice)
             .map(|plan| (plan, packed_gemv::operands(&xb, m, k, kp, &plan)))
-            .filter(|(plan, xs)| packed_gemv::rows_fit(xs, plan));
+            .filter(|(plan, xs)| packed_gemv::rows_fit(xs, plan))
+            .map(|(plan, xs)| (plan.for_rows(&xs, m), xs));
         let amx = fast
             .as_ref()
             .and_then(|(plan, xs)| crate::packed_amx::prepare(plan, xs, m, kp, sums));
         crate::device_kernel_counts::record(match (&amx, &fast) {
             (Some(_), _) => DeviceKernel::MatrixUnit,
-            (None, Some(f)) => f.0.isa.kernel(),
+            (None, Some(f)) => f.0.kernel(),
             (None, None) => DeviceKernel::Reference,
         });
         // The fast kernel streams a task's tiles of one K-tile row as one run, so it gets wide

@@ -366,7 +366,8 @@ fn fast_kernel_expected() -> DeviceKernel {
 /// The packed kernel against the reference emulation, bit for bit: both block-float formats,
 /// the fidelities it serves, both accumulations, 1 to 15 rows, K and N not multiples of 32, one
 /// call small enough for one task and one split over column blocks. On an AVX-512 machine the
-/// AVX2 kernel is checked as well (same cases, [`Choice::Avx2`]).
+/// AVX-512 F kernel and the AVX2 kernel are checked as well (same cases, [`Choice::Avx512`],
+/// [`Choice::Avx2`]); on one with AVX-512 BF16, calls of eight rows and more run its kernel.
 #[test]
 fn device_linear_packed_kernel_equals_the_emulation() {
     let fast = fast_kernel_expected();
@@ -397,7 +398,7 @@ fn device_linear_packed_kernel_equals_the_emulation() {
                     };
                     assert_eq!(w.kernel(&s), want_kernel, "{wf} {f}");
                     let want = device_linear_reference(&x, &w, &s).unwrap();
-                    for choice in [Choice::Best, Choice::Avx2] {
+                    for choice in [Choice::Best, Choice::Avx512, Choice::Avx2] {
                         let got = device_linear_with(&x, &w, &s, choice).unwrap();
                         let what = format!("{m}x{k} @ {k}x{n} {wf} {f} acc={a} {choice:?}");
                         assert_bits_eq(got.as_f32().unwrap(), want.as_f32().unwrap(), &what);
@@ -425,7 +426,7 @@ fn device_linear_packed_kernel_falls_back_outside_its_range() {
         for wf in StorageFormat::ALL {
             let w = DeviceWeight::pack(&wt, wf).unwrap();
             let want = device_linear_reference(&x, &w, &s).unwrap();
-            for choice in [Choice::Best, Choice::Avx2] {
+            for choice in [Choice::Best, Choice::Avx512, Choice::Avx2] {
                 let got = device_linear_with(&x, &w, &s, choice).unwrap();
                 assert_bits_eq(
                     got.as_f32().unwrap(),
@@ -476,7 +477,7 @@ fn device_linear_packed_kernel_overflowing_sums_match_the_emulation() {
                 }
                 let want = device_linear_reference(&x, &w, &s).unwrap();
                 assert!(want.to_f32_vec().iter().all(|v| v.is_nan()), "{m} {wf} {f}");
-                for choice in [Choice::Best, Choice::Avx2] {
+                for choice in [Choice::Best, Choice::Avx512, Choice::Avx2] {
                     let got = device_linear_with(&x, &w, &s, choice).unwrap();
                     let what = format!("m={m} {wf} {f} acc={a} out={out} {choice:?}");
                     assert_bits_eq(got.as_f32().unwrap(), &want.to_f32_vec(), &what);

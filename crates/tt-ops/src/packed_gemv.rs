@@ -108,33 +108,44 @@ pub(crate) enum FastIsa {
 /// Which kernels a call may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Choice {
-    /// The best this CPU has, unless `TT_OPS_DEVICE_KERNEL` (`avx2`, `reference`) caps it.
+    /// The best this CPU has, unless `TT_OPS_DEVICE_KERNEL` (`avx512`, `avx2`, `reference`)
+    /// caps it.
     Best,
+    /// At most AVX-512 F/BW/VL: not the AVX-512 BF16 prefill kernel (tests and benchmarks of the
+    /// f32 kernels on machines that have it).
+    Avx512,
     /// At most AVX2 (tests of the AVX2 kernel on AVX-512 machines).
     Avx2,
     /// The reference emulation only.
     Reference,
 }
 
-impl FastIsa {
-    /// The best this CPU has under `choice`.
-    #[cfg(target_arch = "x86_64")]
-    fn detect(choice: Choice) -> Option<Self> {
+impl Choice {
+    /// `self`, capped by `TT_OPS_DEVICE_KERNEL` when it is [`Choice::Best`].
+    fn capped(self) -> Self {
         // Read once per process: this runs on every call of a decode step.
         static CAP: std::sync::OnceLock<Option<Choice>> = std::sync::OnceLock::new();
         let cap = CAP.get_or_init(|| match std::env::var("TT_OPS_DEVICE_KERNEL").as_deref() {
             Ok("reference") => Some(Choice::Reference),
             Ok("avx2") => Some(Choice::Avx2),
+            Ok("avx512") => Some(Choice::Avx512),
             _ => None,
         });
-        let choice = match (choice, cap) {
+        match (self, cap) {
             (Choice::Best, Some(cap)) => *cap,
             (choice, _) => choice,
-        };
+        }
+    }
+}
+
+impl FastIsa {
+    /// The best this CPU has under `choice` (already capped).
+    #[cfg(target_arch = "x86_64")]
+    fn detect(choice: Choice) -> Option<Self> {
         if choice == Choice::Reference {
             return None;
         }
-        if choice == Choice::Best
+        if matches!(choice, Choice::Best | Choice::Avx512)
             && let Some(isa) = crate::packed_gemv_avx512::Avx512::detect()
         {
             return Some(Self::Avx512(isa));
@@ -170,6 +181,34 @@ pub(crate) struct FastPlan {
     pub range: ExponentRange,
     /// `bias` of the format.
     pub bias: i32,
+    /// The AVX-512 BF16 prefill kernel, where this CPU and the choice allow it; a call keeps it
+    /// only when it has enough rows and [`rows_fit_pairs`] holds ([`FastPlan::for_rows`]).
+    #[cfg(target_arch = "x86_64")]
+    pub pairs: Option<crate::packed_prefill_avx512bf16::Avx512Bf16>,
+}
+
+impl FastPlan {
+    /// The plan for one call of `m` operand rows `xs` (which passed [`rows_fit`]): without the
+    /// AVX-512 BF16 prefill kernel unless the call has enough rows and fits it.
+    pub(crate) fn for_rows(mut self, xs: &[f32], m: usize) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if self.pairs.is_some()
+            && (m < crate::packed_prefill_avx512bf16::MIN_ROWS || !rows_fit_pairs(xs, &self))
+        {
+            self.pairs = None;
+        }
+        let _ = (xs, m);
+        self
+    }
+
+    /// The [`DeviceKernel`] a call with this plan runs.
+    pub(crate) fn kernel(&self) -> DeviceKernel {
+        #[cfg(target_arch = "x86_64")]
+        if self.pairs.is_some() {
+            return DeviceKernel::PackedAvx512Bf16;
+        }
+        self.isa.kernel()
+    }
 }
 
 /// The fast plan for `w` (with its exponent range) under `settings`, if this CPU and these
@@ -190,7 +229,14 @@ pub(crate) fn plan(
     };
     #[cfg(target_arch = "x86_64")]
     {
+        let choice = choice.capped();
         let isa = FastIsa::detect(choice)?;
+        let pairs = match (isa, choice) {
+            (FastIsa::Avx512(_), Choice::Best) => {
+                crate::packed_prefill_avx512bf16::Avx512Bf16::where_it_pays()
+            }
+            _ => None,
+        };
         Some(FastPlan {
             isa,
             bfp4: format == StorageFormat::Bfp4B,
@@ -199,6 +245,7 @@ pub(crate) fn plan(
             acc_bf16: settings.accumulation == Accumulation::Bf16,
             range,
             bias,
+            pairs,
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -211,6 +258,45 @@ pub(crate) fn plan(
 /// Whether every non-zero operand of `xs` is finite and, against the matrix's range, gives a
 /// normal scale `c = b·2^(E − bias)` with `|c|·128 < 2^128` (so every product is exact).
 pub(crate) fn rows_fit(xs: &[f32], plan: &FastPlan) -> bool {
+    match exponent_fields(xs) {
+        Fields::NotFinite => false,
+        Fields::AllZero => true,
+        Fields::Range(lo, hi) => {
+            // Unbiased exponents: of b, and of 2^(E − bias).
+            let (b_lo, b_hi) = (lo - 127, hi - 127);
+            let (s_lo, s_hi) = (
+                i32::from(plan.range.lo) - plan.bias,
+                i32::from(plan.range.hi) - plan.bias,
+            );
+            b_lo + s_lo >= -126 && b_hi + s_hi <= 120
+        }
+    }
+}
+
+/// Whether every product of `xs`'s operands with the matrix's weights is a multiple of a power
+/// of two `q >= 2^-126`, so that no sum of them rounds to a subnormal (which the AVX-512 BF16
+/// kernel would flush to zero). An operand with exponent `e` is a multiple of `2^(e − 7)` (8
+/// significant bits), a weight a multiple of its `2^(E − bias)`. Implies nothing else: callers
+/// check [`rows_fit`] as well.
+pub(crate) fn rows_fit_pairs(xs: &[f32], plan: &FastPlan) -> bool {
+    match exponent_fields(xs) {
+        Fields::NotFinite => false,
+        Fields::AllZero => true,
+        Fields::Range(lo, _) => (lo - 127 - 7) + (i32::from(plan.range.lo) - plan.bias) >= -126,
+    }
+}
+
+/// The exponent fields of a slice's non-zero values.
+enum Fields {
+    /// Some value is infinite or NaN.
+    NotFinite,
+    /// Every value is zero (subnormals count as zero: operands have them flushed).
+    AllZero,
+    /// The smallest and largest exponent field of the non-zero values.
+    Range(i32, i32),
+}
+
+fn exponent_fields(xs: &[f32]) -> Fields {
     let (mut lo, mut hi) = (i32::MAX, i32::MIN);
     for &v in xs {
         let field = ((v.to_bits() >> 23) & 0xff) as i32;
@@ -218,21 +304,16 @@ pub(crate) fn rows_fit(xs: &[f32], plan: &FastPlan) -> bool {
             continue; // zero (subnormals were flushed to zero)
         }
         if field == 255 {
-            return false;
+            return Fields::NotFinite;
         }
         lo = lo.min(field);
         hi = hi.max(field);
     }
     if lo > hi {
-        return true; // all zero
+        Fields::AllZero
+    } else {
+        Fields::Range(lo, hi)
     }
-    // Unbiased exponents: of b, and of 2^(E − bias).
-    let (b_lo, b_hi) = (lo - 127, hi - 127);
-    let (s_lo, s_hi) = (
-        i32::from(plan.range.lo) - plan.bias,
-        i32::from(plan.range.hi) - plan.bias,
-    );
-    b_lo + s_lo >= -126 && b_hi + s_hi <= 120
 }
 
 /// The operands of the fast kernel: `xb` (`[m, k]`, already rounded to bf16 and flushed) with
@@ -322,6 +403,16 @@ pub(crate) fn run_task(
         // length is tiles_k · tiles_n · tile_bytes with tc0 + tn <= tiles_n, and tile_bytes is
         // the format's (all checked above).
         let chunk = match plan.isa {
+            #[cfg(target_arch = "x86_64")]
+            FastIsa::Avx512(_)
+                if let Some(pairs) = plan.pairs
+                    && left >= crate::packed_prefill_avx512bf16::MIN_ROWS =>
+            {
+                // Beyond the contract above: the operands are bf16 values (`operands`) and the
+                // plan kept `pairs` only for a call that passed `rows_fit_pairs`.
+                unsafe { crate::packed_prefill_avx512bf16::rows(pairs, &p, x, d, left) };
+                left
+            }
             #[cfg(target_arch = "x86_64")]
             FastIsa::Avx512(isa) => {
                 let chunk = largest_chunk(&crate::packed_gemv_avx512::CHUNKS, left);

@@ -261,7 +261,7 @@ pub(crate) unsafe fn signed_codes<const B4: bool>(codes: *const u8, out: &mut Si
 /// AVX-512 F/BW/VL; `g < 64`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[inline]
-unsafe fn widen<const HI: bool>(m: &SignedCodes, g: usize) -> __m512 {
+pub(crate) unsafe fn widen<const HI: bool>(m: &SignedCodes, g: usize) -> __m512 {
     // SAFETY: 16 bytes at 16·g < 1024.
     let bytes = unsafe { _mm_load_si128(m.0.as_ptr().add(16 * g).cast()) };
     let f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
