@@ -49,10 +49,15 @@ impl Avx512Bf16 {
     /// docs/PERFORMANCE.md one cost 1.44 ns against 0.27, and a kernel on it was no faster
     /// there, so Intel CPUs keep the f32 kernel (both give the same bits).
     pub(crate) fn where_it_pays() -> Option<Self> {
-        // SAFETY: CPUID leaf 0 exists on every x86_64 CPU and only reads identification.
-        #[allow(unused_unsafe)]
-        let id = unsafe { __cpuid(0) };
-        let amd = [id.ebx, id.edx, id.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163];
+        // Asked once: every decode step plans hundreds of calls, and CPUID traps to the
+        // hypervisor in a virtual machine (microseconds each).
+        static AMD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let amd = *AMD.get_or_init(|| {
+            // SAFETY: CPUID leaf 0 exists on every x86_64 CPU and only reads identification.
+            #[allow(unused_unsafe)]
+            let id = unsafe { __cpuid(0) };
+            [id.ebx, id.edx, id.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163]
+        });
         if amd { Self::detect() } else { None }
     }
 }
