@@ -148,13 +148,15 @@ unsafe fn tiles<const R: usize, const B4: bool, const HI: bool, const T: usize>(
             }
         }
         // The same tile of the next K-tile row is a tile row (tiles_n tiles) further on:
-        // fetch it now, since the tiles of one task are not contiguous.
+        // fetch it now, since the tiles of one task are not contiguous. Into L2, not L1: on a
+        // Zen 4 EPYC that streams a one-row bfloat8_b decode 23% faster (`packed_stream`: 14.6-15.4
+        // -> 11.3-11.7 ms per pass, three alternating runs; bfloat4_b unchanged).
         if kt + 1 < p.tiles_k {
             // SAFETY: the next tile row's tile lies in p.bytes (kt + 1 < tiles_k).
             let next = unsafe { tile.add(p.tiles_n * p.tile_bytes) };
             for line in (0..p.tile_bytes).step_by(64) {
                 // SAFETY: inside that tile; prefetches never fault anyway.
-                _mm_prefetch::<_MM_HINT_T0>(unsafe { next.add(line) }.cast());
+                _mm_prefetch::<_MM_HINT_T1>(unsafe { next.add(line) }.cast());
             }
         }
         // SAFETY: the tile's codes follow its 64 exponent bytes.
