@@ -3,7 +3,8 @@
 //! where it applies) and through the reference emulation (`reference`), same bits:
 //! - decode: `m = 1`, `k = 3072`, `n = 8192`, bfp8 weights, HiFi2, bf16 accumulation; beside it
 //!   the exact bf16-weight `linear` of the same shape (the `bf16` preset's kernel);
-//! - decode, the performance preset's FF1/FF3: bfp4 weights, LoFi;
+//! - decode, the performance preset's FF1/FF3: bfp4 weights, LoFi (on AMD's AVX-512 BF16,
+//!   `packed_gemv_avx512bf16`);
 //! - prefill: `m = 128`, `k = 3072`, `n = 1024`, bfp8, HiFi2 (on AVX2, `packed_prefill_avx2`; on
 //!   AMD's AVX-512 BF16, `packed_prefill_avx512bf16`; `TT_OPS_DEVICE_KERNEL=avx512` times the
 //!   AVX-512 F kernel there instead);
@@ -33,6 +34,18 @@ fn fill(len: usize, seed: u64) -> Vec<f32> {
     lcg::values(len, seed).collect()
 }
 
+/// The kernel one call of `x` against `w` runs (a prefill may run another than a decode row,
+/// bfloat4_b another than bfloat8_b).
+fn kernel_of(x: &Tensor, w: &DeviceWeight, settings: &OpSettings) -> &'static str {
+    let before = device_kernel_counts();
+    device_linear(x, w, settings).unwrap();
+    device_kernel_counts()
+        .since(&before)
+        .iter()
+        .find(|&(_, calls)| calls > 0)
+        .map_or("none", |(k, _)| k.name())
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let settings = OpSettings::new(
@@ -58,14 +71,7 @@ fn main() {
         let dw = DeviceWeight::pack(&w, StorageFormat::Bfp8B).unwrap();
         let x = Tensor::from_f32(fill(m * K, 2), &[m, K]).unwrap();
         group.throughput(Throughput::Elements((2 * m * n * K) as u64));
-        // The kernel of such a call (a prefill may run another than a decode row).
-        let before = device_kernel_counts();
-        device_linear(&x, &dw, &settings).unwrap();
-        let kernel = device_kernel_counts()
-            .since(&before)
-            .iter()
-            .find(|&(_, calls)| calls > 0)
-            .map_or("none", |(k, _)| k.name());
+        let kernel = kernel_of(&x, &dw, &settings);
         group.bench_function(format!("m{m}_k{K}_n{n}_bfp8_hifi2_fast_{kernel}"), |b| {
             b.iter(|| device_linear(&x, &dw, &settings).unwrap())
         });
@@ -108,7 +114,7 @@ fn main() {
     let dw = DeviceWeight::pack(&w, StorageFormat::Bfp4B).unwrap();
     let x = Tensor::from_f32(fill(K, 2), &[1, K]).unwrap();
     group.throughput(Throughput::Elements((2 * n * K) as u64));
-    let kernel = dw.kernel(&lofi).name();
+    let kernel = kernel_of(&x, &dw, &lofi);
     group.bench_function(format!("m1_k{K}_n{n}_bfp4_lofi_fast_{kernel}"), |b| {
         b.iter(|| device_linear(&x, &dw, &lofi).unwrap())
     });

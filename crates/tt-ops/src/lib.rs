@@ -53,6 +53,8 @@ mod packed_gemv_avx2;
 #[cfg(target_arch = "x86_64")]
 mod packed_gemv_avx512;
 #[cfg(target_arch = "x86_64")]
+mod packed_gemv_avx512bf16;
+#[cfg(target_arch = "x86_64")]
 mod packed_prefill_avx2;
 #[cfg(target_arch = "x86_64")]
 mod packed_prefill_avx512bf16;

@@ -20,7 +20,9 @@
 //!   `c` is normal and `|c|·128 < 2^128`.
 //!
 //! HiFi3 (two partial products per term) always runs the reference emulation. The kernels are
-//! AVX-512 (F, BW, VL; [`crate::packed_gemv_avx512`]) and AVX2 + FMA (`packed_gemv_avx2`),
+//! AVX-512 (F, BW, VL; [`crate::packed_gemv_avx512`]) and AVX2 + FMA (`packed_gemv_avx2`); on
+//! AMD CPUs with AVX-512 BF16, prefills and bfloat4_b decode rows run on bf16 pairs
+//! ([`crate::packed_prefill_avx512bf16`], [`crate::packed_gemv_avx512bf16`]), same bits,
 //! chosen at run time (`TT_OPS_DEVICE_KERNEL=avx2` or `=reference` caps the choice, for tests
 //! and benchmarks); other CPUs run the reference emulation.
 
@@ -181,19 +183,22 @@ pub(crate) struct FastPlan {
     pub range: ExponentRange,
     /// `bias` of the format.
     pub bias: i32,
-    /// The AVX-512 BF16 prefill kernel, where this CPU and the choice allow it; a call keeps it
-    /// only when it has enough rows and [`rows_fit_pairs`] holds ([`FastPlan::for_rows`]).
+    /// The AVX-512 BF16 kernels, where this CPU and the choice allow them; a call keeps them
+    /// only when [`rows_fit_pairs`] holds and it has enough rows for the prefill kernel or
+    /// bfloat4_b weights for the decode one ([`FastPlan::for_rows`]).
     #[cfg(target_arch = "x86_64")]
     pub pairs: Option<crate::packed_prefill_avx512bf16::Avx512Bf16>,
 }
 
 impl FastPlan {
     /// The plan for one call of `m` operand rows `xs` (which passed [`rows_fit`]): without the
-    /// AVX-512 BF16 prefill kernel unless the call has enough rows and fits it.
+    /// AVX-512 BF16 kernels unless the call fits them and has enough rows (prefill) or bfloat4_b
+    /// weights (decode).
     pub(crate) fn for_rows(mut self, xs: &[f32], m: usize) -> Self {
         #[cfg(target_arch = "x86_64")]
         if self.pairs.is_some()
-            && (m < crate::packed_prefill_avx512bf16::MIN_ROWS || !rows_fit_pairs(xs, &self))
+            && ((m < crate::packed_prefill_avx512bf16::MIN_ROWS && !self.bfp4)
+                || !rows_fit_pairs(xs, &self))
         {
             self.pairs = None;
         }
@@ -412,6 +417,17 @@ pub(crate) fn run_task(
                 // plan kept `pairs` only for a call that passed `rows_fit_pairs`.
                 unsafe { crate::packed_prefill_avx512bf16::rows(pairs, &p, x, d, left) };
                 left
+            }
+            #[cfg(target_arch = "x86_64")]
+            FastIsa::Avx512(_)
+                if let Some(pairs) = plan.pairs
+                    && plan.bfp4 =>
+            {
+                // Beyond the contract above: bfloat4_b, and the plan kept `pairs` only for a
+                // call that passed `rows_fit_pairs`.
+                let chunk = largest_chunk(&crate::packed_gemv_avx512bf16::CHUNKS, left);
+                unsafe { crate::packed_gemv_avx512bf16::rows(pairs, chunk, &p, x, d) };
+                chunk
             }
             #[cfg(target_arch = "x86_64")]
             FastIsa::Avx512(isa) => {

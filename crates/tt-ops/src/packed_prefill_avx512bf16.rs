@@ -32,15 +32,19 @@ use tt_numerics::tile::{TILE, TILE_EXPONENTS};
 use crate::packed_gemv::Params;
 use crate::packed_gemv_avx512::{Avx512, SignedCodes, signed_codes, widen};
 
-/// Proof that this CPU executes AVX-512 F, BW, VL and BF16 (only [`Avx512Bf16::detect`] makes
-/// one).
+/// Proof that this CPU executes AVX-512 F, BW, VL, BF16 and VBMI (only [`Avx512Bf16::detect`]
+/// makes one; VBMI's byte permute serves the bfloat4_b decode kernel,
+/// [`crate::packed_gemv_avx512bf16`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx512Bf16(());
 
 impl Avx512Bf16 {
-    /// `Some` when the CPU has AVX-512 F, BW, VL and BF16 (std caches the CPUID probe).
+    /// `Some` when the CPU has AVX-512 F, BW, VL, BF16 and VBMI (std caches the CPUID probe).
     pub(crate) fn detect() -> Option<Self> {
-        (Avx512::detect().is_some() && is_x86_feature_detected!("avx512bf16")).then_some(Self(()))
+        (Avx512::detect().is_some()
+            && is_x86_feature_detected!("avx512bf16")
+            && is_x86_feature_detected!("avx512vbmi"))
+        .then_some(Self(()))
     }
 
     /// `Some` where the CPU has AVX-512 BF16 and its `vdpbf16ps` is as fast as a fused

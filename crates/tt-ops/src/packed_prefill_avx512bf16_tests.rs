@@ -209,3 +209,43 @@ fn calls_outside_its_range_or_with_few_rows_run_the_f32_kernels() {
         );
     }
 }
+
+/// Decode rows (1 to 7) of a bfloat4_b product run the decode kernel on pairs
+/// (`packed_gemv_avx512bf16`), bit for bit the emulation's: every fidelity it serves, both
+/// accumulations, K and N not multiples of 32, odd tile counts; bfloat8_b decode rows do not.
+#[test]
+fn bfloat4_b_decode_rows_take_pairs_and_equal_the_emulation() {
+    let Some(_) = used_here("bfloat4_b_decode_rows_take_pairs_and_equal_the_emulation") else {
+        return;
+    };
+    for (m, k, n) in [
+        (1, 3072, 1000),
+        (1, 61, 33),
+        (2, 200, 96),
+        (3, 600, 100),
+        (7, 96, 300),
+    ] {
+        let x = Tensor::from_f32(ordinary(m * k, 3.0, 3), &[m, k]).unwrap();
+        let wt = Tensor::from_f32_as(&ordinary(n * k, 0.05, 4), &[n, k], DType::Bf16).unwrap();
+        let w4 = DeviceWeight::pack(&wt, StorageFormat::Bfp4B).unwrap();
+        let w8 = DeviceWeight::pack(&wt, StorageFormat::Bfp8B).unwrap();
+        for f in [MathFidelity::LoFi, MathFidelity::HiFi2, MathFidelity::HiFi4] {
+            for a in [Accumulation::Fp32, Accumulation::Bf16] {
+                let mut s = settings(f, a);
+                s.weights = StorageFormat::Bfp4B;
+                let what = format!("{m}x{k} @ {k}x{n} bfp4 {f} acc={a}");
+                let plan = call_plan(&x, &w4, &s).expect("a fast plan");
+                assert!(plan.pairs.is_some(), "{what}: not the pair kernel");
+                let got = device_linear_with(&x, &w4, &s, Choice::Best).unwrap();
+                let want = device_linear_with(&x, &w4, &s, Choice::Reference).unwrap();
+                assert_bits_eq(got.as_f32().unwrap(), want.as_f32().unwrap(), &what);
+                s.weights = StorageFormat::Bfp8B;
+                let plan = call_plan(&x, &w8, &s).expect("a fast plan");
+                assert!(
+                    plan.pairs.is_none(),
+                    "{m} rows of bfp8 {f} took the pair kernels"
+                );
+            }
+        }
+    }
+}

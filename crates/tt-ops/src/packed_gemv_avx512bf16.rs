@@ -1,0 +1,243 @@
+//! The decode kernel of [`crate::packed_gemv`] for bfloat4_b weights on AVX-512 BF16: fewer than
+//! eight rows, the emulation's bits, two weights per lane and `vdpbf16ps`.
+//!
+//! The f32 kernel ([`crate::packed_gemv_avx512`]) spends three instructions per 16 weights
+//! (widen, convert, fused multiply-add) plus a share of turning nibbles into signed bytes, and on
+//! a one-row bfloat4_b product that, not the memory, bounds it. Here 32 weights, the pairs
+//! `(k, k + 1)` of 16 columns, take a byte permute (the two face rows' code bytes to one byte per
+//! weight), a variable shift (the nibble down), a 16-bit table permute (code to the bf16 value
+//! `±m`, sign included) and one `vdpbf16ps` per row.
+//!
+//! The scale sits on the activation side, as in the f32 kernel: the pair broadcast to every lane
+//! is `(c_k, c_{k+1})`, `c = b·2^(E − bias)` of the face row, exact in bf16 (a bf16 operand times a
+//! power of two, normal by [`crate::packed_gemv::rows_fit`]). So each product `c·(±m)` is exact,
+//! `k` sits in the pair's high half and is added first, and a K-tile's sum runs in order of k from
+//! zero; the flushing of subnormal sums cannot act under
+//! [`crate::packed_gemv::rows_fit_pairs`] (`c`'s quantum is the operand's times the scale); see
+//! [`crate::packed_prefill_avx512bf16`] for `vdpbf16ps`'s order and rounding. The K-tile sums
+//! then go to the destination as everywhere: added (fp32), or added and rounded to bf16.
+
+use std::arch::x86_64::*;
+
+use tt_numerics::tile::{TILE, TILE_EXPONENTS};
+
+use crate::packed_gemv::Params;
+use crate::packed_gemv_avx512::round_bf16;
+use crate::packed_prefill_avx512bf16::Avx512Bf16;
+
+/// Row chunks this kernel is compiled for, largest first.
+pub(crate) const CHUNKS: [usize; 3] = [4, 2, 1];
+
+/// Tiles a one- or two-row chunk runs at once (more chains of dependent adds).
+const SIDE_BY_SIDE: usize = 2;
+
+/// bf16 bits of a bfloat4_b code's `±m` (sign-magnitude nibble, `-0` as `+0`), twice: the
+/// permute reads five index bits and the fifth is not part of the nibble.
+const CODE_VALUES: [u16; 32] = {
+    let half: [u16; 16] = [
+        0x0000, 0x3f80, 0x4000, 0x4040, 0x4080, 0x40a0, 0x40c0, 0x40e0, 0x0000, 0xbf80, 0xc000,
+        0xc040, 0xc080, 0xc0a0, 0xc0c0, 0xc0e0,
+    ];
+    let mut all = [0u16; 32];
+    let mut i = 0;
+    while i < 32 {
+        all[i] = half[i % 16];
+        i += 1;
+    }
+    all
+};
+
+/// For word `w` of a pair vector (column `j = w / 2`; the low word `k + 1`, the high word `k`):
+/// the byte of the two face rows' 16 code bytes that holds its nibble (face row `k` at 0, `k + 1`
+/// at 8), in the word's low byte.
+const PAIR_BYTES: [u8; 64] = {
+    let mut sel = [0u8; 64];
+    let mut w = 0;
+    while w < 32 {
+        let j = w / 2;
+        let row = if w % 2 == 0 { 8 } else { 0 };
+        sel[2 * w] = (row + j / 2) as u8;
+        w += 1;
+    }
+    sel
+};
+
+/// For word `w`: 4 when its nibble is the high one of its byte (odd column), else 0.
+const PAIR_SHIFTS: [u16; 32] = {
+    let mut s = [0u16; 32];
+    let mut w = 0;
+    while w < 32 {
+        s[w] = if (w / 2) % 2 == 1 { 4 } else { 0 };
+        w += 1;
+    }
+    s
+};
+
+/// The kernel's constant vectors.
+#[derive(Clone, Copy)]
+struct Consts {
+    lo: __m512i,
+    hi: __m512i,
+    offset: __m512i,
+    values: __m512i,
+    bytes: __m512i,
+    shifts: __m512i,
+}
+
+/// `chunk` rows (one of [`CHUNKS`]) of a bfloat4_b product: `x` is `[chunk, kp]`, `d` is
+/// `[chunk, tn · 32]`.
+///
+/// # Safety
+/// As [`Params`] documents, and `x.len() >= chunk · kp`, `d.len() >= chunk · tn · 32`; the
+/// plan is bfloat4_b and the call passed [`crate::packed_gemv::rows_fit_pairs`].
+pub(crate) unsafe fn rows(isa: Avx512Bf16, chunk: usize, p: &Params<'_>, x: &[f32], d: &mut [f32]) {
+    let _proof = isa;
+    // SAFETY: `isa` proves AVX-512 F/BW/VL/BF16/VBMI; the rest is the caller's contract.
+    unsafe {
+        match chunk {
+            4 => rows_kernel::<4>(p, x, d),
+            2 => rows_kernel::<2>(p, x, d),
+            _ => rows_kernel::<1>(p, x, d),
+        }
+    }
+}
+
+/// # Safety
+/// As [`rows`] for `R` rows, with AVX-512 F/BW/VL/BF16/VBMI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx512vbmi")]
+unsafe fn rows_kernel<const R: usize>(p: &Params<'_>, x: &[f32], d: &mut [f32]) {
+    // SAFETY: the tables are 64 bytes each.
+    let k = unsafe {
+        Consts {
+            lo: _mm512_set1_epi32(i32::from(p.plan.range.lo)),
+            hi: _mm512_set1_epi32(i32::from(p.plan.range.hi)),
+            offset: _mm512_set1_epi32(p.plan.bias - 127),
+            values: _mm512_loadu_si512(CODE_VALUES.as_ptr().cast()),
+            bytes: _mm512_loadu_si512(PAIR_BYTES.as_ptr().cast()),
+            shifts: _mm512_loadu_si512(PAIR_SHIFTS.as_ptr().cast()),
+        }
+    };
+    for kt in 0..p.tiles_k {
+        let mut j = 0;
+        // SAFETY (both loops): tiles j .. j + T <= tn of tile row kt < tiles_k, the rest is
+        // this function's contract.
+        if R <= 2 {
+            while j + SIDE_BY_SIDE <= p.tn {
+                unsafe { tiles::<R, SIDE_BY_SIDE>(&k, p, x, d, kt, j) };
+                j += SIDE_BY_SIDE;
+            }
+        }
+        while j < p.tn {
+            unsafe { tiles::<R, 1>(&k, p, x, d, kt, j) };
+            j += 1;
+        }
+    }
+}
+
+/// A bf16-pair vector from 16 lanes of bits.
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+fn pairs(v: __m512i) -> __m512bh {
+    // SAFETY: both are 64-byte plain vectors; every bit pattern is a valid value of either.
+    unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
+}
+
+/// Tiles `(kt, tc0 + j0 .. tc0 + j0 + T)` against `R` rows, their K-tile sums added to `d`.
+///
+/// # Safety
+/// As [`rows_kernel`], and `kt < tiles_k`, `j0 + T <= tn`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx512vbmi")]
+#[inline]
+unsafe fn tiles<const R: usize, const T: usize>(
+    k: &Consts,
+    p: &Params<'_>,
+    x: &[f32],
+    d: &mut [f32],
+    kt: usize,
+    j0: usize,
+) {
+    let width = p.tn * TILE;
+    // c as bf16 pairs: [tile][row][face][pair], pair q = face rows 2q (high) and 2q + 1 (low).
+    let mut c = [[[[0u32; 8]; 4]; R]; T];
+    let mut codes = [std::ptr::null::<u8>(); T];
+    for t in 0..T {
+        // SAFETY (all pointer reads below): the tile lies in p.bytes (caller's contract);
+        // exponents are its first 64 bytes, codes the next 512.
+        let tile = unsafe {
+            p.bytes
+                .as_ptr()
+                .add((kt * p.tiles_n + p.tc0 + j0 + t) * p.tile_bytes)
+        };
+        codes[t] = unsafe { tile.add(TILE_EXPONENTS) };
+        for f in 0..4 {
+            let e = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(tile.add(f * 16).cast()) });
+            let e = _mm512_min_epi32(_mm512_max_epi32(e, k.lo), k.hi);
+            let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_sub_epi32(e, k.offset)));
+            for (r, cr) in c[t].iter_mut().enumerate() {
+                // SAFETY: row r of x has kp = tiles_k · 32 operands.
+                let xv =
+                    unsafe { _mm512_loadu_ps(x.as_ptr().add(r * p.kp + kt * TILE + (f / 2) * 16)) };
+                // 64-bit lane q holds c of face rows 2q (low dword) and 2q + 1: the pair is the
+                // first's high half over the second's.
+                let cq = _mm512_castps_si512(_mm512_mul_ps(xv, scale));
+                let pair = _mm512_or_si512(
+                    _mm512_and_si512(cq, _mm512_set1_epi64(0xffff_0000)),
+                    _mm512_srli_epi64::<48>(cq),
+                );
+                // SAFETY: 8 writable u32 in cr[f].
+                unsafe {
+                    _mm256_storeu_si256(cr[f].as_mut_ptr().cast(), _mm512_cvtepi64_epi32(pair))
+                };
+            }
+        }
+        if kt + 1 < p.tiles_k {
+            // SAFETY: the next tile row's tile lies in p.bytes (kt + 1 < tiles_k).
+            let next = unsafe { tile.add(p.tiles_n * p.tile_bytes) };
+            for line in (0..p.tile_bytes).step_by(64) {
+                // SAFETY: inside that tile; prefetches never fault anyway.
+                _mm_prefetch::<_MM_HINT_T1>(unsafe { next.add(line) }.cast());
+            }
+        }
+    }
+    let mut acc = [[[_mm512_setzero_ps(); 2]; R]; T];
+    // k in order: faces 0 and 1 (k < 16, column halves 0 and 1), then 2 and 3. (`q` indexes
+    // both the code rows and `c`.)
+    #[allow(clippy::needless_range_loop)]
+    for top in [0, 2] {
+        for q in 0..8 {
+            for t in 0..T {
+                for h in 0..2 {
+                    let f = top + h;
+                    let g = f * 16 + 2 * q;
+                    // SAFETY: face rows g and g + 1 (8 code bytes each) are bytes 8g .. 8g + 16
+                    // of the tile's 512 code bytes (g + 1 < 64).
+                    let two = _mm512_zextsi128_si512(unsafe {
+                        _mm_loadu_si128(codes[t].add(8 * g).cast())
+                    });
+                    let nibbles =
+                        _mm512_srlv_epi16(_mm512_permutexvar_epi8(k.bytes, two), k.shifts);
+                    let w = pairs(_mm512_permutexvar_epi16(nibbles, k.values));
+                    for (r, a) in acc[t].iter_mut().enumerate() {
+                        let b = pairs(_mm512_set1_epi32(c[t][r][f][q] as i32));
+                        a[h] = _mm512_dpbf16_ps(a[h], w, b);
+                    }
+                }
+            }
+        }
+    }
+    for (t, acc) in acc.iter().enumerate() {
+        for (r, a) in acc.iter().enumerate() {
+            for (h, &s) in a.iter().enumerate() {
+                // SAFETY: row r of d has width = tn · 32 values; j0 + t < tn, h < 2.
+                let at = unsafe { d.as_mut_ptr().add(r * width + (j0 + t) * TILE + h * 16) };
+                let sum = _mm512_add_ps(unsafe { _mm512_loadu_ps(at) }, s);
+                let sum = if p.plan.acc_bf16 {
+                    round_bf16(sum)
+                } else {
+                    sum
+                };
+                unsafe { _mm512_storeu_ps(at, sum) };
+            }
+        }
+    }
+}
