@@ -252,7 +252,7 @@ fn pack_transposed<T: Element>(
 
 /// A matrix-engine operand: `x` rounded to bf16 (ties to even), zero and subnormals flushed to +0.
 #[inline(always)]
-fn operand(x: f32) -> f32 {
+pub(crate) fn operand(x: f32) -> f32 {
     let r = round_bf16(x);
     if r.to_bits() & 0x7f80_0000 == 0 {
         0.0
@@ -525,8 +525,7 @@ pub(crate) fn device_linear_sums(
         let kp = k.div_ceil(TILE) * TILE;
         let fast = packed_gemv::plan(w.format(), w.range, settings, choice)
             .map(|plan| (plan, packed_gemv::operands(&xb, m, k, kp, &plan)))
-            .filter(|(plan, xs)| packed_gemv::rows_fit(xs, plan))
-            .map(|(plan, xs)| (plan.for_rows(&xs, m), xs));
+            .and_then(|(plan, xs)| plan.for_call(&xs, m).map(|plan| (plan, xs)));
         let amx = fast
             .as_ref()
             .and_then(|(plan, xs)| crate::packed_amx::prepare(plan, xs, m, kp, sums));

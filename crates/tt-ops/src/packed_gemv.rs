@@ -184,26 +184,31 @@ pub(crate) struct FastPlan {
     /// `bias` of the format.
     pub bias: i32,
     /// The AVX-512 BF16 kernels, where this CPU and the choice allow them; a call keeps them
-    /// only when [`rows_fit_pairs`] holds and it has enough rows for the prefill kernel or
-    /// bfloat4_b weights for the decode one ([`FastPlan::for_rows`]).
+    /// only when its products fit them and it has enough rows for the prefill kernel or
+    /// bfloat4_b weights for the decode one ([`FastPlan::for_call`]).
     #[cfg(target_arch = "x86_64")]
     pub pairs: Option<crate::packed_prefill_avx512bf16::Avx512Bf16>,
 }
 
 impl FastPlan {
-    /// The plan for one call of `m` operand rows `xs` (which passed [`rows_fit`]): without the
-    /// AVX-512 BF16 kernels unless the call fits them and has enough rows (prefill) or bfloat4_b
-    /// weights (decode).
-    pub(crate) fn for_rows(mut self, xs: &[f32], m: usize) -> Self {
+    /// The plan for one call of `m` operand rows `xs`, from one scan of their exponents: `None`
+    /// unless they fit the fast kernels ([`rows_fit`]'s rule); without the AVX-512 BF16 kernels
+    /// unless every product is also a multiple of a power of two `q >= 2^-126` and the call has
+    /// enough rows (prefill) or bfloat4_b weights (decode).
+    pub(crate) fn for_call(mut self, xs: &[f32], m: usize) -> Option<Self> {
+        let fields = exponent_fields(xs);
+        if !rows_fit(&fields, &self) {
+            return None;
+        }
         #[cfg(target_arch = "x86_64")]
         if self.pairs.is_some()
             && ((m < crate::packed_prefill_avx512bf16::MIN_ROWS && !self.bfp4)
-                || !rows_fit_pairs(xs, &self))
+                || !pairs_fit(&fields, &self))
         {
             self.pairs = None;
         }
-        let _ = (xs, m);
-        self
+        let _ = m;
+        Some(self)
     }
 
     /// The [`DeviceKernel`] a call with this plan runs.
@@ -260,10 +265,11 @@ pub(crate) fn plan(
     }
 }
 
-/// Whether every non-zero operand of `xs` is finite and, against the matrix's range, gives a
-/// normal scale `c = b·2^(E − bias)` with `|c|·128 < 2^128` (so every product is exact).
-pub(crate) fn rows_fit(xs: &[f32], plan: &FastPlan) -> bool {
-    match exponent_fields(xs) {
+/// Whether every non-zero operand (its exponent field in `fields`) is finite and, against the
+/// matrix's range, gives a normal scale `c = b·2^(E − bias)` with `|c|·128 < 2^128` (so every
+/// product is exact).
+fn rows_fit(fields: &Fields, plan: &FastPlan) -> bool {
+    match *fields {
         Fields::NotFinite => false,
         Fields::AllZero => true,
         Fields::Range(lo, hi) => {
@@ -278,13 +284,14 @@ pub(crate) fn rows_fit(xs: &[f32], plan: &FastPlan) -> bool {
     }
 }
 
-/// Whether every product of `xs`'s operands with the matrix's weights is a multiple of a power
-/// of two `q >= 2^-126`, so that no sum of them rounds to a subnormal (which the AVX-512 BF16
-/// kernel would flush to zero). An operand with exponent `e` is a multiple of `2^(e − 7)` (8
-/// significant bits), a weight a multiple of its `2^(E − bias)`. Implies nothing else: callers
-/// check [`rows_fit`] as well.
-pub(crate) fn rows_fit_pairs(xs: &[f32], plan: &FastPlan) -> bool {
-    match exponent_fields(xs) {
+/// Whether every product of the operands with the matrix's weights is a multiple of a power of
+/// two `q >= 2^-126`, so that no sum of them rounds to a subnormal (which the AVX-512 BF16
+/// kernels would flush to zero). An operand with exponent `e` is a multiple of `2^(e − 7)` (8
+/// significant bits), a weight a multiple of its `2^(E − bias)`. Implies nothing else: see
+/// [`rows_fit`].
+#[cfg(target_arch = "x86_64")]
+fn pairs_fit(fields: &Fields, plan: &FastPlan) -> bool {
+    match *fields {
         Fields::NotFinite => false,
         Fields::AllZero => true,
         Fields::Range(lo, _) => (lo - 127 - 7) + (i32::from(plan.range.lo) - plan.bias) >= -126,
@@ -414,7 +421,7 @@ pub(crate) fn run_task(
                     && left >= crate::packed_prefill_avx512bf16::MIN_ROWS =>
             {
                 // Beyond the contract above: the operands are bf16 values (`operands`) and the
-                // plan kept `pairs` only for a call that passed `rows_fit_pairs`.
+                // plan kept `pairs` only for a call whose products fit them (`for_call`).
                 unsafe { crate::packed_prefill_avx512bf16::rows(pairs, &p, x, d, left) };
                 left
             }
@@ -424,7 +431,7 @@ pub(crate) fn run_task(
                     && plan.bfp4 =>
             {
                 // Beyond the contract above: bfloat4_b, and the plan kept `pairs` only for a
-                // call that passed `rows_fit_pairs`.
+                // call whose products fit them (`for_call`).
                 let chunk = largest_chunk(&crate::packed_gemv_avx512bf16::CHUNKS, left);
                 unsafe { crate::packed_gemv_avx512bf16::rows(pairs, chunk, &p, x, d) };
                 chunk
@@ -489,14 +496,14 @@ mod tests {
         let Some(plan) = plan(w.format(), Some(range), &s, Choice::Best) else {
             return; // no fast kernel on this CPU: nothing to bound
         };
-        assert!(rows_fit(&[0.0, 1.0, -3.5, 1e30], &plan));
-        assert!(rows_fit(&[], &plan));
+        assert!(plan.for_call(&[0.0, 1.0, -3.5, 1e30], 1).is_some());
+        assert!(plan.for_call(&[], 1).is_some());
         // 3e38·2^-5 = 2^122.8 > 2^120: c·127 could overflow.
-        assert!(!rows_fit(&[1.0, 3e38], &plan));
+        assert!(plan.for_call(&[1.0, 3e38], 1).is_none());
         // 1e-37·2^(lo - 133) is below 2^-126.
-        assert!(!rows_fit(&[1e-37, 1.0], &plan));
-        assert!(!rows_fit(&[f32::INFINITY], &plan));
-        assert!(!rows_fit(&[f32::NAN], &plan));
+        assert!(plan.for_call(&[1e-37, 1.0], 1).is_none());
+        assert!(plan.for_call(&[f32::INFINITY], 1).is_none());
+        assert!(plan.for_call(&[f32::NAN], 1).is_none());
     }
 
     #[test]

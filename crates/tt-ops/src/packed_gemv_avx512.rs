@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 
 use tt_numerics::tile::{TILE, TILE_EXPONENTS};
 
-use crate::packed_gemv::Params;
+use crate::packed_gemv::{FastPlan, Params};
 
 /// Proof that this CPU executes AVX-512 F, BW and VL (only [`Avx512::detect`] makes one).
 #[derive(Clone, Copy, Debug)]
@@ -73,12 +73,7 @@ unsafe fn rows_kernel<const R: usize, const B4: bool, const HI: bool>(
     x: &[f32],
     d: &mut [f32],
 ) {
-    let k = Consts {
-        lo: _mm512_set1_epi32(i32::from(p.plan.range.lo)),
-        hi: _mm512_set1_epi32(i32::from(p.plan.range.hi)),
-        // exponent field of 2^(E − bias) = E − bias + 127
-        offset: _mm512_set1_epi32(p.plan.bias - 127),
-    };
+    let k = Consts::new(&p.plan);
     let mut m = [const { SignedCodes([0; 1024]) }; SIDE_BY_SIDE];
     for kt in 0..p.tiles_k {
         let mut j = 0;
@@ -100,13 +95,54 @@ unsafe fn rows_kernel<const R: usize, const B4: bool, const HI: bool>(
 /// Tiles a one- or two-row chunk runs at once.
 const SIDE_BY_SIDE: usize = 2;
 
-/// The kernel's constant vectors: the matrix's exponent range and the exponent field offset of
-/// `2^(E − bias)`.
+/// The constant vectors of a call's tile scales (this kernel's and the AVX-512 BF16 ones): the
+/// matrix's exponent range and the exponent field offset of `2^(E − bias)`.
 #[derive(Clone, Copy)]
-struct Consts {
+pub(crate) struct Consts {
     lo: __m512i,
     hi: __m512i,
     offset: __m512i,
+}
+
+impl Consts {
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(crate) fn new(plan: &FastPlan) -> Self {
+        Self {
+            lo: _mm512_set1_epi32(i32::from(plan.range.lo)),
+            hi: _mm512_set1_epi32(i32::from(plan.range.hi)),
+            // exponent field of 2^(E − bias) = E − bias + 127
+            offset: _mm512_set1_epi32(plan.bias - 127),
+        }
+    }
+
+    /// The scales `2^(E − bias)` of face `f`'s 16 face rows (`E` clamped into the matrix's range,
+    /// so zero-code rows of any `E` get a finite scale).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL; the tile's 64 exponent bytes are readable at `tile`; `f < 4`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline]
+    pub(crate) unsafe fn face_scales(&self, tile: *const u8, f: usize) -> __m512 {
+        // SAFETY: exponents 16f .. 16f + 16 of the tile (caller's contract).
+        let e = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(tile.add(f * 16).cast()) });
+        let e = _mm512_min_epi32(_mm512_max_epi32(e, self.lo), self.hi);
+        _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_sub_epi32(e, self.offset)))
+    }
+}
+
+/// Adds a K-tile's 16 sums `s` to the destination at `at` (fp32), or adds and rounds to bf16,
+/// ties to even (`acc_bf16`), as the emulation does K-tile by K-tile.
+///
+/// # Safety
+/// AVX-512 F/BW/VL; 16 f32 readable and writable at `at`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+pub(crate) unsafe fn add_k_tile_sums(at: *mut f32, s: __m512, acc_bf16: bool) {
+    // SAFETY: the caller's contract.
+    let sum = _mm512_add_ps(unsafe { _mm512_loadu_ps(at) }, s);
+    let sum = if acc_bf16 { round_bf16(sum) } else { sum };
+    // SAFETY: as above.
+    unsafe { _mm512_storeu_ps(at, sum) };
 }
 
 /// Tiles `(kt, tc0 + j0 .. tc0 + j0 + T)` against `R` rows, their K-tile sums added to `d`.
@@ -136,9 +172,7 @@ unsafe fn tiles<const R: usize, const B4: bool, const HI: bool, const T: usize>(
                 .add((kt * p.tiles_n + p.tc0 + j0 + t) * p.tile_bytes)
         };
         for f in 0..4 {
-            let e = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(tile.add(f * 16).cast()) });
-            let e = _mm512_min_epi32(_mm512_max_epi32(e, k.lo), k.hi);
-            let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_sub_epi32(e, k.offset)));
+            let scale = unsafe { k.face_scales(tile, f) };
             for (r, cr) in c[t].iter_mut().enumerate() {
                 // SAFETY: row r of x has kp = tiles_k · 32 operands.
                 let xv =
@@ -183,14 +217,10 @@ unsafe fn tiles<const R: usize, const B4: bool, const HI: bool, const T: usize>(
         for (r, a) in acc.iter().enumerate() {
             for (h, &s) in a.iter().enumerate() {
                 // SAFETY: row r of d has width = tn · 32 values; j0 + t < tn, h < 2.
-                let at = unsafe { d.as_mut_ptr().add(r * width + (j0 + t) * TILE + h * 16) };
-                let sum = _mm512_add_ps(unsafe { _mm512_loadu_ps(at) }, s);
-                let sum = if p.plan.acc_bf16 {
-                    round_bf16(sum)
-                } else {
-                    sum
-                };
-                unsafe { _mm512_storeu_ps(at, sum) };
+                unsafe {
+                    let at = d.as_mut_ptr().add(r * width + (j0 + t) * TILE + h * 16);
+                    add_k_tile_sums(at, s, p.plan.acc_bf16);
+                }
             }
         }
     }

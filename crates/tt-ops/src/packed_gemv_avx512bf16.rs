@@ -10,10 +10,10 @@
 //!
 //! The scale sits on the activation side, as in the f32 kernel: the pair broadcast to every lane
 //! is `(c_k, c_{k+1})`, `c = b·2^(E − bias)` of the face row, exact in bf16 (a bf16 operand times a
-//! power of two, normal by [`crate::packed_gemv::rows_fit`]). So each product `c·(±m)` is exact,
+//! power of two, normal by [`crate::packed_gemv::FastPlan::for_call`]). So each product `c·(±m)` is exact,
 //! `k` sits in the pair's high half and is added first, and a K-tile's sum runs in order of k from
 //! zero; the flushing of subnormal sums cannot act under
-//! [`crate::packed_gemv::rows_fit_pairs`] (`c`'s quantum is the operand's times the scale); see
+//! [`crate::packed_gemv::FastPlan::for_call`] (`c`'s quantum is the operand's times the scale); see
 //! [`crate::packed_prefill_avx512bf16`] for `vdpbf16ps`'s order and rounding. The K-tile sums
 //! then go to the destination as everywhere: added (fp32), or added and rounded to bf16.
 
@@ -22,8 +22,8 @@ use std::arch::x86_64::*;
 use tt_numerics::tile::{TILE, TILE_EXPONENTS};
 
 use crate::packed_gemv::Params;
-use crate::packed_gemv_avx512::round_bf16;
-use crate::packed_prefill_avx512bf16::Avx512Bf16;
+use crate::packed_gemv_avx512::{Consts as Scales, add_k_tile_sums};
+use crate::packed_prefill_avx512bf16::{Avx512Bf16, pairs};
 
 /// Row chunks this kernel is compiled for, largest first.
 pub(crate) const CHUNKS: [usize; 3] = [4, 2, 1];
@@ -73,12 +73,10 @@ const PAIR_SHIFTS: [u16; 32] = {
     s
 };
 
-/// The kernel's constant vectors.
+/// The kernel's constant vectors: the scales' and the code tables.
 #[derive(Clone, Copy)]
 struct Consts {
-    lo: __m512i,
-    hi: __m512i,
-    offset: __m512i,
+    scales: Scales,
     values: __m512i,
     bytes: __m512i,
     shifts: __m512i,
@@ -89,7 +87,7 @@ struct Consts {
 ///
 /// # Safety
 /// As [`Params`] documents, and `x.len() >= chunk · kp`, `d.len() >= chunk · tn · 32`; the
-/// plan is bfloat4_b and the call passed [`crate::packed_gemv::rows_fit_pairs`].
+/// plan is bfloat4_b and the call passed [`crate::packed_gemv::FastPlan::for_call`].
 pub(crate) unsafe fn rows(isa: Avx512Bf16, chunk: usize, p: &Params<'_>, x: &[f32], d: &mut [f32]) {
     let _proof = isa;
     // SAFETY: `isa` proves AVX-512 F/BW/VL/BF16/VBMI; the rest is the caller's contract.
@@ -109,9 +107,7 @@ unsafe fn rows_kernel<const R: usize>(p: &Params<'_>, x: &[f32], d: &mut [f32]) 
     // SAFETY: the tables are 64 bytes each.
     let k = unsafe {
         Consts {
-            lo: _mm512_set1_epi32(i32::from(p.plan.range.lo)),
-            hi: _mm512_set1_epi32(i32::from(p.plan.range.hi)),
-            offset: _mm512_set1_epi32(p.plan.bias - 127),
+            scales: Scales::new(&p.plan),
             values: _mm512_loadu_si512(CODE_VALUES.as_ptr().cast()),
             bytes: _mm512_loadu_si512(PAIR_BYTES.as_ptr().cast()),
             shifts: _mm512_loadu_si512(PAIR_SHIFTS.as_ptr().cast()),
@@ -132,14 +128,6 @@ unsafe fn rows_kernel<const R: usize>(p: &Params<'_>, x: &[f32], d: &mut [f32]) 
             j += 1;
         }
     }
-}
-
-/// A bf16-pair vector from 16 lanes of bits.
-#[target_feature(enable = "avx512f,avx512bf16")]
-#[inline]
-fn pairs(v: __m512i) -> __m512bh {
-    // SAFETY: both are 64-byte plain vectors; every bit pattern is a valid value of either.
-    unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
 }
 
 /// Tiles `(kt, tc0 + j0 .. tc0 + j0 + T)` against `R` rows, their K-tile sums added to `d`.
@@ -170,9 +158,7 @@ unsafe fn tiles<const R: usize, const T: usize>(
         };
         codes[t] = unsafe { tile.add(TILE_EXPONENTS) };
         for f in 0..4 {
-            let e = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(tile.add(f * 16).cast()) });
-            let e = _mm512_min_epi32(_mm512_max_epi32(e, k.lo), k.hi);
-            let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_sub_epi32(e, k.offset)));
+            let scale = unsafe { k.scales.face_scales(tile, f) };
             for (r, cr) in c[t].iter_mut().enumerate() {
                 // SAFETY: row r of x has kp = tiles_k · 32 operands.
                 let xv =
@@ -229,14 +215,10 @@ unsafe fn tiles<const R: usize, const T: usize>(
         for (r, a) in acc.iter().enumerate() {
             for (h, &s) in a.iter().enumerate() {
                 // SAFETY: row r of d has width = tn · 32 values; j0 + t < tn, h < 2.
-                let at = unsafe { d.as_mut_ptr().add(r * width + (j0 + t) * TILE + h * 16) };
-                let sum = _mm512_add_ps(unsafe { _mm512_loadu_ps(at) }, s);
-                let sum = if p.plan.acc_bf16 {
-                    round_bf16(sum)
-                } else {
-                    sum
-                };
-                unsafe { _mm512_storeu_ps(at, sum) };
+                unsafe {
+                    let at = d.as_mut_ptr().add(r * width + (j0 + t) * TILE + h * 16);
+                    add_k_tile_sums(at, s, p.plan.acc_bf16);
+                }
             }
         }
     }

@@ -7,13 +7,12 @@
 //! each product exact (two 8-bit significands), each sum rounded to nearest even, inputs and
 //! results that are subnormal read and written as zero (Intel's definition; the test
 //! `dpbf16_adds_the_high_product_first_rounding_each_sum` checks order and rounding on the CPU at
-//! hand). So a pair
-//! holding `k` in its high half and `k + 1` in its low half adds them in order of k, as the
-//! emulation does. Both factors are exact bf16 values: a weight `±m·2^(E − bias)` has at most 7
+//! hand). So a pair holding `k` in its high half and `k + 1` in its low half adds them in order
+//! of k, as the emulation does. Both factors are exact bf16 values: a weight `±m·2^(E − bias)` has at most 7
 //! significant bits, an activation operand is bf16 already (`b_hi` or `b`). What is left is the
 //! flushing of subnormal sums, which cannot happen when every product is a multiple of some
 //! `q >= 2^-126`: every sum of such multiples, rounded, is again a multiple of `q`, hence zero or
-//! normal. [`crate::packed_gemv::rows_fit_pairs`] checks that per call (the activations'
+//! normal. [`crate::packed_gemv::FastPlan::for_call`] checks that per call (the activations'
 //! smallest exponent against the matrix's smallest scale); calls outside it run the f32 kernels.
 //!
 //! Layout. A tile is decoded once per task into bf16 pairs: for `q` in 0..16, the 32 columns of
@@ -30,7 +29,7 @@ use std::arch::x86_64::*;
 use tt_numerics::tile::{TILE, TILE_EXPONENTS};
 
 use crate::packed_gemv::Params;
-use crate::packed_gemv_avx512::{Avx512, SignedCodes, signed_codes, widen};
+use crate::packed_gemv_avx512::{Avx512, Consts, SignedCodes, signed_codes, widen};
 
 /// Proof that this CPU executes AVX-512 F, BW, VL, BF16 and VBMI (only [`Avx512Bf16::detect`]
 /// makes one; VBMI's byte permute serves the bfloat4_b decode kernel,
@@ -55,14 +54,14 @@ impl Avx512Bf16 {
     pub(crate) fn where_it_pays() -> Option<Self> {
         // Asked once: every decode step plans hundreds of calls, and CPUID traps to the
         // hypervisor in a virtual machine (microseconds each).
-        static AMD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let amd = *AMD.get_or_init(|| {
+        static PAYS: std::sync::OnceLock<Option<Avx512Bf16>> = std::sync::OnceLock::new();
+        *PAYS.get_or_init(|| {
             // SAFETY: CPUID leaf 0 exists on every x86_64 CPU and only reads identification.
             #[allow(unused_unsafe)]
             let id = unsafe { __cpuid(0) };
-            [id.ebx, id.edx, id.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163]
-        });
-        if amd { Self::detect() } else { None }
+            let amd = [id.ebx, id.edx, id.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163];
+            if amd { Self::detect() } else { None }
+        })
     }
 }
 
@@ -85,21 +84,12 @@ const LINES: usize = 4;
 #[repr(C, align(64))]
 struct Line([u32; 16]);
 
-/// The kernel's constant vectors: the matrix's exponent range and the exponent field offset of
-/// `2^(E − bias)`.
-#[derive(Clone, Copy)]
-struct Consts {
-    lo: __m512i,
-    hi: __m512i,
-    offset: __m512i,
-}
-
 /// `rows` rows: `x` is `[rows, kp]`, `d` is `[rows, tn · 32]`.
 ///
 /// # Safety
 /// As [`Params`] documents, and `x.len() >= rows · kp`, `d.len() >= rows · tn · 32`; every
 /// operand of `x` is a bf16 value (an f32 whose low 16 bits are zero), and the call passed
-/// [`crate::packed_gemv::rows_fit_pairs`].
+/// [`crate::packed_gemv::FastPlan::for_call`].
 pub(crate) unsafe fn rows(isa: Avx512Bf16, p: &Params<'_>, x: &[f32], d: &mut [f32], rows: usize) {
     let _proof = isa;
     // SAFETY: `isa` proves AVX-512 F/BW/VL/BF16; the rest is the caller's contract.
@@ -121,11 +111,7 @@ unsafe fn kernel<const B4: bool, const HI: bool>(
     d: &mut [f32],
     rows: usize,
 ) {
-    let consts = Consts {
-        lo: _mm512_set1_epi32(i32::from(p.plan.range.lo)),
-        hi: _mm512_set1_epi32(i32::from(p.plan.range.hi)),
-        offset: _mm512_set1_epi32(p.plan.bias - 127),
-    };
+    let consts = Consts::new(&p.plan);
     let pairs = p.kp / 2;
     let acts = operand_pairs(x, p.kp, rows);
     let mut panel = vec![Line([0; 16]); K_TILES * 16 * LINES];
@@ -215,12 +201,8 @@ unsafe fn decode<const B4: bool, const HI: bool>(
 ) {
     let mut scales = [0f32; 64];
     for f in 0..4 {
-        // SAFETY: exponents 16f .. 16f + 16 of the tile.
-        let e = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(tile.add(f * 16).cast()) });
-        let e = _mm512_min_epi32(_mm512_max_epi32(e, k.lo), k.hi);
-        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_sub_epi32(e, k.offset)));
-        // SAFETY: 16 writable f32 at 16f < 64.
-        unsafe { _mm512_storeu_ps(scales.as_mut_ptr().add(f * 16), scale) };
+        // SAFETY: the tile's exponents are readable; 16 writable f32 at 16f < 64.
+        unsafe { _mm512_storeu_ps(scales.as_mut_ptr().add(f * 16), k.face_scales(tile, f)) };
     }
     let mut codes = SignedCodes([0; 1024]);
     // SAFETY: the codes follow the exponents.
@@ -251,7 +233,7 @@ unsafe fn decode<const B4: bool, const HI: bool>(
 /// A bf16-pair vector from 16 lanes of bits.
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[inline]
-fn pairs(v: __m512i) -> __m512bh {
+pub(crate) fn pairs(v: __m512i) -> __m512bh {
     // SAFETY: both are 64-byte plain vectors; every bit pattern is a valid value of either.
     unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
 }

@@ -5,9 +5,10 @@ use rand_chacha::ChaCha8Rng;
 use tt_numerics::{Accumulation, MathFidelity, OpSettings, StorageFormat};
 
 use super::*;
-use crate::device_linear::{DeviceWeight, device_linear_with};
+use crate::device_linear::{DeviceWeight, device_linear_with, operand};
 use crate::packed_gemv::{self, Choice};
 use crate::tensor::{DType, Tensor};
+use crate::testutil::{assert_bits_eq, ordinary};
 
 /// The proof of AVX-512 BF16, or `None` after saying why the test checks nothing here.
 fn here(test: &str) -> Option<Avx512Bf16> {
@@ -96,48 +97,15 @@ fn settings(f: MathFidelity, a: Accumulation) -> OpSettings {
     OpSettings::new(StorageFormat::Bfp8B, f, a, StorageFormat::F32, "test")
 }
 
-/// A linear layer's scale, with exact zeros.
-fn ordinary(n: usize, scale: f32, seed: u64) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n)
-        .map(|i| match i % 41 {
-            0 => 0.0,
-            _ => rng.random_range(-1.0f32..1.0) * scale,
-        })
-        .collect()
-}
-
-/// The plan `device_linear` makes for `x` against `w` (after its per-call checks).
+/// The plan `device_linear` makes for `x` against `w` (after its per-call checks), from the
+/// same functions.
 fn call_plan(x: &Tensor, w: &DeviceWeight, s: &OpSettings) -> Option<packed_gemv::FastPlan> {
     let [m, k] = x.dims::<2>().unwrap();
     let kp = k.div_ceil(TILE) * TILE;
-    let plan = packed_gemv::plan(
-        w.format(),
-        packed_gemv::exponent_range(w.packed()),
-        s,
-        Choice::Best,
-    )?;
-    let xb: Vec<f32> = x
-        .f32_values()
-        .iter()
-        .map(|&v| {
-            let r = tt_numerics::bf16::round_bf16(v);
-            if r.to_bits() & 0x7f80_0000 == 0 {
-                0.0
-            } else {
-                r
-            }
-        })
-        .collect();
-    let xs = packed_gemv::operands(&xb, m, k, kp, &plan);
-    packed_gemv::rows_fit(&xs, &plan).then(|| plan.for_rows(&xs, m))
-}
-
-fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(g.to_bits() == w.to_bits(), "{what}: [{i}] {g} != {w}");
-    }
+    let range = packed_gemv::exponent_range(w.packed());
+    let plan = packed_gemv::plan(w.format(), range, s, Choice::Best)?;
+    let xb: Vec<f32> = x.f32_values().iter().map(|&v| operand(v)).collect();
+    plan.for_call(&packed_gemv::operands(&xb, m, k, kp, &plan), m)
 }
 
 /// The kernel against the reference emulation, bit for bit: both block-float formats, the

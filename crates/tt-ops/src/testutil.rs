@@ -12,6 +12,31 @@ pub(crate) fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
+/// `n` values uniform in `[-scale, scale)` with every 53rd exactly zero: a linear layer's
+/// weights or activations (the packed kernels' tests).
+pub(crate) fn ordinary(n: usize, scale: f32, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| match i % 53 {
+            0 => 0.0,
+            _ => rng.random_range(-1.0f32..1.0) * scale,
+        })
+        .collect()
+}
+
+/// Asserts `got` equals `want` bit for bit (NaNs included), naming the first element that does
+/// not.
+pub(crate) fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(
+            g.to_bits(),
+            w.to_bits(),
+            "{what}: element {i}: {g:e} vs {w:e}"
+        );
+    }
+}
+
 /// `max |got - want| / max |want|`.
 pub(crate) fn rel_max_err(got: &[f32], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len(), "length mismatch");
