@@ -117,9 +117,15 @@ mod tests {
             lazy.as_bf16().unwrap().as_ptr(),
             resident.as_bf16().unwrap().as_ptr()
         );
-        // Pages given back are mapped in again, unchanged.
+        // Pages given back leave the process (Linux: the mapping's Rss in /proc/self/smaps
+        // drops to zero) and are mapped in again, unchanged.
         let before = lazy.as_bf16().unwrap().to_vec();
+        let at = lazy.as_bf16().unwrap().as_ptr() as usize;
+        #[cfg(target_os = "linux")]
+        assert!(rss_kb_of(at) > 0, "the table was just read");
         lazy.release_pages();
+        #[cfg(target_os = "linux")]
+        assert_eq!(rss_kb_of(at), 0, "release_pages left pages mapped");
         assert_eq!(lazy.as_bf16().unwrap(), before.as_slice());
         let err = ckpt
             .bf16_tensor_on_demand("model.no_such.weight")
@@ -128,6 +134,25 @@ mod tests {
             matches!(err, CheckpointError::MissingTensor { .. }),
             "{err}"
         );
+    }
+
+    /// Resident kB of the mapping holding address `at`, from /proc/self/smaps.
+    #[cfg(target_os = "linux")]
+    fn rss_kb_of(at: usize) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            let head = line.split_whitespace().next().unwrap_or("");
+            if let Some((lo, hi)) = head.split_once('-')
+                && let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&at);
+            } else if inside && let Some(kb) = line.strip_prefix("Rss:") {
+                return kb.trim().trim_end_matches("kB").trim().parse().unwrap();
+            }
+        }
+        panic!("no mapping holds {at:#x}");
     }
 
     #[test]
