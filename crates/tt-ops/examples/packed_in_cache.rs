@@ -49,9 +49,8 @@ fn main() {
         device_linear(&x, &dw, &s).unwrap();
         let kernel = device_kernel_counts()
             .since(&before)
-            .iter()
-            .find(|&(_, calls)| calls > 0)
-            .map_or("none", |(k, _)| k.name());
+            .first_used()
+            .map_or("none", |k| k.name());
         let mut best = f64::MAX;
         for _ in 0..calls {
             let start = Instant::now();

@@ -43,6 +43,12 @@ impl DeviceKernelCounts {
         DeviceKernel::ALL.iter().map(|&k| (k, self.get(k)))
     }
 
+    /// The first kernel (in [`DeviceKernel::ALL`] order) with calls: after one call, the kernel
+    /// it ran.
+    pub fn first_used(&self) -> Option<DeviceKernel> {
+        self.iter().find(|&(_, calls)| calls > 0).map(|(k, _)| k)
+    }
+
     /// Calls over all kernels.
     pub fn total(&self) -> u64 {
         self.calls.iter().sum()
@@ -98,6 +104,8 @@ mod tests {
         assert_eq!(d.get(DeviceKernel::PackedAvx512), 0);
         assert_eq!(d.total(), 6);
         assert_eq!(b.since(&a).total(), 0);
+        assert_eq!(d.first_used(), Some(DeviceKernel::PackedAvx2));
+        assert_eq!(b.since(&a).first_used(), None);
         assert_eq!(d.iter().count(), DeviceKernel::ALL.len());
     }
 
