@@ -153,10 +153,12 @@ impl DeviceWeight {
     }
 
     /// The kernel a call with `settings` runs on this CPU when its activations fit (finite, in
-    /// exponent range; else the call runs [`DeviceKernel::Reference`]).
+    /// exponent range; else the call runs [`DeviceKernel::Reference`]; and for
+    /// [`DeviceKernel::PackedAvx512Bf16`], no product a multiple of less than `2^-126`, else the
+    /// call runs [`DeviceKernel::PackedAvx512`]).
     pub fn kernel(&self, settings: &OpSettings) -> DeviceKernel {
         packed_gemv::plan(self.format(), self.range, settings, Choice::Best)
-            .map_or(DeviceKernel::Reference, |plan| plan.isa.kernel())
+            .map_or(DeviceKernel::Reference, |plan| plan.kernel())
     }
 
     /// Input features `K` (the packed matrix's rows).
@@ -525,7 +527,7 @@ pub(crate) fn device_linear_sums(
         let kp = k.div_ceil(TILE) * TILE;
         let fast = packed_gemv::plan(w.format(), w.range, settings, choice)
             .map(|plan| (plan, packed_gemv::operands(&xb, m, k, kp, &plan)))
-            .and_then(|(plan, xs)| plan.for_call(&xs, m).map(|plan| (plan, xs)));
+            .and_then(|(plan, xs)| plan.for_call(&xs).map(|plan| (plan, xs)));
         let amx = fast
             .as_ref()
             .and_then(|(plan, xs)| crate::packed_amx::prepare(plan, xs, m, kp, sums));

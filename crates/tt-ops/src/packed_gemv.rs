@@ -21,7 +21,7 @@
 //!
 //! HiFi3 (two partial products per term) always runs the reference emulation. The kernels are
 //! AVX-512 (F, BW, VL; [`crate::packed_gemv_avx512`]) and AVX2 + FMA (`packed_gemv_avx2`); on
-//! AMD CPUs with AVX-512 BF16, prefills and bfloat4_b decode rows run on bf16 pairs
+//! AMD CPUs with AVX-512 BF16, prefills and decode rows run on bf16 pairs
 //! ([`crate::packed_prefill_avx512bf16`], [`crate::packed_gemv_avx512bf16`]), same bits,
 //! chosen at run time (`TT_OPS_DEVICE_KERNEL=avx2` or `=reference` caps the choice, for tests
 //! and benchmarks); other CPUs run the reference emulation.
@@ -183,31 +183,25 @@ pub(crate) struct FastPlan {
     pub range: ExponentRange,
     /// `bias` of the format.
     pub bias: i32,
-    /// The AVX-512 BF16 kernels, where this CPU and the choice allow them; a call keeps them
-    /// only when its products fit them and it has enough rows for the prefill kernel or
-    /// bfloat4_b weights for the decode one ([`FastPlan::for_call`]).
+    /// The AVX-512 BF16 kernels (prefill and decode), where this CPU and the choice allow them;
+    /// a call keeps them only when its products fit them ([`FastPlan::for_call`]).
     #[cfg(target_arch = "x86_64")]
     pub pairs: Option<crate::packed_prefill_avx512bf16::Avx512Bf16>,
 }
 
 impl FastPlan {
-    /// The plan for one call of `m` operand rows `xs`, from one scan of their exponents: `None`
+    /// The plan for one call of operand rows `xs`, from one scan of their exponents: `None`
     /// unless they fit the fast kernels ([`rows_fit`]'s rule); without the AVX-512 BF16 kernels
-    /// unless every product is also a multiple of a power of two `q >= 2^-126` and the call has
-    /// enough rows (prefill) or bfloat4_b weights (decode).
-    pub(crate) fn for_call(mut self, xs: &[f32], m: usize) -> Option<Self> {
+    /// unless every product is also a multiple of a power of two `q >= 2^-126`.
+    pub(crate) fn for_call(mut self, xs: &[f32]) -> Option<Self> {
         let fields = exponent_fields(xs);
         if !rows_fit(&fields, &self) {
             return None;
         }
         #[cfg(target_arch = "x86_64")]
-        if self.pairs.is_some()
-            && ((m < crate::packed_prefill_avx512bf16::MIN_ROWS && !self.bfp4)
-                || !pairs_fit(&fields, &self))
-        {
+        if self.pairs.is_some() && !pairs_fit(&fields, &self) {
             self.pairs = None;
         }
-        let _ = m;
         Some(self)
     }
 
@@ -426,12 +420,9 @@ pub(crate) fn run_task(
                 left
             }
             #[cfg(target_arch = "x86_64")]
-            FastIsa::Avx512(_)
-                if let Some(pairs) = plan.pairs
-                    && plan.bfp4 =>
-            {
-                // Beyond the contract above: bfloat4_b, and the plan kept `pairs` only for a
-                // call whose products fit them (`for_call`).
+            FastIsa::Avx512(_) if let Some(pairs) = plan.pairs => {
+                // Beyond the contract above: the plan kept `pairs` only for a call whose
+                // products fit them (`for_call`).
                 let chunk = largest_chunk(&crate::packed_gemv_avx512bf16::CHUNKS, left);
                 unsafe { crate::packed_gemv_avx512bf16::rows(pairs, chunk, &p, x, d) };
                 chunk
@@ -496,14 +487,14 @@ mod tests {
         let Some(plan) = plan(w.format(), Some(range), &s, Choice::Best) else {
             return; // no fast kernel on this CPU: nothing to bound
         };
-        assert!(plan.for_call(&[0.0, 1.0, -3.5, 1e30], 1).is_some());
-        assert!(plan.for_call(&[], 1).is_some());
+        assert!(plan.for_call(&[0.0, 1.0, -3.5, 1e30]).is_some());
+        assert!(plan.for_call(&[]).is_some());
         // 3e38·2^-5 = 2^122.8 > 2^120: c·127 could overflow.
-        assert!(plan.for_call(&[1.0, 3e38], 1).is_none());
+        assert!(plan.for_call(&[1.0, 3e38]).is_none());
         // 1e-37·2^(lo - 133) is below 2^-126.
-        assert!(plan.for_call(&[1e-37, 1.0], 1).is_none());
-        assert!(plan.for_call(&[f32::INFINITY], 1).is_none());
-        assert!(plan.for_call(&[f32::NAN], 1).is_none());
+        assert!(plan.for_call(&[1e-37, 1.0]).is_none());
+        assert!(plan.for_call(&[f32::INFINITY]).is_none());
+        assert!(plan.for_call(&[f32::NAN]).is_none());
     }
 
     #[test]

@@ -1,12 +1,18 @@
-//! The decode kernel of [`crate::packed_gemv`] for bfloat4_b weights on AVX-512 BF16: fewer than
-//! eight rows, the emulation's bits, two weights per lane and `vdpbf16ps`.
+//! The decode kernel of [`crate::packed_gemv`] on AVX-512 BF16: fewer than eight rows of a
+//! block-float product, the emulation's bits, two weights per lane and `vdpbf16ps`.
 //!
 //! The f32 kernel ([`crate::packed_gemv_avx512`]) spends three instructions per 16 weights
-//! (widen, convert, fused multiply-add) plus a share of turning nibbles into signed bytes, and on
-//! a one-row bfloat4_b product that, not the memory, bounds it. Here 32 weights, the pairs
-//! `(k, k + 1)` of 16 columns, take a byte permute (the two face rows' code bytes to one byte per
-//! weight), a variable shift (the nibble down), a 16-bit table permute (code to the bf16 value
-//! `±m`, sign included) and one `vdpbf16ps` per row.
+//! (widen, convert, fused multiply-add) plus a share of turning codes into signed bytes, and on
+//! a one-row product that, not the memory, bounds it. Here the weights become bf16 pairs
+//! `(k, k + 1)` of 16 columns, the values `±m` (the LoFi `a_hi` of bfloat8_b already applied):
+//! - bfloat4_b, 32 weights: a byte permute (the two face rows' code bytes to one byte per
+//!   weight), a variable shift (the nibble down), a 16-bit table permute (code to bf16, sign
+//!   included);
+//! - bfloat8_b, 64 weights: two 128-entry byte table lookups (`vpermi2b`: the magnitude's low
+//!   and high bf16 byte), the sign bit or-ed into the high byte, and two two-source byte permutes
+//!   that interleave the four face rows' bytes into two vectors of pairs;
+//!
+//! and then one `vdpbf16ps` per row and pair vector.
 //!
 //! The scale sits on the activation side, as in the f32 kernel: the pair broadcast to every lane
 //! is `(c_k, c_{k+1})`, `c = b·2^(E − bias)` of the face row, exact in bf16 (a bf16 operand times a
@@ -73,58 +79,135 @@ const PAIR_SHIFTS: [u16; 32] = {
     s
 };
 
+/// bf16 bits of the integer `m` (0 ..= 255), and of its `a_hi` (top 5 significant bits) with `hi`.
+const fn bf16_of(m: u32, hi: bool) -> u16 {
+    if m == 0 {
+        return 0;
+    }
+    let e = 31 - m.leading_zeros(); // m = 1.f · 2^e, exact in 8 bits
+    let bits = ((127 + e) << 7) | ((m << (7 - e)) & 0x7f);
+    (if hi { bits & 0xfff8 } else { bits }) as u16
+}
+
+/// For bfloat8_b: byte `byte` (0 low, 1 high) of the bf16 bits of each magnitude `m` (0 ..= 127),
+/// or of its `a_hi` with `hi`: the 128-entry table of a `vpermi2b`, as two vectors.
+const fn magnitude_bytes(byte: u32, hi: bool) -> [u8; 128] {
+    let mut t = [0u8; 128];
+    let mut m = 0;
+    while m < 128 {
+        t[m] = (bf16_of(m as u32, hi) >> (8 * byte)) as u8;
+        m += 1;
+    }
+    t
+}
+
+/// For bfloat8_b, `half` 0 (face rows 0, 1 of a 64-byte block) or 1 (rows 2, 3): where each byte
+/// of the pair vector comes from, the low bytes' vector first and the high bytes' second (its
+/// indices are 64 more). Column `j`'s dword is the second row's value (low word, `k + 1`) under
+/// the first's (high word, `k`).
+const fn interleave(half: usize) -> [u8; 64] {
+    let mut sel = [0u8; 64];
+    let mut j = 0;
+    while j < 16 {
+        let (first, second) = (32 * half + j, 32 * half + 16 + j);
+        sel[4 * j] = second as u8;
+        sel[4 * j + 1] = (64 + second) as u8;
+        sel[4 * j + 2] = first as u8;
+        sel[4 * j + 3] = (64 + first) as u8;
+        j += 1;
+    }
+    sel
+}
+
+static LOW_BYTES: [[u8; 128]; 2] = [magnitude_bytes(0, false), magnitude_bytes(0, true)];
+static HIGH_BYTES: [[u8; 128]; 2] = [magnitude_bytes(1, false), magnitude_bytes(1, true)];
+static INTERLEAVE: [[u8; 64]; 2] = [interleave(0), interleave(1)];
+
 /// The kernel's constant vectors: the scales' and the code tables.
 #[derive(Clone, Copy)]
 struct Consts {
     scales: Scales,
+    /// bfloat4_b: the code values, the pair bytes and the nibble shifts.
     values: __m512i,
     bytes: __m512i,
     shifts: __m512i,
+    /// bfloat8_b: the magnitude tables (low byte, high byte; two vectors each), the two
+    /// interleaves and the sign bit of the high byte.
+    low: [__m512i; 2],
+    high: [__m512i; 2],
+    interleave: [__m512i; 2],
+    sign: __m512i,
 }
 
-/// `chunk` rows (one of [`CHUNKS`]) of a bfloat4_b product: `x` is `[chunk, kp]`, `d` is
+impl Consts {
+    /// # Safety
+    /// AVX-512 F/BW/VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn new(plan: &crate::packed_gemv::FastPlan) -> Self {
+        let load = |v: &[u8]| {
+            // SAFETY: every table passed holds at least 64 bytes.
+            unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
+        };
+        let hi = usize::from(plan.weight_hi);
+        Self {
+            scales: Scales::new(plan),
+            // SAFETY: 64 bytes each.
+            values: unsafe { _mm512_loadu_si512(CODE_VALUES.as_ptr().cast()) },
+            bytes: load(&PAIR_BYTES),
+            // SAFETY: 64 bytes.
+            shifts: unsafe { _mm512_loadu_si512(PAIR_SHIFTS.as_ptr().cast()) },
+            low: [load(&LOW_BYTES[hi][..64]), load(&LOW_BYTES[hi][64..])],
+            high: [load(&HIGH_BYTES[hi][..64]), load(&HIGH_BYTES[hi][64..])],
+            interleave: [load(&INTERLEAVE[0]), load(&INTERLEAVE[1])],
+            sign: _mm512_set1_epi8(0x80u8 as i8),
+        }
+    }
+}
+
+/// `chunk` rows (one of [`CHUNKS`]) of a block-float product: `x` is `[chunk, kp]`, `d` is
 /// `[chunk, tn · 32]`.
 ///
 /// # Safety
 /// As [`Params`] documents, and `x.len() >= chunk · kp`, `d.len() >= chunk · tn · 32`; the
-/// plan is bfloat4_b and the call passed [`crate::packed_gemv::FastPlan::for_call`].
+/// call passed [`crate::packed_gemv::FastPlan::for_call`].
 pub(crate) unsafe fn rows(isa: Avx512Bf16, chunk: usize, p: &Params<'_>, x: &[f32], d: &mut [f32]) {
     let _proof = isa;
     // SAFETY: `isa` proves AVX-512 F/BW/VL/BF16/VBMI; the rest is the caller's contract.
     unsafe {
-        match chunk {
-            4 => rows_kernel::<4>(p, x, d),
-            2 => rows_kernel::<2>(p, x, d),
-            _ => rows_kernel::<1>(p, x, d),
+        match (chunk, p.plan.bfp4) {
+            (4, true) => rows_kernel::<4, true>(p, x, d),
+            (2, true) => rows_kernel::<2, true>(p, x, d),
+            (_, true) => rows_kernel::<1, true>(p, x, d),
+            (4, false) => rows_kernel::<4, false>(p, x, d),
+            (2, false) => rows_kernel::<2, false>(p, x, d),
+            (_, false) => rows_kernel::<1, false>(p, x, d),
         }
     }
 }
 
 /// # Safety
-/// As [`rows`] for `R` rows, with AVX-512 F/BW/VL/BF16/VBMI.
+/// As [`rows`] for `R` rows (`B4`: bfloat4_b, else bfloat8_b), with AVX-512 F/BW/VL/BF16/VBMI.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx512vbmi")]
-unsafe fn rows_kernel<const R: usize>(p: &Params<'_>, x: &[f32], d: &mut [f32]) {
-    // SAFETY: the tables are 64 bytes each.
-    let k = unsafe {
-        Consts {
-            scales: Scales::new(&p.plan),
-            values: _mm512_loadu_si512(CODE_VALUES.as_ptr().cast()),
-            bytes: _mm512_loadu_si512(PAIR_BYTES.as_ptr().cast()),
-            shifts: _mm512_loadu_si512(PAIR_SHIFTS.as_ptr().cast()),
-        }
-    };
+unsafe fn rows_kernel<const R: usize, const B4: bool>(p: &Params<'_>, x: &[f32], d: &mut [f32]) {
+    let k = Consts::new(&p.plan);
     for kt in 0..p.tiles_k {
         let mut j = 0;
         // SAFETY (both loops): tiles j .. j + T <= tn of tile row kt < tiles_k, the rest is
         // this function's contract.
+        if R == 1 && B4 {
+            while j + 4 <= p.tn {
+                unsafe { tiles::<R, 4, B4>(&k, p, x, d, kt, j) };
+                j += 4;
+            }
+        }
         if R <= 2 {
             while j + SIDE_BY_SIDE <= p.tn {
-                unsafe { tiles::<R, SIDE_BY_SIDE>(&k, p, x, d, kt, j) };
+                unsafe { tiles::<R, SIDE_BY_SIDE, B4>(&k, p, x, d, kt, j) };
                 j += SIDE_BY_SIDE;
             }
         }
         while j < p.tn {
-            unsafe { tiles::<R, 1>(&k, p, x, d, kt, j) };
+            unsafe { tiles::<R, 1, B4>(&k, p, x, d, kt, j) };
             j += 1;
         }
     }
@@ -136,7 +219,7 @@ unsafe fn rows_kernel<const R: usize>(p: &Params<'_>, x: &[f32], d: &mut [f32]) 
 /// As [`rows_kernel`], and `kt < tiles_k`, `j0 + T <= tn`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx512vbmi")]
 #[inline]
-unsafe fn tiles<const R: usize, const T: usize>(
+unsafe fn tiles<const R: usize, const T: usize, const B4: bool>(
     k: &Consts,
     p: &Params<'_>,
     x: &[f32],
@@ -150,7 +233,7 @@ unsafe fn tiles<const R: usize, const T: usize>(
     let mut codes = [std::ptr::null::<u8>(); T];
     for t in 0..T {
         // SAFETY (all pointer reads below): the tile lies in p.bytes (caller's contract);
-        // exponents are its first 64 bytes, codes the next 512.
+        // exponents are its first 64 bytes, codes the rest (512 or 1024).
         let tile = unsafe {
             p.bytes
                 .as_ptr()
@@ -190,22 +273,39 @@ unsafe fn tiles<const R: usize, const T: usize>(
     // both the code rows and `c`.)
     #[allow(clippy::needless_range_loop)]
     for top in [0, 2] {
-        for q in 0..8 {
+        for q in (0..8).step_by(if B4 { 1 } else { 2 }) {
             for t in 0..T {
                 for h in 0..2 {
                     let f = top + h;
                     let g = f * 16 + 2 * q;
-                    // SAFETY: face rows g and g + 1 (8 code bytes each) are bytes 8g .. 8g + 16
-                    // of the tile's 512 code bytes (g + 1 < 64).
-                    let two = _mm512_zextsi128_si512(unsafe {
-                        _mm_loadu_si128(codes[t].add(8 * g).cast())
-                    });
-                    let nibbles =
-                        _mm512_srlv_epi16(_mm512_permutexvar_epi8(k.bytes, two), k.shifts);
-                    let w = pairs(_mm512_permutexvar_epi16(nibbles, k.values));
-                    for (r, a) in acc[t].iter_mut().enumerate() {
-                        let b = pairs(_mm512_set1_epi32(c[t][r][f][q] as i32));
-                        a[h] = _mm512_dpbf16_ps(a[h], w, b);
+                    if B4 {
+                        // SAFETY: face rows g and g + 1 (8 code bytes each) are bytes 8g .. 8g
+                        // + 16 of the tile's 512 code bytes (g + 1 < 64).
+                        let two = _mm512_zextsi128_si512(unsafe {
+                            _mm_loadu_si128(codes[t].add(8 * g).cast())
+                        });
+                        let nibbles =
+                            _mm512_srlv_epi16(_mm512_permutexvar_epi8(k.bytes, two), k.shifts);
+                        let w = pairs(_mm512_permutexvar_epi16(nibbles, k.values));
+                        for (r, a) in acc[t].iter_mut().enumerate() {
+                            let b = pairs(_mm512_set1_epi32(c[t][r][f][q] as i32));
+                            a[h] = _mm512_dpbf16_ps(a[h], w, b);
+                        }
+                    } else {
+                        // SAFETY: face rows g .. g + 4 (16 code bytes each) are bytes 16g ..
+                        // 16g + 64 of the tile's 1024 code bytes (g + 3 < 64).
+                        let four = unsafe { _mm512_loadu_si512(codes[t].add(16 * g).cast()) };
+                        let low = _mm512_permutex2var_epi8(k.low[0], four, k.low[1]);
+                        let high = _mm512_permutex2var_epi8(k.high[0], four, k.high[1]);
+                        // high | (four & 0x80): the code's sign is the bf16's.
+                        let high = _mm512_ternarylogic_epi32::<0xf8>(high, four, k.sign);
+                        let w0 = pairs(_mm512_permutex2var_epi8(low, k.interleave[0], high));
+                        let w1 = pairs(_mm512_permutex2var_epi8(low, k.interleave[1], high));
+                        for (r, a) in acc[t].iter_mut().enumerate() {
+                            let b0 = pairs(_mm512_set1_epi32(c[t][r][f][q] as i32));
+                            let b1 = pairs(_mm512_set1_epi32(c[t][r][f][q + 1] as i32));
+                            a[h] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(a[h], w0, b0), w1, b1);
+                        }
                     }
                 }
             }

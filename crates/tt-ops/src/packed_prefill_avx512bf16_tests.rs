@@ -105,7 +105,7 @@ fn call_plan(x: &Tensor, w: &DeviceWeight, s: &OpSettings) -> Option<packed_gemv
     let range = packed_gemv::exponent_range(w.packed());
     let plan = packed_gemv::plan(w.format(), range, s, Choice::Best)?;
     let xb: Vec<f32> = x.f32_values().iter().map(|&v| operand(v)).collect();
-    plan.for_call(&packed_gemv::operands(&xb, m, k, kp, &plan), m)
+    plan.for_call(&packed_gemv::operands(&xb, m, k, kp, &plan))
 }
 
 /// The kernel against the reference emulation, bit for bit: both block-float formats, the
@@ -144,11 +144,11 @@ fn the_kernel_equals_the_emulation() {
 }
 
 /// Activations so small that a product could be a multiple of less than `2^-126` (where the
-/// kernel's flushed subnormal sums could differ) keep the call on the f32 kernels, and the
-/// result is still the emulation's; seven rows never take it.
+/// kernels' flushed subnormal sums could differ) keep the call on the f32 kernels, prefill
+/// (nine rows) and decode (one, seven) alike, and the result is still the emulation's.
 #[test]
-fn calls_outside_its_range_or_with_few_rows_run_the_f32_kernels() {
-    let Some(_) = used_here("calls_outside_its_range_or_with_few_rows_run_the_f32_kernels") else {
+fn calls_outside_its_range_run_the_f32_kernels() {
+    let Some(_) = used_here("calls_outside_its_range_run_the_f32_kernels") else {
         return;
     };
     let (k, n) = (64, 48);
@@ -161,10 +161,12 @@ fn calls_outside_its_range_or_with_few_rows_run_the_f32_kernels() {
     for (m, tiny, pairs) in [
         (9, 2f32.powi(e_min), true),
         (9, 2f32.powi(e_min - 1), false),
-        (7, 1.0, false),
+        (7, 2f32.powi(e_min), true),
+        (7, 2f32.powi(e_min - 1), false),
+        (1, 2f32.powi(e_min - 1), false),
     ] {
         let mut xv = ordinary(m * k, 1.0, 6);
-        xv[k + 3] = tiny;
+        xv[(m - 1) * k + 3] = tiny;
         let x = Tensor::from_f32(xv, &[m, k]).unwrap();
         let plan = call_plan(&x, &w, &s).expect("a fast plan");
         assert_eq!(plan.pairs.is_some(), pairs, "m={m} tiny={tiny:e}");
@@ -178,12 +180,13 @@ fn calls_outside_its_range_or_with_few_rows_run_the_f32_kernels() {
     }
 }
 
-/// Decode rows (1 to 7) of a bfloat4_b product run the decode kernel on pairs
-/// (`packed_gemv_avx512bf16`), bit for bit the emulation's: every fidelity it serves, both
-/// accumulations, K and N not multiples of 32, odd tile counts; bfloat8_b decode rows do not.
+/// Decode rows (1 to 7) of bfloat4_b and bfloat8_b products run the decode kernel on pairs
+/// (`packed_gemv_avx512bf16`), bit for bit the emulation's: every fidelity it serves (LoFi's
+/// `a_hi` of bfloat8_b included), both accumulations, K and N not multiples of 32, odd tile
+/// counts, negative and zero weights.
 #[test]
-fn bfloat4_b_decode_rows_take_pairs_and_equal_the_emulation() {
-    let Some(_) = used_here("bfloat4_b_decode_rows_take_pairs_and_equal_the_emulation") else {
+fn decode_rows_take_pairs_and_equal_the_emulation() {
+    let Some(_) = used_here("decode_rows_take_pairs_and_equal_the_emulation") else {
         return;
     };
     for (m, k, n) in [
@@ -195,24 +198,19 @@ fn bfloat4_b_decode_rows_take_pairs_and_equal_the_emulation() {
     ] {
         let x = Tensor::from_f32(ordinary(m * k, 3.0, 3), &[m, k]).unwrap();
         let wt = Tensor::from_f32_as(&ordinary(n * k, 0.05, 4), &[n, k], DType::Bf16).unwrap();
-        let w4 = DeviceWeight::pack(&wt, StorageFormat::Bfp4B).unwrap();
-        let w8 = DeviceWeight::pack(&wt, StorageFormat::Bfp8B).unwrap();
-        for f in [MathFidelity::LoFi, MathFidelity::HiFi2, MathFidelity::HiFi4] {
-            for a in [Accumulation::Fp32, Accumulation::Bf16] {
-                let mut s = settings(f, a);
-                s.weights = StorageFormat::Bfp4B;
-                let what = format!("{m}x{k} @ {k}x{n} bfp4 {f} acc={a}");
-                let plan = call_plan(&x, &w4, &s).expect("a fast plan");
-                assert!(plan.pairs.is_some(), "{what}: not the pair kernel");
-                let got = device_linear_with(&x, &w4, &s, Choice::Best).unwrap();
-                let want = device_linear_with(&x, &w4, &s, Choice::Reference).unwrap();
-                assert_bits_eq(got.as_f32().unwrap(), want.as_f32().unwrap(), &what);
-                s.weights = StorageFormat::Bfp8B;
-                let plan = call_plan(&x, &w8, &s).expect("a fast plan");
-                assert!(
-                    plan.pairs.is_none(),
-                    "{m} rows of bfp8 {f} took the pair kernels"
-                );
+        for format in [StorageFormat::Bfp4B, StorageFormat::Bfp8B] {
+            let w = DeviceWeight::pack(&wt, format).unwrap();
+            for f in [MathFidelity::LoFi, MathFidelity::HiFi2, MathFidelity::HiFi4] {
+                for a in [Accumulation::Fp32, Accumulation::Bf16] {
+                    let mut s = settings(f, a);
+                    s.weights = format;
+                    let what = format!("{m}x{k} @ {k}x{n} {format:?} {f} acc={a}");
+                    let plan = call_plan(&x, &w, &s).expect("a fast plan");
+                    assert!(plan.pairs.is_some(), "{what}: not the pair kernel");
+                    let got = device_linear_with(&x, &w, &s, Choice::Best).unwrap();
+                    let want = device_linear_with(&x, &w, &s, Choice::Reference).unwrap();
+                    assert_bits_eq(got.as_f32().unwrap(), want.as_f32().unwrap(), &what);
+                }
             }
         }
     }
