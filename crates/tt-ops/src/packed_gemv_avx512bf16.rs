@@ -29,13 +29,18 @@ use tt_numerics::tile::{TILE, TILE_EXPONENTS};
 
 use crate::packed_gemv::Params;
 use crate::packed_gemv_avx512::{Consts as Scales, add_k_tile_sums};
-use crate::packed_prefill_avx512bf16::{Avx512Bf16, pairs};
+use crate::packed_prefill_avx512bf16::{Avx512Bf16, bits, pairs};
 
 /// Row chunks this kernel is compiled for, largest first.
 pub(crate) const CHUNKS: [usize; 3] = [4, 2, 1];
 
-/// Tiles a one- or two-row chunk runs at once (more chains of dependent adds).
+/// Tiles a two-row chunk runs at once (more chains of dependent adds); a one-row chunk runs
+/// [`ONE_ROW_SIDE_BY_SIDE`]. (`RAYON_NUM_THREADS=1 packed_in_cache 1 1024 1024`: one row of
+/// bfloat4_b 42 -> 32 us with four tiles instead of two.)
 const SIDE_BY_SIDE: usize = 2;
+
+/// Tiles a one-row chunk runs at once.
+const ONE_ROW_SIDE_BY_SIDE: usize = 4;
 
 /// bf16 bits of a bfloat4_b code's `±m` (sign-magnitude nibble, `-0` as `+0`), twice: the
 /// permute reads five index bits and the fifth is not part of the nibble.
@@ -194,10 +199,10 @@ unsafe fn rows_kernel<const R: usize, const B4: bool>(p: &Params<'_>, x: &[f32],
         let mut j = 0;
         // SAFETY (both loops): tiles j .. j + T <= tn of tile row kt < tiles_k, the rest is
         // this function's contract.
-        if R == 1 && B4 {
-            while j + 4 <= p.tn {
-                unsafe { tiles::<R, 4, B4>(&k, p, x, d, kt, j) };
-                j += 4;
+        if R == 1 {
+            while j + ONE_ROW_SIDE_BY_SIDE <= p.tn {
+                unsafe { tiles::<R, ONE_ROW_SIDE_BY_SIDE, B4>(&k, p, x, d, kt, j) };
+                j += ONE_ROW_SIDE_BY_SIDE;
             }
         }
         if R <= 2 {
@@ -240,32 +245,36 @@ unsafe fn tiles<const R: usize, const T: usize, const B4: bool>(
                 .add((kt * p.tiles_n + p.tc0 + j0 + t) * p.tile_bytes)
         };
         codes[t] = unsafe { tile.add(TILE_EXPONENTS) };
-        for f in 0..4 {
-            let scale = unsafe { k.scales.face_scales(tile, f) };
+        for top in [0, 2] {
+            // Faces `top` and `top + 1` share the operands k = 8·top .. 8·top + 16.
+            let (s0, s1) = unsafe {
+                (
+                    k.scales.face_scales(tile, top),
+                    k.scales.face_scales(tile, top + 1),
+                )
+            };
             for (r, cr) in c[t].iter_mut().enumerate() {
                 // SAFETY: row r of x has kp = tiles_k · 32 operands.
-                let xv =
-                    unsafe { _mm512_loadu_ps(x.as_ptr().add(r * p.kp + kt * TILE + (f / 2) * 16)) };
-                // 64-bit lane q holds c of face rows 2q (low dword) and 2q + 1: the pair is the
-                // first's high half over the second's.
-                let cq = _mm512_castps_si512(_mm512_mul_ps(xv, scale));
-                let pair = _mm512_or_si512(
-                    _mm512_and_si512(cq, _mm512_set1_epi64(0xffff_0000)),
-                    _mm512_srli_epi64::<48>(cq),
-                );
-                // SAFETY: 8 writable u32 in cr[f].
-                unsafe {
-                    _mm256_storeu_si256(cr[f].as_mut_ptr().cast(), _mm512_cvtepi64_epi32(pair))
+                let xv = unsafe {
+                    _mm512_loadu_ps(x.as_ptr().add(r * p.kp + kt * TILE + (top / 2) * 16))
                 };
+                // Words: c of face `top`'s 16 rows, then face `top + 1`'s (exact: each c is a
+                // normal bf16 value); rotating each dword by 16 puts face row 2q in the high
+                // half over 2q + 1.
+                let words = _mm512_cvtne2ps_pbh(_mm512_mul_ps(xv, s1), _mm512_mul_ps(xv, s0));
+                let pair = _mm512_rol_epi32::<16>(bits(words));
+                // SAFETY: cr[top] and cr[top + 1] are 16 contiguous writable u32.
+                unsafe { _mm512_storeu_si512(cr[top].as_mut_ptr().cast(), pair) };
             }
         }
+        // The same tile of the next K-tile row: its exponents now, each line of its codes as
+        // the loop below reads the same line of this tile's. (Fetching all its lines here, 68
+        // at once for four bfloat8_b tiles, streamed slower: `packed_stream` bfloat8_b 12.2-13.1
+        // ms per pass against 7.7-8.2 spread out.)
         if kt + 1 < p.tiles_k {
-            // SAFETY: the next tile row's tile lies in p.bytes (kt + 1 < tiles_k).
-            let next = unsafe { tile.add(p.tiles_n * p.tile_bytes) };
-            for line in (0..p.tile_bytes).step_by(64) {
-                // SAFETY: inside that tile; prefetches never fault anyway.
-                _mm_prefetch::<_MM_HINT_T1>(unsafe { next.add(line) }.cast());
-            }
+            // Into L2 (see `packed_gemv_avx512`); the line lies in p.bytes (kt + 1 < tiles_k),
+            // and prefetches never fault anyway.
+            _mm_prefetch::<_MM_HINT_T1>(tile.wrapping_add(p.tiles_n * p.tile_bytes).cast());
         }
     }
     let mut acc = [[[_mm512_setzero_ps(); 2]; R]; T];
@@ -284,6 +293,14 @@ unsafe fn tiles<const R: usize, const T: usize, const B4: bool>(
                         let two = _mm512_zextsi128_si512(unsafe {
                             _mm_loadu_si128(codes[t].add(8 * g).cast())
                         });
+                        if q % 4 == 0 && kt + 1 < p.tiles_k {
+                            // This 64-byte line of the next tile row's tile (as above).
+                            _mm_prefetch::<_MM_HINT_T1>(
+                                codes[t]
+                                    .wrapping_add(p.tiles_n * p.tile_bytes + 8 * g)
+                                    .cast(),
+                            );
+                        }
                         let nibbles =
                             _mm512_srlv_epi16(_mm512_permutexvar_epi8(k.bytes, two), k.shifts);
                         let w = pairs(_mm512_permutexvar_epi16(nibbles, k.values));
@@ -295,6 +312,14 @@ unsafe fn tiles<const R: usize, const T: usize, const B4: bool>(
                         // SAFETY: face rows g .. g + 4 (16 code bytes each) are bytes 16g ..
                         // 16g + 64 of the tile's 1024 code bytes (g + 3 < 64).
                         let four = unsafe { _mm512_loadu_si512(codes[t].add(16 * g).cast()) };
+                        if kt + 1 < p.tiles_k {
+                            // These 64 code bytes of the next tile row's tile (as above).
+                            _mm_prefetch::<_MM_HINT_T1>(
+                                codes[t]
+                                    .wrapping_add(p.tiles_n * p.tile_bytes + 16 * g)
+                                    .cast(),
+                            );
+                        }
                         let low = _mm512_permutex2var_epi8(k.low[0], four, k.low[1]);
                         let high = _mm512_permutex2var_epi8(k.high[0], four, k.high[1]);
                         // high | (four & 0x80): the code's sign is the bf16's.

@@ -238,6 +238,14 @@ pub(crate) fn pairs(v: __m512i) -> __m512bh {
     unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
 }
 
+/// The bits of a bf16 vector, as 16 lanes.
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+pub(crate) fn bits(v: __m512bh) -> __m512i {
+    // SAFETY: both are 64-byte plain vectors; every bit pattern is a valid value of either.
+    unsafe { std::mem::transmute::<__m512bh, __m512i>(v) }
+}
+
 /// Rows `0 .. R` (operand pairs at `a`, `stride` apart) against `C` lines (16 columns each) of
 /// one decoded K-tile at `w`: each K-tile sum starts from zero, takes its 16 pairs in order of
 /// k, and is added to `o` (rows `width` apart), rounded to bf16 when the plan says.
