@@ -38,6 +38,7 @@ mod llama_cpp;
 mod paths;
 mod peer;
 mod report;
+mod rounds;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -140,6 +141,10 @@ pub struct Args {
     /// Repetitions of each llama-bench test (it reports their mean).
     #[arg(long, default_value_t = 3)]
     peer_llama_reps: usize,
+    /// Rounds of the whole measurement (ours, then the peers, in turn); the table keeps each
+    /// figure's best and lists every round's (for machines whose memory speed drifts).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Cache of the llama.cpp sources, build and GGUF conversions
     /// [default: ~/.cache/tt-phi3/llama-cpp-0.3.36].
     #[arg(long)]
@@ -154,8 +159,17 @@ impl Args {
         if self.prefill_lens.contains(&0) {
             bail!("--prefill-lens must be at least 1 token each");
         }
-        if self.decode_steps == 0 || self.peer_decode_steps == 0 || self.peer_llama_reps == 0 {
-            bail!("--decode-steps, --peer-decode-steps and --peer-llama-reps must be at least 1");
+        if [
+            self.decode_steps,
+            self.peer_decode_steps,
+            self.peer_llama_reps,
+            self.rounds,
+        ]
+        .contains(&0)
+        {
+            bail!(
+                "--decode-steps, --peer-decode-steps, --peer-llama-reps and --rounds must be at least 1"
+            );
         }
         Ok(())
     }
@@ -240,55 +254,38 @@ pub fn run(args: Args) -> Result<()> {
             .collect(),
         false => args.precision.clone(),
     };
-    let mut runs = Vec::new();
-    for &mesh in &args.meshes {
-        for preset in &presets {
-            runs.push(bench_config(
-                &args,
-                &model_name,
-                &counts,
-                &ids,
-                mesh,
-                preset,
-                &cat,
-            )?);
+    let (mut runs, mut peers, mut rounds) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        if args.rounds > 1 {
+            tracing::info!(round = round + 1, of = args.rounds, "round");
+        }
+        let mut round_runs = Vec::new();
+        for &mesh in &args.meshes {
+            for preset in &presets {
+                round_runs.push(bench_config(
+                    &args,
+                    &model_name,
+                    &counts,
+                    &ids,
+                    mesh,
+                    preset,
+                    &cat,
+                )?);
+            }
+        }
+        let round_peers = bench_peers(&args, python.as_deref(), llama.as_ref(), &model_dir)?;
+        let mut figures = rounds::run_figures(&round_runs);
+        figures.extend(rounds::peer_figures(&round_peers));
+        rounds.push(figures);
+        if round == 0 {
+            (runs, peers) = (round_runs, round_peers);
+        } else {
+            rounds::keep_best_runs(&mut runs, round_runs);
+            rounds::keep_best_peers(&mut peers, round_peers);
         }
     }
     tracing::info!("probing read bandwidth again");
     let bandwidth_after = probe::read_bandwidth_gbs(probe_bytes, 5);
-
-    let mut peers = Vec::new();
-    let peer_prefill_lens = args.distinct_prefill_lens();
-    if let (Some(python), true) = (&python, args.peer_hf) {
-        for &fidelity in &args.fidelities {
-            let request = peer::PeerRequest {
-                model_dir: &model_dir,
-                dtype: fidelity.name(),
-                prefill_lens: &peer_prefill_lens,
-                decode_steps: args.peer_decode_steps,
-                threads: rayon::current_num_threads(),
-            };
-            peers.push(peer::run_hf_bench(python, &request)?);
-        }
-    }
-    if let Some(llama) = &llama {
-        for (dtype, gguf) in &llama.ggufs {
-            peers.push(llama_bench::run(&llama_bench::Request {
-                llama_bench: &llama.llama_bench,
-                gguf,
-                dtype,
-                prefill_lens: &peer_prefill_lens,
-                decode_context: args
-                    .decode_contexts
-                    .first()
-                    .copied()
-                    .unwrap_or(args.prefill_lens[0]),
-                decode_steps: args.peer_decode_steps,
-                threads: rayon::current_num_threads(),
-                reps: args.peer_llama_reps,
-            })?);
-        }
-    }
 
     let report = Report {
         model: model_dir.display().to_string(),
@@ -313,6 +310,7 @@ pub fn run(args: Args) -> Result<()> {
         cat,
         runs,
         peers,
+        rounds,
     };
     if args.json {
         eprint!("{}", report.table());
@@ -321,6 +319,48 @@ pub fn run(args: Args) -> Result<()> {
         print!("{}", report.table());
     }
     Ok(())
+}
+
+/// Times the peers asked for (HF transformers per fidelity, then llama.cpp per GGUF).
+fn bench_peers(
+    args: &Args,
+    python: Option<&std::path::Path>,
+    llama: Option<&llama_cpp::Prepared>,
+    model_dir: &std::path::Path,
+) -> Result<Vec<serde_json::Value>> {
+    let mut peers = Vec::new();
+    let peer_prefill_lens = args.distinct_prefill_lens();
+    if let (Some(python), true) = (python, args.peer_hf) {
+        for &fidelity in &args.fidelities {
+            let request = peer::PeerRequest {
+                model_dir,
+                dtype: fidelity.name(),
+                prefill_lens: &peer_prefill_lens,
+                decode_steps: args.peer_decode_steps,
+                threads: rayon::current_num_threads(),
+            };
+            peers.push(peer::run_hf_bench(python, &request)?);
+        }
+    }
+    if let Some(llama) = llama {
+        for (dtype, gguf) in &llama.ggufs {
+            peers.push(llama_bench::run(&llama_bench::Request {
+                llama_bench: &llama.llama_bench,
+                gguf,
+                dtype,
+                prefill_lens: &peer_prefill_lens,
+                decode_context: args
+                    .decode_contexts
+                    .first()
+                    .copied()
+                    .unwrap_or(args.prefill_lens[0]),
+                decode_steps: args.peer_decode_steps,
+                threads: rayon::current_num_threads(),
+                reps: args.peer_llama_reps,
+            })?);
+        }
+    }
+    Ok(peers)
 }
 
 /// A preset's name in the report (`*` when overridden).

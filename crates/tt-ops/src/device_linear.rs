@@ -77,8 +77,8 @@ pub struct DeviceWeight {
 pub enum DeviceKernel {
     /// [`crate::packed_gemv`]'s AVX-512 kernel on the packed block-float tiles.
     PackedAvx512,
-    /// [`crate::packed_gemv`]'s AVX-512 BF16 kernels (`vdpbf16ps`) on the packed tiles: prefill,
-    /// and bfloat4_b decode; the same bits as the others.
+    /// [`crate::packed_gemv`]'s AVX-512 BF16 kernels (`vdpbf16ps`) on the packed tiles: prefill
+    /// and decode, bfloat8_b and bfloat4_b; the same bits as the others.
     PackedAvx512Bf16,
     /// [`crate::packed_gemv`]'s AVX2 + FMA kernel on the packed block-float tiles.
     PackedAvx2,

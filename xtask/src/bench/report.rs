@@ -50,6 +50,8 @@ pub struct Report {
     /// and llama.cpp (`--peer-llama-cpp`, `llama_bench::peer_value`); each has a `prefill` array
     /// of `{tokens, tok_s, ..}`, one per prompt length, as [`Run::prefill`].
     pub peers: Vec<serde_json::Value>,
+    /// Every round's own figures (`--rounds`): ours, then the peers', per round.
+    pub rounds: Vec<Vec<super::rounds::RoundFigures>>,
 }
 
 /// Machine probes (tt_ops::kernels::probe).
@@ -250,6 +252,7 @@ impl Report {
         if let Some(line) = self.llama_line() {
             out.push_str(&line);
         }
+        out.push_str(&super::rounds::lines(&self.rounds));
         out.push('\n');
         out.push_str(&super::paths::table(
             self.runs

@@ -123,6 +123,7 @@ fn fixed_report() -> Report {
             // A peer that measured only one of the lengths shows `-` in the other's columns.
             llama_peer("Q8_0", &[(155, 13.6)], 3.68),
         ],
+        rounds: Vec::new(),
     }
 }
 
@@ -281,4 +282,51 @@ fn numbers_keep_three_figures() {
         got,
         ["1234", "123.5", "12.35", "1.23", "0.123", "0.00", "-"]
     );
+}
+
+/// `--rounds`: a later round's faster prefill, decode and load replace the first round's, its
+/// slower ones do not; the peers likewise, per prompt length; the larger peak RSS stays.
+#[test]
+fn rounds_keep_each_figure_at_its_best() {
+    use super::super::rounds::{keep_best_peers, keep_best_runs, lines, peer_figures, run_figures};
+    let first = fixed_report();
+    let mut second = fixed_report();
+    for r in &mut second.runs {
+        r.prefill[0].tok_s *= 2.0; // faster prefill 155
+        r.prefill[1].tok_s /= 2.0; // slower prefill 1024
+        r.decode[0].ms_per_token /= 2.0; // faster decode@155
+        r.decode[1].ms_per_token *= 2.0;
+        r.load_s *= 2.0;
+        r.peak_rss_bytes = r.peak_rss_bytes.map(|b| b + 1);
+    }
+    second.peers[0]["prefill"][1]["tok_s"] = serde_json::json!(64.0);
+    second.peers[0]["decode_ms_per_token"] = serde_json::json!(800.0);
+    second.peers[1]["decode_ms_per_token"] = serde_json::json!(1.0);
+    let rounds = vec![
+        [run_figures(&first.runs), peer_figures(&first.peers)].concat(),
+        [run_figures(&second.runs), peer_figures(&second.peers)].concat(),
+    ];
+    let (mut runs, mut peers) = (first.runs.clone(), first.peers.clone());
+    keep_best_runs(&mut runs, second.runs.clone());
+    keep_best_peers(&mut peers, second.peers.clone());
+    for ((best, a), b) in runs.iter().zip(&first.runs).zip(&second.runs) {
+        assert_eq!(best.prefill[0].tok_s, b.prefill[0].tok_s);
+        assert_eq!(best.prefill[1].tok_s, a.prefill[1].tok_s);
+        assert_eq!(best.decode[0].ms_per_token, b.decode[0].ms_per_token);
+        assert_eq!(best.decode[1].ms_per_token, a.decode[1].ms_per_token);
+        assert_eq!(
+            (best.load_s, best.load_over_cat),
+            (a.load_s, a.load_over_cat)
+        );
+        assert_eq!(best.peak_rss_bytes, b.peak_rss_bytes);
+    }
+    assert_eq!(peers[0]["prefill"][0]["tok_s"], 40.0);
+    assert_eq!(peers[0]["prefill"][1]["tok_s"], 64.0);
+    assert_eq!(peers[0]["decode_ms_per_token"], 400.0);
+    assert_eq!(peers[1]["decode_ms_per_token"], 1.0);
+    let mut report = fixed_report();
+    (report.runs, report.peers, report.rounds) = (runs, peers, rounds.clone());
+    insta::assert_snapshot!(lines(&rounds));
+    assert!(report.table().contains(&lines(&rounds)));
+    assert_eq!(lines(&rounds[..1]), "");
 }
