@@ -2,8 +2,9 @@
 //! larger than the caches (as a decode step reads every layer's weights once), packed
 //! (bfloat8_b HiFi2 and bfloat4_b LoFi, the `accuracy` and `performance` presets' kernels)
 //! against bf16 `linear`. Prints ms per pass over all matrices and the weight bytes read per
-//! second. Weights are 3072 x 8192 (Phi-3-mini's FF1 shape), `L` of them (default 12: 600 MB in
-//! bf16). Run: `cargo run --release -p tt-ops --example packed_stream -- [L] [passes]`.
+//! second. Weights are 3072 x N (default 8192, Phi-3-mini's FF1 shape; a 2x4 mesh's devices hold
+//! shards such as N = 1152), `L` of them (default 12: 600 MB in bf16). Run:
+//! `cargo run --release -p tt-ops --example packed_stream -- [L] [passes] [N]`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[path = "../benches/support/lcg.rs"]
@@ -15,7 +16,6 @@ use tt_numerics::{Accumulation, MathFidelity, OpSettings, StorageFormat};
 use tt_ops::{DType, DeviceWeight, Tensor, device_kernel_counts, device_linear, linear};
 
 const K: usize = 3072;
-const N: usize = 8192;
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn fill(len: usize, seed: u64) -> Vec<f32> {
@@ -40,16 +40,17 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let layers: usize = args.next().map_or(12, |s| s.parse().unwrap());
     let passes: usize = args.next().map_or(10, |s| s.parse().unwrap());
+    let n: usize = args.next().map_or(8192, |s| s.parse().unwrap());
     let x = Tensor::from_f32(fill(K, 2), &[1, K]).unwrap();
     let bf16: Vec<Tensor> = (0..layers)
-        .map(|l| Tensor::from_f32_as(&fill(N * K, l as u64 + 1), &[N, K], DType::Bf16).unwrap())
+        .map(|l| Tensor::from_f32_as(&fill(n * K, l as u64 + 1), &[n, K], DType::Bf16).unwrap())
         .collect();
     let presets = [
         (StorageFormat::Bfp8B, MathFidelity::HiFi2, "bfp8 HiFi2"),
         (StorageFormat::Bfp4B, MathFidelity::LoFi, "bfp4 LoFi"),
     ];
     println!(
-        "{layers} matrices of {N} x {K}, one row, {} threads",
+        "{layers} matrices of {n} x {K}, one row, {} threads",
         rayon::current_num_threads()
     );
     let (best, median) = time(passes, || {
@@ -57,7 +58,7 @@ fn main() {
             std::hint::black_box(linear(&x, w).unwrap());
         }
     });
-    let bytes = (layers * N * K * 2) as f64;
+    let bytes = (layers * n * K * 2) as f64;
     println!(
         "bf16 linear: best {best:.2} ms, median {median:.2} ms per pass, {:.1} GB/s (best)",
         bytes / best / 1e6
