@@ -323,7 +323,7 @@ pub(crate) fn open(
             expected.len()
         )));
     }
-    let map = on_huge_pages(&file, path, map(&file)?)?;
+    let map = map(&file)?;
     if map.len() as u64 != file_len {
         return Err(Unusable::Length {
             expected: file_len,
@@ -367,41 +367,6 @@ fn tensor(
         return Err(Unusable::Checksum(e.name.clone()));
     }
     Ok(m)
-}
-
-/// Files smaller than this are not read again onto 2 MiB pages.
-const MIN_REREAD_BYTES: usize = 4 << 20;
-
-/// `map`, or, when the kernel maps less than 15/16 of it with 2 MiB pages (the page cache holds
-/// the file in small folios: written since boot by `write`, or split by reclaim), a new mapping
-/// after the file's pages were dropped from the page cache and read again through a mapping
-/// advised `MADV_HUGEPAGE`. Decode reads every weight once per token, and on small pages each
-/// 4 KiB costs its own address translation (two-level under a hypervisor): a 2x4 `accuracy`
-/// cache with two of its eight files on small pages ran its decode step at 129 ms.
-fn on_huge_pages(file: &File, path: &Path, map: Mmap) -> io::Result<Mmap> {
-    #[cfg(target_os = "linux")]
-    {
-        let len = map.len();
-        let huge = tt_hf::checkpoint::huge_mapped_bytes(map.as_ptr());
-        if len >= MIN_REREAD_BYTES && huge.is_some_and(|b| b < len as u64 / 16 * 15) {
-            // Our own mapping first: the kernel keeps the pages a process maps.
-            drop(map);
-            let start = std::time::Instant::now();
-            drop_cached_pages(file);
-            let map = self::map(file)?;
-            tracing::info!(
-                file = %path.display(),
-                seconds = start.elapsed().as_secs_f64(),
-                huge_mib = tt_hf::checkpoint::huge_mapped_bytes(map.as_ptr()).unwrap_or(0) >> 20,
-                mib = len >> 20,
-                "packed-weight cache: read the file again onto 2 MiB pages"
-            );
-            return Ok(map);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, path);
-    Ok(map)
 }
 
 /// A read-only shared mapping of a cache file, its pages made resident (on 2 MiB pages where

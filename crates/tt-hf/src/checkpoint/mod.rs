@@ -49,7 +49,7 @@ pub use file::CheckpointWatch;
 pub use format::{Dtype, TensorInfo, TensorRecord, parse_header};
 pub use hub::{HubEnv, resolve_model};
 pub use index::{INDEX_FILE, parse_index};
-pub use pages::{PagePolicy, Residency, huge_mapped_bytes};
+pub use pages::{PagePolicy, Residency};
 pub use progress::{ByteCounter, LoadProgress, NoProgress};
 
 use crate::error::{CheckpointError, ConfigError};

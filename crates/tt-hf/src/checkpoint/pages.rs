@@ -213,7 +213,7 @@ fn drop_cached_pages(file: &File) {
 
 /// Bytes of the mapping that starts at `start` which the kernel maps with 2 MiB pages
 /// (`FilePmdMapped` in `/proc/self/smaps`); `None` if it does not say.
-pub fn huge_mapped_bytes(start: *const u8) -> Option<u64> {
+pub(super) fn huge_mapped_bytes(start: *const u8) -> Option<u64> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
     smaps_field_kib(&smaps, start as usize, "FilePmdMapped:").map(|kib| kib * 1024)
 }
