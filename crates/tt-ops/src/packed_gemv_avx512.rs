@@ -130,19 +130,34 @@ impl Consts {
     }
 }
 
-/// Adds a K-tile's 16 sums `s` to the destination at `at` (fp32), or adds and rounds to bf16,
-/// ties to even (`acc_bf16`), as the emulation does K-tile by K-tile.
+/// Adds the K-tile sums of `T` tiles (columns `(j0 + t) · 32 ..`) and `R` rows (`width` apart
+/// in `d`), two halves of 16 columns each, to the destination (fp32), or adds and rounds to
+/// bf16, ties to even (`acc_bf16`), as the emulation does K-tile by K-tile.
 ///
-/// # Safety
-/// AVX-512 F/BW/VL; 16 f32 readable and writable at `at`.
+/// # Panics
+/// If a tile column of a row lies past the end of `d`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[inline]
-pub(crate) unsafe fn add_k_tile_sums(at: *mut f32, s: __m512, acc_bf16: bool) {
-    // SAFETY: the caller's contract.
-    let sum = _mm512_add_ps(unsafe { _mm512_loadu_ps(at) }, s);
-    let sum = if acc_bf16 { round_bf16(sum) } else { sum };
-    // SAFETY: as above.
-    unsafe { _mm512_storeu_ps(at, sum) };
+pub(crate) fn add_k_tile_sums<const R: usize, const T: usize>(
+    acc: &[[[__m512; 2]; R]; T],
+    d: &mut [f32],
+    width: usize,
+    j0: usize,
+    acc_bf16: bool,
+) {
+    for (t, acc) in acc.iter().enumerate() {
+        for (r, a) in acc.iter().enumerate() {
+            for (h, &s) in a.iter().enumerate() {
+                let at = &mut d[r * width + (j0 + t) * TILE + h * 16..][..16];
+                // SAFETY: `at` holds 16 f32, read and written unaligned.
+                unsafe {
+                    let sum = _mm512_add_ps(_mm512_loadu_ps(at.as_ptr()), s);
+                    let sum = if acc_bf16 { round_bf16(sum) } else { sum };
+                    _mm512_storeu_ps(at.as_mut_ptr(), sum);
+                }
+            }
+        }
+    }
 }
 
 /// Tiles `(kt, tc0 + j0 .. tc0 + j0 + T)` against `R` rows, their K-tile sums added to `d`.
@@ -213,17 +228,7 @@ unsafe fn tiles<const R: usize, const B4: bool, const HI: bool, const T: usize>(
             }
         }
     }
-    for (t, acc) in acc.iter().enumerate() {
-        for (r, a) in acc.iter().enumerate() {
-            for (h, &s) in a.iter().enumerate() {
-                // SAFETY: row r of d has width = tn · 32 values; j0 + t < tn, h < 2.
-                unsafe {
-                    let at = d.as_mut_ptr().add(r * width + (j0 + t) * TILE + h * 16);
-                    add_k_tile_sums(at, s, p.plan.acc_bf16);
-                }
-            }
-        }
-    }
+    add_k_tile_sums(&acc, d, width, j0, p.plan.acc_bf16);
 }
 
 /// A tile's 1024 codes as two's-complement bytes `±m`, face row `g` at `16·g` (the codes' own

@@ -95,12 +95,12 @@ const fn bf16_of(m: u32, hi: bool) -> u16 {
 }
 
 /// For bfloat8_b: byte `byte` (0 low, 1 high) of the bf16 bits of each magnitude `m` (0 ..= 127),
-/// or of its `a_hi` with `hi`: the 128-entry table of a `vpermi2b`, as two vectors.
-const fn magnitude_bytes(byte: u32, hi: bool) -> [u8; 128] {
-    let mut t = [0u8; 128];
+/// or of its `a_hi` with `hi`: the 128-entry table of a `vpermi2b`, as its two vectors.
+const fn magnitude_bytes(byte: u32, hi: bool) -> [[u8; 64]; 2] {
+    let mut t = [[0u8; 64]; 2];
     let mut m = 0;
     while m < 128 {
-        t[m] = (bf16_of(m as u32, hi) >> (8 * byte)) as u8;
+        t[m / 64][m % 64] = (bf16_of(m as u32, hi) >> (8 * byte)) as u8;
         m += 1;
     }
     t
@@ -124,8 +124,8 @@ const fn interleave(half: usize) -> [u8; 64] {
     sel
 }
 
-static LOW_BYTES: [[u8; 128]; 2] = [magnitude_bytes(0, false), magnitude_bytes(0, true)];
-static HIGH_BYTES: [[u8; 128]; 2] = [magnitude_bytes(1, false), magnitude_bytes(1, true)];
+static LOW_BYTES: [[[u8; 64]; 2]; 2] = [magnitude_bytes(0, false), magnitude_bytes(0, true)];
+static HIGH_BYTES: [[[u8; 64]; 2]; 2] = [magnitude_bytes(1, false), magnitude_bytes(1, true)];
 static INTERLEAVE: [[u8; 64]; 2] = [interleave(0), interleave(1)];
 
 /// The kernel's constant vectors: the scales' and the code tables.
@@ -144,26 +144,27 @@ struct Consts {
     sign: __m512i,
 }
 
+/// A table of at least 64 bytes as a vector (its first 64).
+#[target_feature(enable = "avx512f")]
+fn vector<T: Copy, const N: usize>(table: &[T; N]) -> __m512i {
+    const { assert!(size_of::<[T; N]>() >= 64) };
+    // SAFETY: the table holds at least 64 bytes (checked at compile time).
+    unsafe { _mm512_loadu_si512(table.as_ptr().cast()) }
+}
+
 impl Consts {
-    /// # Safety
-    /// AVX-512 F/BW/VL.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn new(plan: &crate::packed_gemv::FastPlan) -> Self {
-        let load = |v: &[u8]| {
-            // SAFETY: every table passed holds at least 64 bytes.
-            unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
-        };
+        let vectors = |t: &[[u8; 64]; 2]| t.each_ref().map(|h| vector(h));
         let hi = usize::from(plan.weight_hi);
         Self {
             scales: Scales::new(plan),
-            // SAFETY: 64 bytes each.
-            values: unsafe { _mm512_loadu_si512(CODE_VALUES.as_ptr().cast()) },
-            bytes: load(&PAIR_BYTES),
-            // SAFETY: 64 bytes.
-            shifts: unsafe { _mm512_loadu_si512(PAIR_SHIFTS.as_ptr().cast()) },
-            low: [load(&LOW_BYTES[hi][..64]), load(&LOW_BYTES[hi][64..])],
-            high: [load(&HIGH_BYTES[hi][..64]), load(&HIGH_BYTES[hi][64..])],
-            interleave: [load(&INTERLEAVE[0]), load(&INTERLEAVE[1])],
+            values: vector(&CODE_VALUES),
+            bytes: vector(&PAIR_BYTES),
+            shifts: vector(&PAIR_SHIFTS),
+            low: vectors(&LOW_BYTES[hi]),
+            high: vectors(&HIGH_BYTES[hi]),
+            interleave: vectors(&INTERLEAVE),
             sign: _mm512_set1_epi8(0x80u8 as i8),
         }
     }
@@ -268,7 +269,7 @@ unsafe fn tiles<const R: usize, const T: usize, const B4: bool>(
             }
         }
         // The same tile of the next K-tile row: its exponents now, each line of its codes as
-        // the loop below reads the same line of this tile's. (Fetching all its lines here, 68
+        // the loop below reads the same line of this tile's (`prefetch`). (Fetching all its lines here, 68
         // at once for four bfloat8_b tiles, streamed slower: `packed_stream` bfloat8_b 12.2-13.1
         // ms per pass against 7.7-8.2 spread out.)
         if kt + 1 < p.tiles_k {
@@ -277,56 +278,44 @@ unsafe fn tiles<const R: usize, const T: usize, const B4: bool>(
             _mm_prefetch::<_MM_HINT_T1>(tile.wrapping_add(p.tiles_n * p.tile_bytes).cast());
         }
     }
+    // The same line of the next K-tile row's tile, as this tile's line at `at` is read (see
+    // above); the line lies in p.bytes when kt + 1 < tiles_k, and prefetches never fault anyway.
+    let ahead = (kt + 1 < p.tiles_k).then_some(p.tiles_n * p.tile_bytes);
+    let prefetch = |at: *const u8| {
+        if let Some(ahead) = ahead {
+            _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(ahead).cast());
+        }
+    };
     let mut acc = [[[_mm512_setzero_ps(); 2]; R]; T];
     // k in order: faces 0 and 1 (k < 16, column halves 0 and 1), then 2 and 3. (`q` indexes
     // both the code rows and `c`.)
-    #[allow(clippy::needless_range_loop)]
     for top in [0, 2] {
         for q in (0..8).step_by(if B4 { 1 } else { 2 }) {
-            for t in 0..T {
+            for (t, acc) in acc.iter_mut().enumerate() {
                 for h in 0..2 {
                     let f = top + h;
                     let g = f * 16 + 2 * q;
                     if B4 {
-                        // SAFETY: face rows g and g + 1 (8 code bytes each) are bytes 8g .. 8g
-                        // + 16 of the tile's 512 code bytes (g + 1 < 64).
-                        let two = _mm512_zextsi128_si512(unsafe {
-                            _mm_loadu_si128(codes[t].add(8 * g).cast())
-                        });
-                        if q % 4 == 0 && kt + 1 < p.tiles_k {
-                            // This 64-byte line of the next tile row's tile (as above).
-                            _mm_prefetch::<_MM_HINT_T1>(
-                                codes[t]
-                                    .wrapping_add(p.tiles_n * p.tile_bytes + 8 * g)
-                                    .cast(),
-                            );
+                        // SAFETY: face rows g and g + 1 are bytes 8g .. 8g + 16 of the tile's
+                        // 512 code bytes (g + 1 < 64).
+                        let at = unsafe { codes[t].add(8 * g) };
+                        if q % 4 == 0 {
+                            prefetch(at);
                         }
-                        let nibbles =
-                            _mm512_srlv_epi16(_mm512_permutexvar_epi8(k.bytes, two), k.shifts);
-                        let w = pairs(_mm512_permutexvar_epi16(nibbles, k.values));
-                        for (r, a) in acc[t].iter_mut().enumerate() {
+                        // SAFETY: as above.
+                        let w = unsafe { bfp4_pairs(k, at) };
+                        for (r, a) in acc.iter_mut().enumerate() {
                             let b = pairs(_mm512_set1_epi32(c[t][r][f][q] as i32));
                             a[h] = _mm512_dpbf16_ps(a[h], w, b);
                         }
                     } else {
-                        // SAFETY: face rows g .. g + 4 (16 code bytes each) are bytes 16g ..
-                        // 16g + 64 of the tile's 1024 code bytes (g + 3 < 64).
-                        let four = unsafe { _mm512_loadu_si512(codes[t].add(16 * g).cast()) };
-                        if kt + 1 < p.tiles_k {
-                            // These 64 code bytes of the next tile row's tile (as above).
-                            _mm_prefetch::<_MM_HINT_T1>(
-                                codes[t]
-                                    .wrapping_add(p.tiles_n * p.tile_bytes + 16 * g)
-                                    .cast(),
-                            );
-                        }
-                        let low = _mm512_permutex2var_epi8(k.low[0], four, k.low[1]);
-                        let high = _mm512_permutex2var_epi8(k.high[0], four, k.high[1]);
-                        // high | (four & 0x80): the code's sign is the bf16's.
-                        let high = _mm512_ternarylogic_epi32::<0xf8>(high, four, k.sign);
-                        let w0 = pairs(_mm512_permutex2var_epi8(low, k.interleave[0], high));
-                        let w1 = pairs(_mm512_permutex2var_epi8(low, k.interleave[1], high));
-                        for (r, a) in acc[t].iter_mut().enumerate() {
+                        // SAFETY: face rows g .. g + 4 are bytes 16g .. 16g + 64 of the tile's
+                        // 1024 code bytes (g + 3 < 64).
+                        let at = unsafe { codes[t].add(16 * g) };
+                        prefetch(at);
+                        // SAFETY: as above.
+                        let [w0, w1] = unsafe { bfp8_pairs(k, at) };
+                        for (r, a) in acc.iter_mut().enumerate() {
                             let b0 = pairs(_mm512_set1_epi32(c[t][r][f][q] as i32));
                             let b1 = pairs(_mm512_set1_epi32(c[t][r][f][q + 1] as i32));
                             a[h] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(a[h], w0, b0), w1, b1);
@@ -336,15 +325,40 @@ unsafe fn tiles<const R: usize, const T: usize, const B4: bool>(
             }
         }
     }
-    for (t, acc) in acc.iter().enumerate() {
-        for (r, a) in acc.iter().enumerate() {
-            for (h, &s) in a.iter().enumerate() {
-                // SAFETY: row r of d has width = tn · 32 values; j0 + t < tn, h < 2.
-                unsafe {
-                    let at = d.as_mut_ptr().add(r * width + (j0 + t) * TILE + h * 16);
-                    add_k_tile_sums(at, s, p.plan.acc_bf16);
-                }
-            }
-        }
-    }
+    add_k_tile_sums(&acc, d, width, j0, p.plan.acc_bf16);
+}
+
+/// Face rows `g`, `g + 1` of a bfloat4_b tile (16 code bytes at `at`) as bf16 pairs: a byte
+/// permute puts each weight's code byte in its word, a variable shift brings its nibble down,
+/// and a 16-bit table permute gives its value `±m`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/BF16/VBMI; 16 bytes readable at `at`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx512vbmi")]
+#[inline]
+unsafe fn bfp4_pairs(k: &Consts, at: *const u8) -> __m512bh {
+    // SAFETY: the caller's contract.
+    let two = _mm512_zextsi128_si512(unsafe { _mm_loadu_si128(at.cast()) });
+    let nibbles = _mm512_srlv_epi16(_mm512_permutexvar_epi8(k.bytes, two), k.shifts);
+    pairs(_mm512_permutexvar_epi16(nibbles, k.values))
+}
+
+/// Face rows `g .. g + 4` of a bfloat8_b tile (64 code bytes at `at`) as two vectors of bf16
+/// pairs (rows `g`, `g + 1`, then `g + 2`, `g + 3`): two table lookups give each magnitude's
+/// low and high bf16 byte, the code's sign goes into the high byte, and two permutes
+/// interleave the rows.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/BF16/VBMI; 64 bytes readable at `at`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx512vbmi")]
+#[inline]
+unsafe fn bfp8_pairs(k: &Consts, at: *const u8) -> [__m512bh; 2] {
+    // SAFETY: the caller's contract.
+    let four = unsafe { _mm512_loadu_si512(at.cast()) };
+    let low = _mm512_permutex2var_epi8(k.low[0], four, k.low[1]);
+    let high = _mm512_permutex2var_epi8(k.high[0], four, k.high[1]);
+    // high | (four & 0x80): the code's sign is the bf16's.
+    let high = _mm512_ternarylogic_epi32::<0xf8>(high, four, k.sign);
+    k.interleave
+        .map(|sel| pairs(_mm512_permutex2var_epi8(low, sel, high)))
 }

@@ -108,23 +108,14 @@ fn call_plan(x: &Tensor, w: &DeviceWeight, s: &OpSettings) -> Option<packed_gemv
     plan.for_call(&packed_gemv::operands(&xb, m, k, kp, &plan))
 }
 
-/// The kernel against the reference emulation, bit for bit: both block-float formats, the
-/// fidelities it serves, both accumulations, row counts around its six-row groups, K and N not
-/// multiples of 32, odd tile columns (one decoded alone), more K-tiles than one block.
-#[test]
-fn the_kernel_equals_the_emulation() {
-    let Some(_) = used_here("the_kernel_equals_the_emulation") else {
-        return;
-    };
-    for (m, k, n) in [
-        (8, 33, 40),
-        (13, 600, 100),
-        (19, 200, 96),
-        (37, 64, 300),
-        (64, 1000, 64),
-    ] {
-        let x = Tensor::from_f32(ordinary(m * k, 3.0, 1), &[m, k]).unwrap();
-        let wt = Tensor::from_f32_as(&ordinary(n * k, 0.05, 2), &[n, k], DType::Bf16).unwrap();
+/// `device_linear` against the reference emulation, bit for bit, for each shape `(m, k, n)`
+/// (activations and weights drawn from `seeds`): both block-float formats, the fidelities the
+/// pair kernels serve, both accumulations; every call must take the pair kernels.
+fn pairs_equal_the_emulation(shapes: &[(usize, usize, usize)], seeds: (u64, u64)) {
+    for &(m, k, n) in shapes {
+        let x = Tensor::from_f32(ordinary(m * k, 3.0, seeds.0), &[m, k]).unwrap();
+        let wt =
+            Tensor::from_f32_as(&ordinary(n * k, 0.05, seeds.1), &[n, k], DType::Bf16).unwrap();
         for wf in [StorageFormat::Bfp8B, StorageFormat::Bfp4B] {
             let w = DeviceWeight::pack(&wt, wf).unwrap();
             for f in [MathFidelity::LoFi, MathFidelity::HiFi2, MathFidelity::HiFi4] {
@@ -133,7 +124,7 @@ fn the_kernel_equals_the_emulation() {
                     s.weights = wf;
                     let what = format!("{m}x{k} @ {k}x{n} {wf} {f} acc={a}");
                     let plan = call_plan(&x, &w, &s).expect("a fast plan");
-                    assert!(plan.pairs.is_some(), "{what}: not the AVX-512 BF16 kernel");
+                    assert!(plan.pairs.is_some(), "{what}: not the AVX-512 BF16 kernels");
                     let got = device_linear_with(&x, &w, &s, Choice::Best).unwrap();
                     let want = device_linear_with(&x, &w, &s, Choice::Reference).unwrap();
                     assert_bits_eq(got.as_f32().unwrap(), want.as_f32().unwrap(), &what);
@@ -141,6 +132,24 @@ fn the_kernel_equals_the_emulation() {
             }
         }
     }
+}
+
+/// The prefill kernel against the reference emulation: row counts around its six-row groups,
+/// K and N not multiples of 32, odd tile columns (one decoded alone), more K-tiles than one
+/// block.
+#[test]
+fn the_kernel_equals_the_emulation() {
+    let Some(_) = used_here("the_kernel_equals_the_emulation") else {
+        return;
+    };
+    let shapes = [
+        (8, 33, 40),
+        (13, 600, 100),
+        (19, 200, 96),
+        (37, 64, 300),
+        (64, 1000, 64),
+    ];
+    pairs_equal_the_emulation(&shapes, (1, 2));
 }
 
 /// Activations so small that a product could be a multiple of less than `2^-126` (where the
@@ -180,38 +189,22 @@ fn calls_outside_its_range_run_the_f32_kernels() {
     }
 }
 
-/// Decode rows (1 to 7) of bfloat4_b and bfloat8_b products run the decode kernel on pairs
-/// (`packed_gemv_avx512bf16`), bit for bit the emulation's: every fidelity it serves (LoFi's
-/// `a_hi` of bfloat8_b included), both accumulations, K and N not multiples of 32, odd tile
-/// counts, negative and zero weights.
+/// Decode rows (1 to 7) run the decode kernel on pairs (`packed_gemv_avx512bf16`) against the
+/// reference emulation (LoFi's `a_hi` of bfloat8_b included): K and N not multiples of 32, one
+/// row over 1, 2, 7 and 32 tiles (four, two and one tile at a time), two to seven rows.
 #[test]
 fn decode_rows_take_pairs_and_equal_the_emulation() {
     let Some(_) = used_here("decode_rows_take_pairs_and_equal_the_emulation") else {
         return;
     };
-    for (m, k, n) in [
+    let shapes = [
         (1, 3072, 1000),
         (1, 61, 33),
+        (1, 100, 200),
+        (1, 64, 20),
         (2, 200, 96),
         (3, 600, 100),
         (7, 96, 300),
-    ] {
-        let x = Tensor::from_f32(ordinary(m * k, 3.0, 3), &[m, k]).unwrap();
-        let wt = Tensor::from_f32_as(&ordinary(n * k, 0.05, 4), &[n, k], DType::Bf16).unwrap();
-        for format in [StorageFormat::Bfp4B, StorageFormat::Bfp8B] {
-            let w = DeviceWeight::pack(&wt, format).unwrap();
-            for f in [MathFidelity::LoFi, MathFidelity::HiFi2, MathFidelity::HiFi4] {
-                for a in [Accumulation::Fp32, Accumulation::Bf16] {
-                    let mut s = settings(f, a);
-                    s.weights = format;
-                    let what = format!("{m}x{k} @ {k}x{n} {format:?} {f} acc={a}");
-                    let plan = call_plan(&x, &w, &s).expect("a fast plan");
-                    assert!(plan.pairs.is_some(), "{what}: not the pair kernel");
-                    let got = device_linear_with(&x, &w, &s, Choice::Best).unwrap();
-                    let want = device_linear_with(&x, &w, &s, Choice::Reference).unwrap();
-                    assert_bits_eq(got.as_f32().unwrap(), want.as_f32().unwrap(), &what);
-                }
-            }
-        }
-    }
+    ];
+    pairs_equal_the_emulation(&shapes, (3, 4));
 }
