@@ -273,7 +273,7 @@ pub fn run(args: Args) -> Result<()> {
                 )?);
             }
         }
-        let round_peers = bench_peers(&args, python.as_deref(), llama.as_ref(), &model_dir)?;
+        let round_peers = peer::run_all(&args, python.as_deref(), llama.as_ref(), &model_dir)?;
         let mut figures = rounds::run_figures(&round_runs);
         figures.extend(rounds::peer_figures(&round_peers));
         rounds.push(figures);
@@ -319,48 +319,6 @@ pub fn run(args: Args) -> Result<()> {
         print!("{}", report.table());
     }
     Ok(())
-}
-
-/// Times the peers asked for (HF transformers per fidelity, then llama.cpp per GGUF).
-fn bench_peers(
-    args: &Args,
-    python: Option<&std::path::Path>,
-    llama: Option<&llama_cpp::Prepared>,
-    model_dir: &std::path::Path,
-) -> Result<Vec<serde_json::Value>> {
-    let mut peers = Vec::new();
-    let peer_prefill_lens = args.distinct_prefill_lens();
-    if let (Some(python), true) = (python, args.peer_hf) {
-        for &fidelity in &args.fidelities {
-            let request = peer::PeerRequest {
-                model_dir,
-                dtype: fidelity.name(),
-                prefill_lens: &peer_prefill_lens,
-                decode_steps: args.peer_decode_steps,
-                threads: rayon::current_num_threads(),
-            };
-            peers.push(peer::run_hf_bench(python, &request)?);
-        }
-    }
-    if let Some(llama) = llama {
-        for (dtype, gguf) in &llama.ggufs {
-            peers.push(llama_bench::run(&llama_bench::Request {
-                llama_bench: &llama.llama_bench,
-                gguf,
-                dtype,
-                prefill_lens: &peer_prefill_lens,
-                decode_context: args
-                    .decode_contexts
-                    .first()
-                    .copied()
-                    .unwrap_or(args.prefill_lens[0]),
-                decode_steps: args.peer_decode_steps,
-                threads: rayon::current_num_threads(),
-                reps: args.peer_llama_reps,
-            })?);
-        }
-    }
-    Ok(peers)
 }
 
 /// A preset's name in the report (`*` when overridden).

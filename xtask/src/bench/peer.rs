@@ -1,5 +1,6 @@
-//! The HF transformers peer (`--peer-hf`): scripts/hf_bench.py run with the venv's Python on the
-//! same checkpoint directory, its one JSON line kept as it printed it.
+//! The peers: HF transformers (`--peer-hf`: scripts/hf_bench.py run with the venv's Python on the
+//! same checkpoint directory, its one JSON line kept as it printed it), and [`run_all`], which
+//! times every peer asked for (llama.cpp through `llama_bench`).
 //!
 //! Every peer's figures (HF's, and llama.cpp's from `llama_bench::peer_value`) give their prefills
 //! in the shape of our own runs' `prefill`: an array of `{"tokens": N, "tok_s": ...}`, one per
@@ -109,6 +110,48 @@ fn parse_last_json_line(stdout: &str) -> Result<serde_json::Value> {
         bail!("not a JSON object: {line}");
     }
     Ok(value)
+}
+
+/// Times the peers asked for (HF transformers per fidelity, then llama.cpp per GGUF).
+pub fn run_all(
+    args: &super::Args,
+    python: Option<&Path>,
+    llama: Option<&super::llama_cpp::Prepared>,
+    model_dir: &Path,
+) -> Result<Vec<serde_json::Value>> {
+    let mut peers = Vec::new();
+    let peer_prefill_lens = args.distinct_prefill_lens();
+    if let (Some(python), true) = (python, args.peer_hf) {
+        for &fidelity in &args.fidelities {
+            let request = PeerRequest {
+                model_dir,
+                dtype: fidelity.name(),
+                prefill_lens: &peer_prefill_lens,
+                decode_steps: args.peer_decode_steps,
+                threads: rayon::current_num_threads(),
+            };
+            peers.push(run_hf_bench(python, &request)?);
+        }
+    }
+    if let Some(llama) = llama {
+        for (dtype, gguf) in &llama.ggufs {
+            peers.push(super::llama_bench::run(&super::llama_bench::Request {
+                llama_bench: &llama.llama_bench,
+                gguf,
+                dtype,
+                prefill_lens: &peer_prefill_lens,
+                decode_context: args
+                    .decode_contexts
+                    .first()
+                    .copied()
+                    .unwrap_or(args.prefill_lens[0]),
+                decode_steps: args.peer_decode_steps,
+                threads: rayon::current_num_threads(),
+                reps: args.peer_llama_reps,
+            })?);
+        }
+    }
+    Ok(peers)
 }
 
 #[cfg(test)]

@@ -153,35 +153,36 @@ pub fn lines(rounds: &[Vec<RoundFigures>]) -> String {
         return out;
     };
     for (i, config) in first.iter().enumerate() {
-        let per_round = |pick: &dyn Fn(&RoundFigures) -> Option<f64>| -> String {
+        // One figure (`key` in the list `of` picks) in every round, " / " between.
+        let per_round = |of: fn(&RoundFigures) -> &[(usize, f64)], key: usize| {
             rounds
                 .iter()
-                .map(|r| r.get(i).and_then(pick).map_or("-".to_string(), fmt))
+                .map(|r| {
+                    r.get(i)
+                        .and_then(|f| of(f).iter().find(|(k, _)| *k == key))
+                        .map_or("-".to_string(), |&(_, v)| fmt(v))
+                })
                 .collect::<Vec<_>>()
                 .join(" / ")
         };
-        let mut parts = Vec::new();
-        for &(len, _) in &config.prefill_tok_s {
-            let pick = move |f: &RoundFigures| {
-                f.prefill_tok_s
-                    .iter()
-                    .find(|(t, _)| *t == len)
-                    .map(|(_, v)| *v)
-            };
-            parts.push(format!("prefill {len} {} tok/s", per_round(&pick)));
-        }
-        for &(ctx, _) in &config.decode_ms_per_token {
-            let pick = move |f: &RoundFigures| {
-                f.decode_ms_per_token
-                    .iter()
-                    .find(|(c, _)| *c == ctx)
-                    .map(|(_, v)| *v)
-            };
-            parts.push(format!("decode@{ctx} {} ms", per_round(&pick)));
-        }
+        let parts: Vec<String> = (config.prefill_tok_s.iter())
+            .map(|&(len, _)| format!("prefill {len} {} tok/s", per_round(prefill_of, len)))
+            .chain(
+                (config.decode_ms_per_token.iter())
+                    .map(|&(ctx, _)| format!("decode@{ctx} {} ms", per_round(decode_of, ctx))),
+            )
+            .collect();
         out.push_str(&format!("  {}: {}\n", config.label, parts.join("; ")));
     }
     out
+}
+
+fn prefill_of(f: &RoundFigures) -> &[(usize, f64)] {
+    &f.prefill_tok_s
+}
+
+fn decode_of(f: &RoundFigures) -> &[(usize, f64)] {
+    &f.decode_ms_per_token
 }
 
 fn fmt(v: f64) -> String {
