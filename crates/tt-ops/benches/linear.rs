@@ -75,15 +75,29 @@ fn main() {
         let mut group = c.benchmark_group("linear_decode");
         group.sample_size(30).warm_up_time(Duration::from_secs(2));
         group.measurement_time(Duration::from_secs(6));
-        for m in [1usize, 8] {
-            let x: Vec<f32> = lcg::values(m * K, 2).collect();
+        // f32 activations (the AVX2 GEMV) and bf16-valued ones (the `bf16` preset's: the AVX-512
+        // BF16 GEMV where it runs, `tt_ops::kernels::gemv_bf16_usable`).
+        for (m, acts) in [
+            (1usize, "f32"),
+            (1, "bf16"),
+            (4, "f32"),
+            (4, "bf16"),
+            (8, "f32"),
+            (8, "bf16"),
+        ] {
+            let x: Vec<f32> = lcg::values(m * K, 2)
+                .map(|v| match acts {
+                    "bf16" => bf16::from_f32(v).to_f32(),
+                    _ => v,
+                })
+                .collect();
             let mut out = vec![0.0f32; m * n];
             let samples = Samples::default();
             let mut next = 0;
             group.throughput(Throughput::BytesDecimal((per * 2) as u64));
             let bw_at = probe::read_bandwidth_gbs(PROBE_BYTES, 3);
             group.bench_function(
-                BenchmarkId::new(format!("m{m}_k{K}_n{n}_bf16_cycled"), count),
+                BenchmarkId::new(format!("m{m}_k{K}_n{n}_bf16_x{acts}_cycled"), count),
                 |b| {
                     b.iter_custom(|iters| {
                         samples.time(iters, || {
@@ -99,7 +113,7 @@ fn main() {
                 continue;
             };
             summary.push(format!(
-                "linear m={m} k={K} n={n} bf16, {count} distinct matrices ({:.2} GB): {:.3} ms/call, \
+                "linear m={m} k={K} n={n} bf16, {acts} activations, {count} distinct matrices ({:.2} GB): {:.3} ms/call, \
                  {:.1} GB/s of weight bytes (best sample {:.1} GB/s; plain-sum bandwidth just before / \
                  after: {bw_at:.1} / {bw_end:.1} GB/s)",
                 (per * 2 * count) as f64 / 1e9,

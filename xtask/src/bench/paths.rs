@@ -13,6 +13,7 @@
 use serde::Serialize;
 use tt_ops::kernels::{
     DNNL_MIN_M, GemmMode, PathCounts, amx_usable, describe_path, dnnl_status, gemm_mode,
+    gemv_bf16_usable,
 };
 use tt_ops::{DType, DeviceKernelCounts, device_kernel_counts};
 
@@ -40,6 +41,7 @@ impl Snapshot {
         PhasePaths {
             linear: LinearCalls {
                 gemv: linear.gemv,
+                gemv_bf16: linear.gemv_bf16,
                 gemm: linear.native,
                 amx: linear.amx,
                 dnnl: linear.dnnl,
@@ -81,6 +83,8 @@ fn native_isa() -> String {
 pub struct LinearCalls {
     /// The native streaming GEMV (`m <= 8`).
     pub gemv: u64,
+    /// The same on AVX-512 BF16 (bf16 weights and bf16-valued activations).
+    pub gemv_bf16: u64,
     /// The native packed GEMM.
     pub gemm: u64,
     /// Our AMX tile kernel.
@@ -122,6 +126,7 @@ impl PhasePaths {
         Self {
             linear: LinearCalls {
                 gemv,
+                gemv_bf16: 0,
                 gemm,
                 amx: 0,
                 dnnl,
@@ -145,6 +150,7 @@ impl PhasePaths {
         let l = &self.linear;
         calls_cell([
             ("gemv", l.gemv),
+            ("gemv-bf16", l.gemv_bf16),
             ("gemm", l.gemm),
             ("amx", l.amx),
             ("dnnl", l.dnnl),
@@ -228,6 +234,8 @@ pub fn table<'a>(runs: impl IntoIterator<Item = (&'a str, &'a str, &'a RunPaths)
 pub struct KernelNames {
     /// `gemv`: e.g. `native avx2+fma gemv`.
     pub gemv: String,
+    /// `gemv-bf16`: the AVX-512 BF16 GEMV, or why it does not run here.
+    pub gemv_bf16: String,
     /// `gemm`: e.g. `native avx2+fma gemm`.
     pub gemm: String,
     /// `amx`: our AMX tile kernel, or why it does not run here.
@@ -257,8 +265,14 @@ impl KernelNames {
         } else {
             "not here (no AMX-BF16 tile state)".to_string()
         };
+        let gemv_bf16 = if gemv_bf16_usable() {
+            "native avx512-bf16 gemv (vdpbf16ps; bf16 weights and bf16-valued activations)"
+        } else {
+            "not here (needs AVX-512 BF16 on an AMD CPU)"
+        };
         Self {
             gemv: format!("native {isa} gemv"),
+            gemv_bf16: gemv_bf16.to_string(),
             gemm: format!("native {isa} gemm"),
             amx,
             dnnl: dnnl_status().to_string(),
@@ -269,10 +283,11 @@ impl KernelNames {
     /// The legend lines under the paths table.
     pub fn legend(&self) -> String {
         format!(
-            "linear paths (bf16/f32 weights): gemv = {} (m <= 8 rows); gemm = {}; amx = {}; dnnl = {} ({})\n\
+            "linear paths (bf16/f32 weights): gemv = {} (m <= 8 rows); gemv-bf16 = {}; gemm = {}; amx = {}; dnnl = {} ({})\n\
              device_linear kernels (block-float weights): packed-avx512 / packed-avx2 = tt_ops::packed_gemv on the packed tiles; packed-avx512-bf16 = the same on AVX-512 BF16 pairs (AMD: prefill and decode, both formats; same bits); amx-k-tiles = each K-tile's sum on the AMX tile unit (prefill of >= {} rows under --k-tile-sums matrix-unit; in force: {}); reference = the emulation (other fidelities, or activations out of the fast kernel's range)\n\
              attention: scaled_dot_product_attention (flash, prefill) and sdpa_decode (flash-decoding), f32 math; norms, rotary and elementwise ops have one native path each\n",
             self.gemv,
+            self.gemv_bf16,
             self.gemm,
             self.amx,
             self.dnnl,
@@ -320,7 +335,11 @@ mod tests {
         let mut out = vec![0f32; m * n];
         tt_ops::kernels::matmul_bf16(&x, &w, &mut out, m, k, n);
         let phase = Snapshot::phase_since(&before, attention_kernel("sdpa", DType::Bf16));
-        assert!(phase.linear.gemv >= 1);
+        // bf16-valued activations: the AVX-512 BF16 GEMV where it runs, else the AVX2 one.
+        assert!(phase.linear.gemv + phase.linear.gemv_bf16 >= 1);
+        if !gemv_bf16_usable() {
+            assert!(phase.linear.gemv >= 1);
+        }
         assert_eq!(out[0], 0.5 * 0.25 * 32.0);
         assert!(phase.attention.starts_with("sdpa ") && phase.attention.ends_with(", bf16 KV"));
         assert!(!native_isa().contains("gemv"));

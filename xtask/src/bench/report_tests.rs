@@ -77,6 +77,7 @@ fn fixed_report() -> Report {
         },
         kernels: KernelNames {
             gemv: "native avx2+fma gemv".to_string(),
+            gemv_bf16: "not here (needs AVX-512 BF16 on an AMD CPU)".to_string(),
             gemm: "native avx2+fma gemm".to_string(),
             amx: "AMX tile kernel (tdpbf16ps, weights read in place)".to_string(),
             dnnl: "oneDNN 2.6.3 (brg:avx512_core_amx_bf16, isa avx512_core_amx)".to_string(),

@@ -28,6 +28,8 @@ mod gemv;
 #[cfg(target_arch = "x86_64")]
 mod gemv_avx2;
 #[cfg(target_arch = "x86_64")]
+mod gemv_avx512bf16;
+#[cfg(target_arch = "x86_64")]
 mod gemv_blocks;
 mod isa;
 mod microkernel;
@@ -49,7 +51,7 @@ use elem::WeightElem;
 use isa::Isa;
 pub use path::{
     DNNL_MIN_M, DnnlStatus, GemmMode, GemmPath, PathCounts, amx_usable, describe_path, dnnl_status,
-    gemm_mode, path_counts, set_gemm_mode,
+    gemm_mode, gemv_bf16_usable, path_counts, set_gemm_mode,
 };
 
 /// Largest `m` served by the streaming GEMV path; larger `m` uses the packed GEMM.
@@ -205,6 +207,19 @@ pub(crate) fn column_blocks_into<W: WeightElem>(
         return;
     }
     #[cfg(target_arch = "x86_64")]
+    if let Isa::Avx2Fma(_) = isa
+        && m <= GEMV_MAX_M
+        && let Some(token) = gemv_avx512bf16::GemvBf16::detect()
+        && let Some(wb) = W::as_bf16(w)
+        && gemv_avx512bf16::with_bf16_activations(x, |xb| {
+            gemv_avx512bf16::gemv_column_blocks(token, xb, wb, outs, m, k, n)
+        })
+        .is_some()
+    {
+        path::record(GemmPath::GemvBf16);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if let Isa::Avx2Fma(token) = isa
         && m <= GEMV_MAX_M
         && kb.is_multiple_of(16)
@@ -301,6 +316,18 @@ pub(crate) fn matmul_with<W: WeightElem>(
         return;
     }
     if m <= GEMV_MAX_M {
+        #[cfg(target_arch = "x86_64")]
+        if let Isa::Avx2Fma(_) = isa
+            && let Some(token) = gemv_avx512bf16::GemvBf16::detect()
+            && let Some(wb) = W::as_bf16(w)
+            && gemv_avx512bf16::with_bf16_activations(x, |xb| {
+                gemv_avx512bf16::gemv(token, xb, wb, ldw, out, m, k, n)
+            })
+            .is_some()
+        {
+            path::record(GemmPath::GemvBf16);
+            return;
+        }
         path::record(GemmPath::Gemv);
         gemv::gemv(isa, x, w, ldw, out, m, k, n);
     } else {

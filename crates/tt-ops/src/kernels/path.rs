@@ -105,9 +105,12 @@ pub enum GemmPath {
     Dnnl,
     /// Our AMX tile kernel.
     Amx,
+    /// The native GEMV on AVX-512 BF16 (`vdpbf16ps`; bf16-valued activations).
+    GemvBf16,
 }
 
-static COUNTS: [AtomicU64; 4] = [
+static COUNTS: [AtomicU64; 5] = [
+    AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
@@ -125,6 +128,8 @@ pub struct PathCounts {
     pub dnnl: u64,
     /// AMX tile kernel calls.
     pub amx: u64,
+    /// Native GEMV calls on AVX-512 BF16 (counted apart from `gemv`).
+    pub gemv_bf16: u64,
 }
 
 impl PathCounts {
@@ -135,6 +140,7 @@ impl PathCounts {
             native: self.native - earlier.native,
             dnnl: self.dnnl - earlier.dnnl,
             amx: self.amx - earlier.amx,
+            gemv_bf16: self.gemv_bf16 - earlier.gemv_bf16,
         }
     }
 }
@@ -147,6 +153,7 @@ pub fn path_counts() -> PathCounts {
         native: c(GemmPath::Native),
         dnnl: c(GemmPath::Dnnl),
         amx: c(GemmPath::Amx),
+        gemv_bf16: c(GemmPath::GemvBf16),
     }
 }
 
@@ -248,6 +255,19 @@ pub fn describe_path(m: usize) -> String {
     }
     paths.push(format!("{native} gemm"));
     paths.join(", else ")
+}
+
+/// Whether small-`m` products with bf16 weights and bf16-valued activations run on the AVX-512
+/// BF16 GEMV here ([`GemmPath::GemvBf16`]; AMD CPUs with AVX-512 BF16, unless `TT_OPS_GEMV=avx2`).
+pub fn gemv_bf16_usable() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::gemv_avx512bf16::GemvBf16::detect().is_some()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// The smallest `m` a matrix-unit path takes in `mode` (`None`: never).
