@@ -123,7 +123,7 @@ pub fn linear_column_blocks(xs: &[&Tensor], w: &Tensor) -> Result<Vec<Tensor>> {
             .collect();
     }
     let m: usize = lead.iter().product();
-    let mut x_all = vec![0.0f32; m * k];
+    let mut x_all: Vec<f32> = crate::pages::zeroed_vec(m * k);
     for (b, x) in xs.iter().enumerate() {
         let xv = x.f32_values();
         for i in 0..m {
@@ -131,7 +131,9 @@ pub fn linear_column_blocks(xs: &[&Tensor], w: &Tensor) -> Result<Vec<Tensor>> {
         }
     }
     // One buffer per block, handed to its tensor as is (a prefill's partial sums are megabytes).
-    let mut outs: Vec<Vec<f32>> = (0..blocks).map(|_| vec![0.0f32; m * n]).collect();
+    let mut outs: Vec<Vec<f32>> = (0..blocks)
+        .map(|_| crate::pages::zeroed_vec(m * n))
+        .collect();
     let mut views: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
     matmul_bf16_column_blocks_into(&x_all, w.as_bf16()?, &mut views, m, k, n);
     let shape = [lead, &[n]].concat();
