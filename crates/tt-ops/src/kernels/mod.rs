@@ -5,7 +5,9 @@
 //!
 //! Two strategies, chosen by `m`:
 //! - `m <= GEMV_MAX_M` (decode): [`gemv`] streams each weight row once, widening bf16 to f32 in
-//!   registers, and serves every activation row from it. Bound by memory bandwidth.
+//!   registers, and serves every activation row from it. Bound by memory bandwidth. When the
+//!   activations are bf16 values, AMD's AVX-512 BF16 takes the weights as they lie instead
+//!   ([`gemv_avx512bf16`], `vdpbf16ps`; fewer instructions per byte, so one core streams more).
 //! - larger `m` (prefill): [`gemm`] packs weight panels to f32 (the bf16 widening folded into the
 //!   packing) and runs a register-blocked [`microkernel`] over cache blocks. Bound by FMA throughput.
 //!
