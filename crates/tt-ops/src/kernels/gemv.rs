@@ -58,7 +58,6 @@ pub(super) fn for_row_blocks(
     k: usize,
     block: impl Fn(usize, usize, &mut BlockResult) + Sync,
 ) {
-    let nblocks = n.div_ceil(BLOCK_ROWS);
     let out = DisjointOut::new(out);
     let run = |b: usize| {
         let j0 = b * BLOCK_ROWS;
@@ -72,10 +71,17 @@ pub(super) fn for_row_blocks(
             seg.copy_from_slice(&res[mi * BLOCK_ROWS..mi * BLOCK_ROWS + rows]);
         }
     };
+    for_each_row_block(n, k, run);
+}
+
+/// Runs `task(b)` for every block `b` of up to `BLOCK_ROWS` of `n` weight rows of `k` values:
+/// on the team, or on this thread when the matrix is small or one block.
+pub(super) fn for_each_row_block(n: usize, k: usize, task: impl Fn(usize) + Sync) {
+    let nblocks = n.div_ceil(BLOCK_ROWS);
     if n * k < PAR_MIN_WEIGHTS || nblocks == 1 {
-        (0..nblocks).for_each(run);
+        (0..nblocks).for_each(task);
     } else {
-        crate::team::for_each(nblocks, run);
+        crate::team::for_each(nblocks, task);
     }
 }
 

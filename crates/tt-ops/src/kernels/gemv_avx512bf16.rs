@@ -21,7 +21,7 @@ use std::arch::x86_64::*;
 
 use half::bf16;
 
-use super::gemv::{BLOCK_ROWS, PAR_MIN_WEIGHTS, for_row_blocks};
+use super::gemv::{BLOCK_ROWS, for_each_row_block, for_row_blocks};
 use super::out::DisjointOut;
 use super::scratch::with_scratch;
 
@@ -133,12 +133,7 @@ pub(super) fn gemv_column_blocks(
             }
         }
     };
-    let tasks = n.div_ceil(BLOCK_ROWS);
-    if n * k < PAR_MIN_WEIGHTS || tasks == 1 {
-        (0..tasks).for_each(task);
-    } else {
-        crate::team::for_each(tasks, task);
-    }
+    for_each_row_block(n, k, task);
 }
 
 /// The dot products of one weight row `w` (`w.len()` weights) with columns `c0 .. c0 + w.len()`

@@ -10,7 +10,7 @@
 //! partial result is still its own (`x`'s block `b` only ever meets `w`'s block `b`).
 
 use super::elem::WeightElem;
-use super::gemv::{BLOCK_ROWS, PAR_MIN_WEIGHTS};
+use super::gemv::{BLOCK_ROWS, for_each_row_block};
 use super::gemv_avx2::{Rows, chunk, relayout_even_odd, row_groups};
 use super::isa::Avx2Fma;
 use super::out::DisjointOut;
@@ -35,7 +35,6 @@ pub(super) fn gemv_column_blocks<W: WeightElem>(
     assert!(x.len() == m * k && w.len() == n * k && outs.iter().all(|o| o.len() == m * n));
     let out: Vec<DisjointOut<'_>> = outs.iter_mut().map(|o| DisjointOut::new(o)).collect();
     let run = |xv: &[f32]| {
-        let nblocks = n.div_ceil(BLOCK_ROWS);
         let task = |t: usize| {
             let j0 = t * BLOCK_ROWS;
             let nrows = BLOCK_ROWS.min(n - j0);
@@ -55,11 +54,7 @@ pub(super) fn gemv_column_blocks<W: WeightElem>(
                 )
             }
         };
-        if n * k < PAR_MIN_WEIGHTS || nblocks == 1 {
-            (0..nblocks).for_each(task);
-        } else {
-            crate::team::for_each(nblocks, task);
-        }
+        for_each_row_block(n, k, task);
     };
     if W::PAIRS_EVEN_ODD {
         with_scratch(m * k, |xr| {

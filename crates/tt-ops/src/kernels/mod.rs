@@ -209,16 +209,11 @@ pub(crate) fn column_blocks_into<W: WeightElem>(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if let Isa::Avx2Fma(_) = isa
-        && m <= GEMV_MAX_M
-        && let Some(token) = gemv_avx512bf16::GemvBf16::detect()
-        && let Some(wb) = W::as_bf16(w)
-        && gemv_avx512bf16::with_bf16_activations(x, |xb| {
+    if m <= GEMV_MAX_M
+        && on_gemv_bf16(isa, x, w, |token, xb, wb| {
             gemv_avx512bf16::gemv_column_blocks(token, xb, wb, outs, m, k, n)
         })
-        .is_some()
     {
-        path::record(GemmPath::GemvBf16);
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -288,6 +283,27 @@ fn try_matrix_units<W: WeightElem>(
     shapes_ok && path::try_matrix_units(x, w, ldw, out, m, k, n)
 }
 
+/// Runs `run` on the AVX-512 BF16 GEMV ([`gemv_avx512bf16`]) and counts the call when the
+/// caller's instruction set is the vector one, this CPU has that kernel, the weights are bf16 and
+/// every activation is a bf16 value; false (nothing run) otherwise.
+#[cfg(target_arch = "x86_64")]
+fn on_gemv_bf16<W: WeightElem>(
+    isa: Isa,
+    x: &[f32],
+    w: &[W],
+    run: impl FnOnce(gemv_avx512bf16::GemvBf16, &[half::bf16], &[half::bf16]),
+) -> bool {
+    if let Isa::Avx2Fma(_) = isa
+        && let Some(token) = gemv_avx512bf16::GemvBf16::detect()
+        && let Some(wb) = W::as_bf16(w)
+        && gemv_avx512bf16::with_bf16_activations(x, |xb| run(token, xb, wb)).is_some()
+    {
+        path::record(GemmPath::GemvBf16);
+        return true;
+    }
+    false
+}
+
 /// The native kernels, with the instruction set chosen by the caller (tests force the scalar path
 /// through it).
 #[allow(clippy::too_many_arguments)]
@@ -319,15 +335,9 @@ pub(crate) fn matmul_with<W: WeightElem>(
     }
     if m <= GEMV_MAX_M {
         #[cfg(target_arch = "x86_64")]
-        if let Isa::Avx2Fma(_) = isa
-            && let Some(token) = gemv_avx512bf16::GemvBf16::detect()
-            && let Some(wb) = W::as_bf16(w)
-            && gemv_avx512bf16::with_bf16_activations(x, |xb| {
-                gemv_avx512bf16::gemv(token, xb, wb, ldw, out, m, k, n)
-            })
-            .is_some()
-        {
-            path::record(GemmPath::GemvBf16);
+        if on_gemv_bf16(isa, x, w, |token, xb, wb| {
+            gemv_avx512bf16::gemv(token, xb, wb, ldw, out, m, k, n)
+        }) {
             return;
         }
         path::record(GemmPath::Gemv);
