@@ -53,7 +53,7 @@ use tt_ops::kernels::probe;
 
 use cat::{Cat, CatSource, cat_files};
 use counts::{Counts, median, synthetic_ids};
-use paths::{KernelNames, RunPaths, Snapshot, attention_kernel};
+use paths::{KernelNames, RunPaths, Snapshot, attention_kernel, prefill_attention_kernel};
 use report::{BatchDecode, Decode, Pages, Prefill, Probes, Report, RssScope, Run};
 
 /// Activation fidelity (the KV cache is f32 under f32, bf16 under bf16).
@@ -397,7 +397,7 @@ fn bench_config(
 
     let prefill_paths = Snapshot::phase_since(
         &counters,
-        attention_kernel("scaled_dot_product_attention", kv_dtype),
+        prefill_attention_kernel(kv_dtype, counters.attention_since()),
     );
     let decode_attention = attention_kernel("sdpa_decode", kv_dtype);
 

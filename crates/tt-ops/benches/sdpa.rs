@@ -3,8 +3,9 @@
 //! - decode: one token over one layer's cache at 4096 positions (32 heads, 32 KV heads, dh 96, bf16;
 //!   K + V = 50.3 MB), contiguous and paged (block 64); the bench cycles over 4 distinct layer
 //!   caches (201 MB) so the last-level cache cannot help. Figure: GB/s of cache bytes read.
-//! - prefill: causal attention over 512 tokens, 32 heads, dh 96, f32. Figure: GFLOP/s (the causal
-//!   half of `4 * S^2 * dh` per head).
+//! - prefill: causal attention over 512 tokens, 32 heads, dh 96: f32, and bf16 Q, K, V on the
+//!   native kernel and (with AMX-BF16) the tile unit. Figure: GFLOP/s (the causal half of
+//!   `4 * S^2 * dh` per head).
 //!
 //! Also prints the plain-sum read bandwidth (before, around each decode case, after) and the
 //! register-only FMA peak, sampled in the same run.
@@ -21,8 +22,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use tt_ops::kernels::probe;
 use tt_ops::{
-    DType, PageTable, SdpaDecodeOptions, SdpaOptions, Tensor, scaled_dot_product_attention,
-    sdpa_decode,
+    DType, PageTable, SdpaDecodeOptions, SdpaOptions, Tensor, attention_counts,
+    scaled_dot_product_attention, sdpa_decode, set_native_attention,
 };
 
 const NH: usize = 32;
@@ -168,15 +169,61 @@ fn main() {
                 })
             })
         });
+        // The same with bf16 Q, K and V (every preset but f32): the native kernel, then the AMX
+        // tile unit where this CPU has one.
+        let as_bf16 = |t: &Tensor| t.to_dtype(DType::Bf16);
+        let (kb, vb) = (as_bf16(&k), as_bf16(&v));
+        let qb = Tensor::from_f32(as_bf16(&q).to_f32_vec(), q.shape()).unwrap();
+        let mut bf16_samples = Vec::new();
+        for native in [true, false] {
+            set_native_attention(native);
+            let before = attention_counts();
+            scaled_dot_product_attention(&qb, &kb, &vb, &o).unwrap();
+            let ran = attention_counts().since(before);
+            let kernel = if ran.amx > 0 { "amx" } else { "native" };
+            if !native && ran.amx == 0 {
+                summary.push("sdpa prefill bf16 on the tile unit: no AMX-BF16 here".into());
+                continue;
+            }
+            let samples = Samples::default();
+            group.bench_function(
+                format!("causal_s{s_len}_nh{NH}_dh{DH}_bf16_{kernel}"),
+                |b| {
+                    b.iter_custom(|iters| {
+                        samples.time(iters, || {
+                            std::hint::black_box(
+                                scaled_dot_product_attention(&qb, &kb, &vb, &o).unwrap(),
+                            );
+                        })
+                    })
+                },
+            );
+            bf16_samples.push((kernel, samples.median()));
+        }
+        set_native_attention(false);
         group.finish();
-        if let Some(s) = samples.median() {
+        let f32_median = samples.median().map(|s| ("f32, native", s));
+        let bf16_medians = bf16_samples
+            .iter()
+            .filter_map(|(kernel, s)| s.map(|s| (*kernel, s)))
+            .map(|(kernel, s)| {
+                (
+                    if kernel == "amx" {
+                        "bf16, amx"
+                    } else {
+                        "bf16, native"
+                    },
+                    s,
+                )
+            });
+        for (what, s) in f32_median.into_iter().chain(bf16_medians) {
             summary.push(format!(
-            "sdpa prefill causal S={s_len}, {NH} heads, dh {DH}, f32: {:.2} ms/call, {:.1} GFLOP/s \
-             ({:.0}% of the measured FMA peak {peak:.1})",
-            s * 1e3,
-            flops / s / 1e9,
-            100.0 * flops / s / 1e9 / peak
-        ));
+                "sdpa prefill causal S={s_len}, {NH} heads, dh {DH}, {what}: {:.2} ms/call, \
+                 {:.1} GFLOP/s ({:.0}% of the measured FMA peak {peak:.1})",
+                s * 1e3,
+                flops / s / 1e9,
+                100.0 * flops / s / 1e9 / peak
+            ));
         }
     }
 

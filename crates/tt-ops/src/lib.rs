@@ -62,6 +62,8 @@ pub mod pages;
 pub mod rope;
 pub mod rotary;
 pub mod sdpa;
+#[cfg(target_arch = "x86_64")]
+mod sdpa_amx;
 pub mod sdpa_decode;
 mod simd;
 #[cfg(target_arch = "x86_64")]
@@ -90,7 +92,10 @@ pub use linear::{linear, linear_column_blocks, linear_into};
 pub use norm::{rms_norm, rms_norm_into};
 pub use rope::{CosSin, RopeScaling, RopeSpec, RopeTables, RopeVariant};
 pub use rotary::{RotaryPadding, rope_tables, rotary_embedding, rotary_embedding_decode};
-pub use sdpa::{SdpaOptions, scaled_dot_product_attention};
+pub use sdpa::{
+    AttentionCounts, SdpaOptions, attention_counts, scaled_dot_product_attention,
+    set_native_attention,
+};
 pub use sdpa_decode::{SdpaDecodeOptions, sdpa_decode};
 pub use storage::SharedElements;
 pub use tensor::{DType, Element, Tensor};

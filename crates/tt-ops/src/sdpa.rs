@@ -12,6 +12,15 @@
 //! Memory is `O(block)` per work item: each (batch, head, query block) item walks the key blocks its
 //! mask allows, keeping a running max, sum and output per query row (flash attention), so nothing of
 //! size `Sq * Sk` is ever materialised.
+//!
+//! Two kernels, chosen per call: on a CPU with AMX-BF16, when Q, K and V are all bf16 values (every
+//! preset but `f32`), `dh` is a multiple of 32 and there are at least 16 query rows, the products
+//! run on the tile unit (`crate::sdpa_amx`: exact products, f32 sums, as here); otherwise the
+//! native kernel below (AVX2 + FMA or portable). `TT_OPS_SDPA=native` keeps the native kernel
+//! everywhere (for comparisons; also [`set_native_attention`]); [`attention_counts`] counts the
+//! calls of each.
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
@@ -51,7 +60,7 @@ impl Default for SdpaOptions {
 
 /// Key range `[lo, hi)` visible to a query at position `p`.
 #[inline]
-fn visible(p: usize, sk: usize, o: &SdpaOptions) -> (usize, usize) {
+pub(crate) fn visible(p: usize, sk: usize, o: &SdpaOptions) -> (usize, usize) {
     if !o.causal {
         return (0, sk);
     }
@@ -230,8 +239,98 @@ pub fn scaled_dot_product_attention(
     Tensor::from_f32(out, q.shape())
 }
 
+/// Prefill attention calls per kernel since the process started (take differences around a phase).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttentionCounts {
+    /// Calls on the AMX tile unit.
+    pub amx: u64,
+    /// Calls on the native kernel.
+    pub native: u64,
+}
+
+impl AttentionCounts {
+    /// The calls made since `earlier`.
+    pub fn since(self, earlier: AttentionCounts) -> AttentionCounts {
+        AttentionCounts {
+            amx: self.amx - earlier.amx,
+            native: self.native - earlier.native,
+        }
+    }
+}
+
+static AMX_CALLS: AtomicU64 = AtomicU64::new(0);
+static NATIVE_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// [`scaled_dot_product_attention`]'s calls per kernel so far.
+pub fn attention_counts() -> AttentionCounts {
+    AttentionCounts {
+        amx: AMX_CALLS.load(Ordering::Relaxed),
+        native: NATIVE_CALLS.load(Ordering::Relaxed),
+    }
+}
+
+/// 0 until first read; 1 = any kernel, 2 = the native kernel only.
+static NATIVE_ONLY: AtomicU8 = AtomicU8::new(0);
+
+/// Whether every call stays on the native kernel: [`set_native_attention`]'s choice, else
+/// `TT_OPS_SDPA=native` (read once).
+fn native_only() -> bool {
+    match NATIVE_ONLY.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let native =
+                std::env::var("TT_OPS_SDPA").is_ok_and(|v| v.trim().eq_ignore_ascii_case("native"));
+            let code = if native { 2 } else { 1 };
+            let _ = NATIVE_ONLY.compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
+            native_only()
+        }
+    }
+}
+
+/// Keeps every call of the process on the native kernel (`true`) or lets the tile unit take the
+/// calls it can (`false`), overriding `TT_OPS_SDPA` (benchmarks comparing the kernels).
+pub fn set_native_attention(native: bool) {
+    NATIVE_ONLY.store(if native { 2 } else { 1 }, Ordering::Relaxed);
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run<E: Lanes>(
+    q: &[f32],
+    k: &[E],
+    v: &[E],
+    [b, nh, sq, dh]: [usize; 4],
+    nkv: usize,
+    sk: usize,
+    opts: &SdpaOptions,
+    scale: f32,
+    out: &mut [f32],
+) {
+    if sq == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !native_only() {
+        let dims = crate::sdpa_amx::Dims {
+            nh,
+            sq,
+            dh,
+            nkv,
+            sk,
+        };
+        if crate::sdpa_amx::attention(q, k, v, dims, opts, scale, out) {
+            AMX_CALLS.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    NATIVE_CALLS.fetch_add(1, Ordering::Relaxed);
+    native(q, k, v, [b, nh, sq, dh], nkv, sk, opts, scale, out);
+}
+
+/// The native kernel: work items of [`Q_BLOCK`] query rows, each on the AVX2 + FMA or portable
+/// code of [`QBlock`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn native<E: Lanes>(
     q: &[f32],
     k: &[E],
     v: &[E],
@@ -242,9 +341,6 @@ fn run<E: Lanes>(
     scale: f32,
     out: &mut [f32],
 ) {
-    if sq == 0 {
-        return;
-    }
     let g = nh / nkv;
     let blocks = sq.div_ceil(Q_BLOCK);
     // Work items: (batch * head, query block); each writes its own rows of `out`.

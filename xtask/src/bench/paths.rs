@@ -5,7 +5,8 @@
 //! - products with block-float weights (`tt_ops::device_linear`, the packed presets):
 //!   [`tt_ops::device_kernel_counts`] per [`tt_ops::DeviceKernel`];
 //! - attention: one kernel per phase (`scaled_dot_product_attention` in prefill, `sdpa_decode` in
-//!   decode), named with the instruction set and the KV cache's element type; no counter.
+//!   decode), named with the instruction set and the KV cache's element type; prefill's calls are
+//!   counted per kernel ([`tt_ops::attention_counts`]: the AMX tile unit or the native kernel).
 //!
 //! [`KernelNames`] says what the path names stand for on this machine (the oneDNN build and the
 //! implementation it picks, the native kernels' instruction set).
@@ -15,13 +16,14 @@ use tt_ops::kernels::{
     DNNL_MIN_M, GemmMode, PathCounts, amx_usable, describe_path, dnnl_status, gemm_mode,
     gemv_bf16_usable,
 };
-use tt_ops::{DType, DeviceKernelCounts, device_kernel_counts};
+use tt_ops::{AttentionCounts, DType, DeviceKernelCounts, attention_counts, device_kernel_counts};
 
 /// Both counters at one instant.
 #[derive(Debug, Clone, Copy)]
 pub struct Snapshot {
     linear: PathCounts,
     device: DeviceKernelCounts,
+    attention: AttentionCounts,
 }
 
 impl Snapshot {
@@ -30,7 +32,13 @@ impl Snapshot {
         Self {
             linear: tt_ops::kernels::path_counts(),
             device: device_kernel_counts(),
+            attention: attention_counts(),
         }
+    }
+
+    /// Prefill attention calls per kernel since this snapshot.
+    pub fn attention_since(&self) -> AttentionCounts {
+        attention_counts().since(self.attention)
     }
 
     /// The calls between `earlier` and now, the phase's attention kernel beside them.
@@ -66,6 +74,25 @@ pub fn attention_kernel(op: &str, kv: DType) -> String {
         DType::Bf16 => "bf16",
     };
     format!("{op} {}, {kv} KV", native_isa())
+}
+
+/// Prefill attention (`scaled_dot_product_attention`) with the kernels its `calls` ran on: the
+/// AMX tile unit (`amx-bf16`), the native kernel, or both with their call counts.
+pub fn prefill_attention_kernel(kv: DType, calls: AttentionCounts) -> String {
+    let native = attention_kernel("scaled_dot_product_attention", kv);
+    if calls.amx == 0 {
+        return native;
+    }
+    let (op_isa, kv) = native.split_once(", ").unwrap_or((&native, ""));
+    let isa = op_isa.rsplit(' ').next().unwrap_or("native");
+    if calls.native == 0 {
+        format!("scaled_dot_product_attention amx-bf16, {kv}")
+    } else {
+        format!(
+            "scaled_dot_product_attention amx-bf16 ({} calls) + {isa} ({} calls), {kv}",
+            calls.amx, calls.native
+        )
+    }
 }
 
 /// The native kernels' instruction set (`avx2+fma` or `scalar`), as `tt_ops` reports it for its
@@ -322,6 +349,24 @@ mod tests {
             ("-".into(), "-".into())
         );
         assert_eq!(none.device_linear.len(), DeviceKernel::ALL.len());
+    }
+
+    #[test]
+    fn prefill_attention_names_the_kernels_its_calls_took() {
+        let calls = |amx, native| AttentionCounts { amx, native };
+        let isa = native_isa();
+        assert_eq!(
+            prefill_attention_kernel(DType::Bf16, calls(0, 32)),
+            format!("scaled_dot_product_attention {isa}, bf16 KV")
+        );
+        assert_eq!(
+            prefill_attention_kernel(DType::Bf16, calls(32, 0)),
+            "scaled_dot_product_attention amx-bf16, bf16 KV"
+        );
+        assert_eq!(
+            prefill_attention_kernel(DType::F32, calls(3, 29)),
+            format!("scaled_dot_product_attention amx-bf16 (3 calls) + {isa} (29 calls), f32 KV")
+        );
     }
 
     /// The counters move by what ran between two snapshots (other tests may add calls
