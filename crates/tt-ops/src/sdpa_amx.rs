@@ -28,7 +28,7 @@ use crate::simd::{self, Kernel, Lanes};
 /// Query rows per work item: two 16-row left tiles.
 const Q_ROWS: usize = 32;
 /// Keys per softmax step: two steps of 32 keys in `P V`.
-const KEYS: usize = 64;
+const KEYS: usize = 128;
 /// bf16 parts of one f32 probability.
 const PARTS: usize = 3;
 /// Shortest prompt sent to the tile unit (a shorter one is a decode-sized call).
@@ -62,21 +62,15 @@ pub(crate) fn attention<E: Lanes>(
     if d.dh == 0 || !d.dh.is_multiple_of(32) || d.sq < MIN_SQ || d.nkv == 0 {
         return false;
     }
-    if !q
-        .par_chunks(1 << 14)
-        .all(|c| c.iter().all(|x| x.to_bits() & 0xFFFF == 0))
-    {
+    if !all_bf16(q) || !all_bf16(k) || !all_bf16(v) {
         return false;
     }
-    let head = d.sk * d.dh;
-    let heads: Option<Vec<(Vec<u16>, Vec<u16>)>> = k
-        .par_chunks(head.max(1))
-        .zip(v.par_chunks(head.max(1)))
-        .map(|(kh, vh)| Some((keys_layout(kh, d.sk, d.dh)?, values_layout(vh, d.sk, d.dh)?)))
+    let head = (d.sk * d.dh).max(1);
+    let heads: Vec<(Vec<u32>, Vec<u32>)> = k
+        .par_chunks(head)
+        .zip(v.par_chunks(head))
+        .map(|(kh, vh)| (keys_layout(kh, d.sk, d.dh), values_layout(vh, d.sk, d.dh)))
         .collect();
-    let Some(heads) = heads else {
-        return false;
-    };
     let group = d.nh / d.nkv;
     let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
     for (bh, head_out) in out.chunks_mut(d.sq * d.dh).enumerate() {
@@ -91,8 +85,8 @@ pub(crate) fn attention<E: Lanes>(
         simd::dispatch(Block {
             amx,
             q: &q[q0..q0 + rows.len()],
-            kp,
-            vp,
+            kp: bytemuck::cast_slice(kp),
+            vp: bytemuck::cast_slice(vp),
             dh: d.dh,
             sk: d.sk,
             p0: opts.q_offset + qb * Q_ROWS,
@@ -104,11 +98,18 @@ pub(crate) fn attention<E: Lanes>(
     true
 }
 
-/// The bf16 bits of `x`, or `None` if `x` is not a bf16 value.
+/// Whether every value is a bf16 value (at once for bf16 storage).
+fn all_bf16<E: Lanes>(xs: &[E]) -> bool {
+    E::DTYPE == crate::tensor::DType::Bf16
+        || xs
+            .par_chunks(1 << 14)
+            .all(|c| c.iter().all(|x| x.to_f32().to_bits() & 0xFFFF == 0))
+}
+
+/// The upper half of `x`'s f32 bits: its bf16 bits when `x` is a bf16 value.
 #[inline(always)]
-fn bf16_bits<E: Lanes>(x: E) -> Option<u16> {
-    let bits = x.to_f32().to_bits();
-    (bits & 0xFFFF == 0).then_some((bits >> 16) as u16)
+fn bf16_bits<E: Lanes>(x: E) -> u32 {
+    x.to_f32().to_bits() >> 16
 }
 
 /// Keys padded to a multiple of [`KEYS`].
@@ -116,36 +117,50 @@ fn padded(sk: usize) -> usize {
     sk.div_ceil(KEYS) * KEYS
 }
 
-/// One KV head's keys `[sk, dh]` as right operands of `Q K^T`: block `b` of 16 keys, pair `p` of
-/// `dh`, key `j`, then the pair: element `((b * dh/2 + p) * 16 + j) * 2 + e` is `k[16b + j][2p + e]`.
-/// The tile of block `b` at step `s` (32 values of `dh`) is the 1 KiB at `(b * dh/2 + 16s) * 32`.
-fn keys_layout<E: Lanes>(k: &[E], sk: usize, dh: usize) -> Option<Vec<u16>> {
-    let mut out = vec![0u16; padded(sk) * dh];
+/// One KV head's keys `[sk, dh]` (bf16 values) as right operands of `Q K^T`, in `u32` pairs (low
+/// half first): block `b` of 16 keys, pair `p` of `dh`, key `j`: pair `(b * dh/2 + p) * 16 + j` is
+/// `k[16b + j][2p], k[16b + j][2p + 1]`. The tile of block `b` at step `s` (32 values of `dh`) is
+/// the 1 KiB at pair `(b * dh/2 + 16s) * 16`: key `j`'s block starts at pair `j * dh/2`.
+fn keys_layout<E: Lanes>(k: &[E], sk: usize, dh: usize) -> Vec<u32> {
+    let mut out = vec![0u32; padded(sk) * dh / 2];
     for (j, row) in k.chunks_exact(dh).take(sk).enumerate() {
-        let (b, j) = (j / 16, j % 16);
+        let block = &mut out[(j / 16) * 8 * dh..(j / 16 + 1) * 8 * dh];
         for (p, pair) in row.chunks_exact(2).enumerate() {
-            let at = ((b * dh / 2 + p) * 16 + j) * 2;
-            out[at] = bf16_bits(pair[0])?;
-            out[at + 1] = bf16_bits(pair[1])?;
+            block[p * 16 + j % 16] = bf16_bits(pair[0]) | bf16_bits(pair[1]) << 16;
         }
     }
-    Some(out)
+    out
 }
 
-/// One KV head's values `[sk, dh]` as right operands of `P V`: step `t` of 32 keys, column block
-/// `c` of 16 values of `dh`, key pair `p`, column `j`, then the pair: element
-/// `(((t * dh/16 + c) * 16 + p) * 16 + j) * 2 + e` is `v[32t + 2p + e][16c + j]`; tile `(t, c)` is
-/// the 1 KiB at `(t * dh/16 + c) * 512`.
-fn values_layout<E: Lanes>(v: &[E], sk: usize, dh: usize) -> Option<Vec<u16>> {
-    let mut out = vec![0u16; padded(sk) * dh];
-    for (key, row) in v.chunks_exact(dh).take(sk).enumerate() {
-        let (t, p, e) = (key / 32, (key % 32) / 2, key % 2);
-        for (col, &x) in row.iter().enumerate() {
-            let (c, j) = (col / 16, col % 16);
-            out[(((t * dh / 16 + c) * 16 + p) * 16 + j) * 2 + e] = bf16_bits(x)?;
+/// One KV head's values `[sk, dh]` (bf16 values) as right operands of `P V`, in `u32` pairs (low
+/// half first): step `t` of 32 keys, column block `c` of 16 values of `dh`, key pair `p`, column
+/// `j`: pair `((t * dh/16 + c) * 16 + p) * 16 + j` is `v[32t + 2p][16c + j], v[32t + 2p + 1][16c + j]`;
+/// tile `(t, c)` is the 1 KiB at pair `(t * dh/16 + c) * 256`: key `j`'s step starts at pair
+/// `j * dh/2`. An odd last key pairs with a zero.
+fn values_layout<E: Lanes>(v: &[E], sk: usize, dh: usize) -> Vec<u32> {
+    let mut out = vec![0u32; padded(sk) * dh / 2];
+    for (pair, rows) in v[..sk * dh].chunks(2 * dh).enumerate() {
+        let (t, p) = (pair / 16, pair % 16);
+        let (r0, r1) = rows.split_at(dh);
+        for c in 0..dh / 16 {
+            let at = ((t * dh / 16 + c) * 16 + p) * 16;
+            let dst = &mut out[at..at + 16];
+            let (x0, x1) = (&r0[16 * c..16 * c + 16], r1.get(16 * c..16 * c + 16));
+            match x1 {
+                Some(x1) => {
+                    for ((d, &a), &b) in dst.iter_mut().zip(x0).zip(x1) {
+                        *d = bf16_bits(a) | bf16_bits(b) << 16;
+                    }
+                }
+                None => {
+                    for (d, &a) in dst.iter_mut().zip(x0) {
+                        *d = bf16_bits(a);
+                    }
+                }
+            }
         }
     }
-    Some(out)
+    out
 }
 
 /// `x` rounded to the nearest bf16 (ties to even), as its bits. `x` is a probability here: finite.
@@ -157,13 +172,31 @@ fn round_bits(x: f32) -> u16 {
 
 /// `x` as three bf16 values whose sum is `x` exactly (for `x` of at least 2^-102 or zero: the
 /// last part must be a normal bf16).
-#[inline(always)]
+#[cfg(test)]
 pub(crate) fn split3(x: f32) -> [u16; PARTS] {
-    let hi = round_bits(x);
-    let r = x - f32::from_bits(u32::from(hi) << 16);
-    let mid = round_bits(r);
-    let lo = round_bits(r - f32::from_bits(u32::from(mid) << 16));
-    [hi, mid, lo]
+    let mut p = vec![0u16; PARTS * Q_ROWS * KEYS];
+    let mut row = [0f32; KEYS];
+    row[0] = x;
+    split_row(&row, &mut p, 0);
+    [p[0], p[Q_ROWS * KEYS], p[2 * Q_ROWS * KEYS]]
+}
+
+/// Row `i` of the probability parts `p` (`[part][row][key]`): each probability of `row` as
+/// three bf16 values that sum to it exactly, `hi + mid + lo` (8 significant bits each; exact for
+/// values of at least 2^-102 or zero, where the last part is a normal bf16). One pass per part
+/// over contiguous slices, so the compiler vectorizes it.
+#[inline(always)]
+fn split_row(row: &[f32], p: &mut [u16], i: usize) {
+    let mut rest = [0f32; KEYS];
+    rest.copy_from_slice(row);
+    for part in 0..PARTS {
+        let dst = &mut p[(part * Q_ROWS + i) * KEYS..(part * Q_ROWS + i + 1) * KEYS];
+        for (d, r) in dst.iter_mut().zip(rest.iter_mut()) {
+            let bits = round_bits(*r);
+            *d = bits;
+            *r -= f32::from_bits(u32::from(bits) << 16);
+        }
+    }
 }
 
 /// One work item: query rows `p0 ..` of one head.
@@ -218,25 +251,20 @@ impl Kernel for Block<'_> {
             // the bits of the same rows in the whole prompt.
             for (i, &(a, b)) in ranges.iter().enumerate() {
                 let row = &mut s[i * KEYS..(i + 1) * KEYS];
-                for (jj, x) in row.iter_mut().enumerate() {
-                    let j = j0 + jj;
-                    *x = if j >= a && j < b {
-                        *x * self.scale
-                    } else {
-                        f32::NEG_INFINITY
-                    };
+                // Columns a - j0 .. b - j0 are visible (all of them off the diagonal).
+                let first = a.saturating_sub(j0).min(KEYS);
+                let end = b.saturating_sub(j0).clamp(first, KEYS);
+                row[..first].fill(f32::NEG_INFINITY);
+                row[end..].fill(f32::NEG_INFINITY);
+                for x in &mut row[first..end] {
+                    *x *= self.scale;
                 }
                 let (m, l) = &mut state[i];
                 let alpha = simd::online_softmax_step::<FMA>(m, l, row);
                 if alpha != 1.0 {
                     simd::scale(alpha, &mut o[i * dh..(i + 1) * dh]);
                 }
-                for (jj, &x) in row.iter().enumerate() {
-                    let parts = split3(x);
-                    for (part, &bits) in parts.iter().enumerate() {
-                        p[(part * Q_ROWS + i) * KEYS + jj] = bits;
-                    }
-                }
+                split_row(row, &mut p, i);
             }
             weighted_values(&p, &self.vp[j0 * dh..], halves, dh, &mut o);
             j0 += KEYS;
@@ -282,7 +310,7 @@ fn weighted_values(p: &[u16], vp: &[u16], halves: usize, dh: usize, o: &mut [f32
     let cols = dh / 16;
     assert!(
         p.len() == PARTS * Q_ROWS * KEYS
-            && (1..=2).contains(&halves)
+            && (1..=KEYS / 32).contains(&halves)
             && vp.len() >= halves * cols * 512
             && o.len() == Q_ROWS * dh,
         "sdpa_amx weighted_values: operand sizes do not match dh={dh}"
