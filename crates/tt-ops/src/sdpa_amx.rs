@@ -28,7 +28,7 @@ use crate::simd::{self, Kernel, Lanes};
 /// Query rows per work item: two 16-row left tiles.
 const Q_ROWS: usize = 32;
 /// Keys per softmax step: two steps of 32 keys in `P V`.
-const KEYS: usize = 128;
+const KEYS: usize = 64;
 /// bf16 parts of one f32 probability.
 const PARTS: usize = 3;
 /// Shortest prompt sent to the tile unit (a shorter one is a decode-sized call).
@@ -78,23 +78,26 @@ pub(crate) fn attention<E: Lanes>(
             tasks.push((bh, qb, rows));
         }
     }
-    tasks.into_par_iter().for_each(|(bh, qb, rows)| {
-        let (bi, h) = (bh / d.nh, bh % d.nh);
-        let (kp, vp) = &heads[bi * d.nkv + h / group];
-        let q0 = (bh * d.sq + qb * Q_ROWS) * d.dh;
-        simd::dispatch(Block {
-            amx,
-            q: &q[q0..q0 + rows.len()],
-            kp: bytemuck::cast_slice(kp),
-            vp: bytemuck::cast_slice(vp),
-            dh: d.dh,
-            sk: d.sk,
-            p0: opts.q_offset + qb * Q_ROWS,
-            opts,
-            scale,
-            out: rows,
+    let scratch = || Scratch::new(amx, d.dh);
+    tasks
+        .into_par_iter()
+        .for_each_init(scratch, |scratch, (bh, qb, rows)| {
+            let (bi, h) = (bh / d.nh, bh % d.nh);
+            let (kp, vp) = &heads[bi * d.nkv + h / group];
+            let q0 = (bh * d.sq + qb * Q_ROWS) * d.dh;
+            simd::dispatch(Block {
+                scratch,
+                q: &q[q0..q0 + rows.len()],
+                kp: bytemuck::cast_slice(kp),
+                vp: bytemuck::cast_slice(vp),
+                dh: d.dh,
+                sk: d.sk,
+                p0: opts.q_offset + qb * Q_ROWS,
+                opts,
+                scale,
+                out: rows,
+            });
         });
-    });
     true
 }
 
@@ -200,8 +203,35 @@ fn split_row(row: &[f32], p: &mut [u16], i: usize) {
 }
 
 /// One work item: query rows `p0 ..` of one head.
+/// A thread's tile configuration and buffers, kept from one work item to the next.
+struct Scratch {
+    /// tmm0-7 configured on this thread.
+    _tiles: TileRegisters,
+    /// The item's query rows as bf16 bits, `[Q_ROWS, dh]` (rows past the item's zero).
+    qb: Vec<u16>,
+    /// Scores, `[Q_ROWS, KEYS]`.
+    s: Vec<f32>,
+    /// Probability parts, `[PARTS, Q_ROWS, KEYS]` (rows past the item's zero).
+    p: Vec<u16>,
+    /// Output rows, `[Q_ROWS, dh]`.
+    o: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(amx: Amx, dh: usize) -> Scratch {
+        Scratch {
+            _tiles: TileRegisters::configure(amx),
+            qb: vec![0; Q_ROWS * dh],
+            s: vec![0.0; Q_ROWS * KEYS],
+            p: vec![0; PARTS * Q_ROWS * KEYS],
+            o: vec![0.0; Q_ROWS * dh],
+        }
+    }
+}
+
 struct Block<'a> {
-    amx: Amx,
+    /// This thread's tiles and buffers.
+    scratch: &'a mut Scratch,
     /// The item's query rows `[rows, dh]` (bf16 values).
     q: &'a [f32],
     /// The KV head in [`keys_layout`] and [`values_layout`].
@@ -223,14 +253,18 @@ impl Kernel for Block<'_> {
     fn run<const FMA: bool>(self) -> Self::Out {
         let dh = self.dh;
         let rows = self.q.len() / dh;
-        let _tiles = TileRegisters::configure(self.amx);
-        let mut qb = vec![0u16; Q_ROWS * dh];
+        let Scratch { qb, s, p, o, .. } = self.scratch;
         for (dst, &x) in qb.iter_mut().zip(self.q) {
             *dst = (x.to_bits() >> 16) as u16;
         }
-        let mut s = vec![0f32; Q_ROWS * KEYS];
-        let mut p = vec![0u16; PARTS * Q_ROWS * KEYS];
-        let mut o = vec![0f32; Q_ROWS * dh];
+        o.fill(0.0);
+        if rows < Q_ROWS {
+            // A short last item: the rows past it stay zero, as for a fresh buffer.
+            qb[rows * dh..].fill(0);
+            for part in 0..PARTS {
+                p[(part * Q_ROWS + rows) * KEYS..(part + 1) * Q_ROWS * KEYS].fill(0);
+            }
+        }
         let mut state = [(f32::NEG_INFINITY, 0.0f32); Q_ROWS];
         let ranges: Vec<(usize, usize)> = (0..rows)
             .map(|i| visible(self.p0 + i, self.sk, self.opts))
@@ -244,7 +278,7 @@ impl Kernel for Block<'_> {
             for half in 0..halves {
                 // Key j's block starts at j·dh in the layout (j a multiple of 16).
                 let kp = &self.kp[(j0 + 32 * half) * dh..];
-                scores(&qb, dh, kp, &mut s[32 * half..]);
+                scores(qb, dh, kp, &mut s[32 * half..]);
             }
             // Every row's softmax runs over all KEYS columns (those past `n` masked): its sums
             // then do not depend on where the item's last row ends, so a chunk of a prompt gives
@@ -264,9 +298,9 @@ impl Kernel for Block<'_> {
                 if alpha != 1.0 {
                     simd::scale(alpha, &mut o[i * dh..(i + 1) * dh]);
                 }
-                split_row(row, &mut p, i);
+                split_row(row, p, i);
             }
-            weighted_values(&p, &self.vp[j0 * dh..], halves, dh, &mut o);
+            weighted_values(p, &self.vp[j0 * dh..], halves, dh, o);
             j0 += KEYS;
         }
         for (i, (dst, (_, l))) in self.out.chunks_exact_mut(dh).zip(&state).enumerate() {

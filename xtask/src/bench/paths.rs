@@ -312,7 +312,7 @@ impl KernelNames {
         format!(
             "linear paths (bf16/f32 weights): gemv = {} (m <= 8 rows); gemv-bf16 = {}; gemm = {}; amx = {}; dnnl = {} ({})\n\
              device_linear kernels (block-float weights): packed-avx512 / packed-avx2 = tt_ops::packed_gemv on the packed tiles; packed-avx512-bf16 = the same on AVX-512 BF16 pairs (AMD: prefill and decode, both formats; same bits); amx-k-tiles = each K-tile's sum on the AMX tile unit (prefill of >= {} rows under --k-tile-sums matrix-unit; in force: {}); reference = the emulation (other fidelities, or activations out of the fast kernel's range)\n\
-             attention: scaled_dot_product_attention (flash, prefill) and sdpa_decode (flash-decoding), f32 math; norms, rotary and elementwise ops have one native path each\n",
+             attention: scaled_dot_product_attention (flash, prefill; amx-bf16 = its two products on the AMX tile unit when Q, K and V are bf16 values, exact products and f32 sums, else the native kernel) and sdpa_decode (flash-decoding), f32 math; norms, rotary and elementwise ops have one native path each\n",
             self.gemv,
             self.gemv_bf16,
             self.gemm,
