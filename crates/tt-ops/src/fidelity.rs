@@ -5,8 +5,6 @@
 //! with [`Fidelity::apply`], so the f32 buffer holds exactly the values a bf16 device buffer would,
 //! while kernels stay single-typed. Weights and KV caches carry their own dtype independently.
 
-use half::bf16;
-
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -49,16 +47,23 @@ impl Fidelity {
     }
 }
 
-/// `x` rounded to the nearest bf16 value (ties to even), returned as f32.
+/// `x` rounded to the nearest bf16 value (ties to even), returned as f32; NaN stays NaN, made
+/// quiet, as `half::bf16::from_f32` does (the same bits for every input). Written without a
+/// branch, so that loops over slices of it vectorize: every op's output passes through it under
+/// `Fidelity::Bf16`.
 #[inline]
 pub fn round_bf16(x: f32) -> f32 {
-    bf16::from_f32(x).to_f32()
+    let bits = x.to_bits();
+    let nearest = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) & 0xFFFF_0000;
+    let quiet_nan = (bits | 0x0040_0000) & 0xFFFF_0000;
+    f32::from_bits(if x.is_nan() { quiet_nan } else { nearest })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::DType;
+    use half::bf16;
 
     #[test]
     fn a_prefill_sized_slice_rounds_value_by_value() {
@@ -68,6 +73,28 @@ mod tests {
         Fidelity::Bf16.round_slice(&mut got);
         for (i, (&g, &v)) in got.iter().zip(&vals).enumerate() {
             assert_eq!(g.to_bits(), round_bf16(v).to_bits(), "value {i}");
+        }
+    }
+
+    /// Every upper half with the lower halves where rounding decides (zero, the last bit, just
+    /// under, at and over the halfway point, all ones) and a few others: the bits of `half`'s
+    /// conversion, NaNs, infinities and the overflow to infinity included.
+    #[test]
+    fn rounds_as_half_does_for_every_upper_half() {
+        let lows = [
+            0x0000u32, 0x0001, 0x3FFF, 0x7FFF, 0x8000, 0x8001, 0xBFFF, 0xC000, 0xFFFF, 0x1234,
+        ];
+        for hi in 0..=0xFFFFu32 {
+            for lo in lows {
+                let x = f32::from_bits(hi << 16 | lo);
+                let want = bf16::from_f32(x).to_f32();
+                assert_eq!(
+                    round_bf16(x).to_bits(),
+                    want.to_bits(),
+                    "{:#010x}",
+                    hi << 16 | lo
+                );
+            }
         }
     }
 
