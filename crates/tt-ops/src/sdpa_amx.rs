@@ -322,7 +322,7 @@ fn scores(qb: &[u16], dh: usize, kp: &[u16], s: &mut [f32]) {
         "sdpa_amx scores: operand sizes do not match dh={dh}"
     );
     let q_stride = dh * 2;
-    // SAFETY: an `Amx` token configured this thread's tiles (the caller holds `TileRegisters`).
+    // SAFETY: an `Amx` token configured this thread's tiles (the caller's `Scratch` holds them).
     // Left tiles: 16 rows `q_stride` bytes apart from qb (and from row 16), 64 bytes each, step
     // `st` at byte 64·st: rows < 32 and bytes < 64·steps = 2·dh, inside qb. Right tiles: key
     // blocks 0 and 1 of kp, 1 KiB per step, `steps` KiB each (kp holds two blocks of 32·dh bytes).
