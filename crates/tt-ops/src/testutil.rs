@@ -55,6 +55,25 @@ pub(crate) fn assert_close_f64(got: &[f32], want: &[f64], tol: f64) {
     assert!(e <= tol, "relative max error {e:e} > {tol:e}");
 }
 
+/// Asserts an attention output close to its reference: `max |got - want|` at most `tol` times
+/// the larger of `max |want|` and `v_max`, the largest value magnitude. Each output is a convex
+/// combination of value rows, so the weights' relative error bounds its error by `v_max` times
+/// that error; measured against `max |want|` alone, an output that cancels to near zero (one
+/// head row of width 1, say) would fail on rounding alone. Nothing may be NaN.
+pub(crate) fn assert_close_attention(got: &[f32], want: &[f64], v_max: f64, tol: f64) {
+    assert!(got.iter().all(|v| v.is_finite()), "non-finite output");
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let scale = want.iter().fold(v_max, |m, v| m.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0.0f64, |m, (g, w)| m.max((f64::from(*g) - w).abs()));
+    assert!(
+        err <= tol * scale,
+        "max error {err:e} > {tol:e} x {scale:e} (the output's or the values' magnitude)"
+    );
+}
+
 /// Softmax attention of one query over the given key/value rows, in f64.
 pub(crate) fn attend_ref(q: &[f32], keys: &[&[f32]], vals: &[&[f32]], scale: f64) -> Vec<f64> {
     let dh = q.len();
