@@ -9,18 +9,9 @@
 
 #[cfg(target_arch = "x86_64")]
 fn main() {
-    // CPUID leaf 7: EDX bit 22 = AMX-BF16, bit 24 = AMX-TILE (std's detection of AMX is unstable).
-    let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
-    if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
-        println!("this CPU has no AMX-BF16: nothing to measure");
-        return;
-    }
-    // Linux hands out the AMX tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM for
-    // XFEATURE_XTILEDATA = 18).
-    // SAFETY: a plain system call with integer arguments; it changes no memory of ours.
-    let granted = unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1023, 18) };
-    if granted != 0 {
-        println!("the kernel refused the AMX tile state (arch_prctl returned {granted})");
+    // CPUID, and Linux's grant of the tile state to this process (permanent, process-wide).
+    if !tt_ops::kernels::amx_usable() {
+        println!("no usable AMX-BF16 here (CPU or kernel): nothing to measure");
         return;
     }
     let steps: u64 = std::env::args()
@@ -76,7 +67,7 @@ mod tiles {
         // Small bf16 operands (1.0), so the sums stay finite and normal.
         let ones = vec![0x3F80u16; 512];
         let start = std::time::Instant::now();
-        // SAFETY: main checked AMX-BF16 and obtained the tile state for the process; `cfg` is a
+        // SAFETY: main checked AMX-BF16 and the process's tile state (`amx_usable`); `cfg` is a
         // valid 64-byte aligned palette-1 configuration of tmm0-7 as 16 rows of 64 bytes; the
         // loads read 16 rows of 64 bytes at `ones` (1 KiB, stride 64); nothing else on this
         // thread uses tile registers, and they are released at the end.
