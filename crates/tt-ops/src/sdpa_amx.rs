@@ -166,7 +166,9 @@ fn values_layout<E: Lanes>(v: &[E], sk: usize, dh: usize) -> Vec<u32> {
     out
 }
 
-/// `x` rounded to the nearest bf16 (ties to even), as its bits. `x` is a probability here: finite.
+/// `x` rounded to the nearest bf16 (ties to even), as its bits. `x` is a probability here:
+/// finite, so this skips [`crate::fidelity::round_bf16`]'s NaN select (calling that instead cost
+/// 5%: `sdpa_prefill 1024 20 amx` alternated, 4.57/4.63 against 4.91/4.84 ms).
 #[inline(always)]
 fn round_bits(x: f32) -> u16 {
     let bits = x.to_bits();
