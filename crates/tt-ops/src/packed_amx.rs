@@ -25,7 +25,8 @@ use tt_numerics::PackedMatrix;
 use tt_numerics::tile::{TILE, TILE_EXPONENTS};
 
 use crate::k_tile_sums::{KTileSums, MATRIX_UNIT_MIN_ROWS};
-use crate::kernels::amx_gemm::{Amx, TileRegisters};
+use crate::kernels::amx_gemm::Amx;
+use crate::kernels::amx_tiles::{self, Quad, TileRegisters};
 use crate::packed_gemv::{FastIsa, FastPlan};
 use crate::packed_gemv_avx512::{Avx512, SignedCodes, round_bf16, signed_codes};
 
@@ -234,33 +235,12 @@ fn decode_row(codes: &SignedCodes, scale: &[f32; 64], g: usize, a_hi: __m512i) -
 /// tmm0-7 are configured as 16 rows of 64 bytes on this thread; 32 rows of 32 bf16 are readable
 /// at `a`, `lda` bytes apart; `b` points at two tiles.
 unsafe fn step(a: *const u16, lda: usize, b: *const Tile, sums: &mut [Tile; 4]) {
-    // SAFETY: the caller's contract; the stores write the four tiles of `sums`.
+    // SAFETY: the caller's contract; the store writes the four contiguous tiles of `sums`.
     unsafe {
-        std::arch::asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            "tileloadd tmm4, [{a0} + {lda}*1]",
-            "tileloadd tmm5, [{a1} + {lda}*1]",
-            "tileloadd tmm6, [{b} + {s64}*1]",
-            "tileloadd tmm7, [{b} + {s64}*1 + 1024]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            "tilestored [{c} + {s64}*1], tmm0",
-            "tilestored [{c} + {s64}*1 + 1024], tmm1",
-            "tilestored [{c} + {s64}*1 + 2048], tmm2",
-            "tilestored [{c} + {s64}*1 + 3072], tmm3",
-            a0 = in(reg) a,
-            a1 = in(reg) a.byte_add(16 * lda),
-            lda = in(reg) lda,
-            b = in(reg) b,
-            c = in(reg) sums.as_mut_ptr(),
-            s64 = in(reg) 64usize,
-            options(nostack),
-        );
+        amx_tiles::zero();
+        let b = b.cast::<u16>();
+        amx_tiles::step(a, a.byte_add(16 * lda), lda, b, b.byte_add(1024));
+        amx_tiles::store(&Quad::tiles(sums.as_mut_ptr()));
     }
 }
 

@@ -21,7 +21,8 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::amx_gemm::{Amx, TileRegisters};
+use crate::kernels::amx_gemm::Amx;
+use crate::kernels::amx_tiles::{self as tiles, Quad, TileRegisters};
 use crate::sdpa::{SdpaOptions, visible};
 use crate::simd::{self, Kernel, Lanes};
 
@@ -336,7 +337,7 @@ fn scores(qb: &[u16], dh: usize, kp: &[u16], s: &mut [f32]) {
             let b = kp.as_ptr().add(512 * st);
             tiles::step(a, a.add(16 * dh), q_stride, b, b.add(16 * dh));
         }
-        tiles::store(s.as_mut_ptr(), KEYS * 4);
+        tiles::store(&Quad::rows(s.as_mut_ptr(), KEYS * 4));
     }
 }
 
@@ -358,7 +359,7 @@ fn weighted_values(p: &[u16], vp: &[u16], halves: usize, dh: usize, o: &mut [f32
     unsafe {
         for g in 0..dh / 32 {
             let c = o.as_mut_ptr().add(32 * g);
-            tiles::load(c, dh * 4);
+            tiles::load(&Quad::rows(c, dh * 4));
             for part in 0..PARTS {
                 for t in 0..halves {
                     let a = p.as_ptr().add(part * Q_ROWS * KEYS + 32 * t);
@@ -366,107 +367,8 @@ fn weighted_values(p: &[u16], vp: &[u16], halves: usize, dh: usize, o: &mut [f32
                     tiles::step(a, a.add(16 * KEYS), KEYS * 2, b, b.add(512));
                 }
             }
-            tiles::store(c, dh * 4);
+            tiles::store(&Quad::rows(c, dh * 4));
         }
-    }
-}
-
-/// The four instructions sequences the kernel is made of. tmm0-3 hold a 32 x 32 f32 result as
-/// four 16 x 16 tiles (`[row half][column half]`); tmm4-5 the left operand's two row halves;
-/// tmm6-7 the right operand's two column halves. The compiler never uses tile registers, so
-/// they keep their values from one `asm!` block to the next.
-mod tiles {
-    /// Zeroes the accumulators.
-    ///
-    /// # Safety
-    /// This thread's tiles are configured as 16 rows of 64 bytes ([`super::TileRegisters`]).
-    pub(super) unsafe fn zero() {
-        // SAFETY: the caller's contract.
-        unsafe {
-            std::arch::asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nostack, nomem)
-            )
-        };
-    }
-
-    /// Loads the accumulators from 32 rows of 32 f32 at `c`, rows `stride` bytes apart.
-    ///
-    /// # Safety
-    /// As [`zero`]; those 32 x 128 bytes are readable.
-    pub(super) unsafe fn load(c: *const f32, stride: usize) {
-        // SAFETY: the caller's contract.
-        unsafe {
-            let c16 = c.cast::<u8>().add(16 * stride);
-            std::arch::asm!(
-                "tileloadd tmm0, [{c} + {s}*1]",
-                "tileloadd tmm1, [{c} + {s}*1 + 64]",
-                "tileloadd tmm2, [{c16} + {s}*1]",
-                "tileloadd tmm3, [{c16} + {s}*1 + 64]",
-                c = in(reg) c,
-                c16 = in(reg) c16,
-                s = in(reg) stride,
-                options(nostack, readonly)
-            )
-        };
-    }
-
-    /// Stores the accumulators as 32 rows of 32 f32 at `c`, rows `stride` bytes apart.
-    ///
-    /// # Safety
-    /// As [`zero`]; those 32 x 128 bytes are writable and nothing else refers to them.
-    pub(super) unsafe fn store(c: *mut f32, stride: usize) {
-        // SAFETY: the caller's contract.
-        unsafe {
-            let c16 = c.cast::<u8>().add(16 * stride);
-            std::arch::asm!(
-                "tilestored [{c} + {s}*1], tmm0",
-                "tilestored [{c} + {s}*1 + 64], tmm1",
-                "tilestored [{c16} + {s}*1], tmm2",
-                "tilestored [{c16} + {s}*1 + 64], tmm3",
-                c = in(reg) c,
-                c16 = in(reg) c16,
-                s = in(reg) stride,
-                options(nostack)
-            )
-        };
-    }
-
-    /// Adds one step of 32 summed values: left row halves at `a0`, `a1` (16 rows of 64 bytes,
-    /// `a_stride` bytes apart), right column halves at `b0`, `b1` (1 KiB each, pair-interleaved).
-    ///
-    /// # Safety
-    /// As [`zero`]; those bytes are readable.
-    pub(super) unsafe fn step(
-        a0: *const u16,
-        a1: *const u16,
-        a_stride: usize,
-        b0: *const u16,
-        b1: *const u16,
-    ) {
-        // SAFETY: the caller's contract.
-        unsafe {
-            std::arch::asm!(
-                "tileloadd tmm4, [{a0} + {sa}*1]",
-                "tileloadd tmm5, [{a1} + {sa}*1]",
-                "tileloadd tmm6, [{b0} + {s64}*1]",
-                "tileloadd tmm7, [{b1} + {s64}*1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                a0 = in(reg) a0,
-                a1 = in(reg) a1,
-                sa = in(reg) a_stride,
-                b0 = in(reg) b0,
-                b1 = in(reg) b1,
-                s64 = in(reg) 64usize,
-                options(nostack, readonly)
-            )
-        };
     }
 }
 

@@ -34,6 +34,7 @@
 use half::bf16;
 use rayon::prelude::*;
 
+use super::amx_tiles::{self, Quad, TileRegisters};
 use super::out::DisjointOut;
 
 /// Output columns per rayon task.
@@ -264,16 +265,6 @@ fn prefetch(w: &[bf16], ld: usize, rows: usize, k0: usize, kc: usize) {
     }
 }
 
-/// The 64-byte `ldtilecfg` operand (palette 1).
-#[repr(C, align(64))]
-struct TileConfig {
-    palette: u8,
-    start_row: u8,
-    reserved: [u8; 14],
-    colsb: [u16; 16],
-    rows: [u8; 16],
-}
-
 /// This thread's configured tile registers (released when dropped), the packed weight chunk and
 /// the result tiles of every activation pair of a chunk.
 struct Tiles {
@@ -375,61 +366,9 @@ impl Tiles {
     }
 }
 
-/// tmm0-7 configured as 16 rows of 64 bytes each on this thread, released when dropped. Only
-/// [`TileRegisters::configure`] makes one, with an [`Amx`] token: holding one proves this thread
-/// may run tile instructions on all eight registers.
-pub(crate) struct TileRegisters {
-    /// Not `Send`: the configuration belongs to the thread that loaded it.
-    _thread: std::marker::PhantomData<*const ()>,
-}
-
-impl TileRegisters {
-    /// Loads the configuration on this thread.
-    pub(crate) fn configure(_amx: Amx) -> TileRegisters {
-        let mut cfg = TileConfig {
-            palette: 1,
-            start_row: 0,
-            reserved: [0; 14],
-            colsb: [0; 16],
-            rows: [0; 16],
-        };
-        for t in 0..8 {
-            cfg.colsb[t] = 64;
-            cfg.rows[t] = 16;
-        }
-        load_config(&cfg);
-        TileRegisters {
-            _thread: std::marker::PhantomData,
-        }
-    }
-}
-
-impl Drop for TileRegisters {
-    fn drop(&mut self) {
-        release();
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn load_config(cfg: &TileConfig) {
-    // SAFETY: only reachable with an `Amx` token, so the CPU has AMX and the process holds the
-    // tile state; `cfg` is a valid, 64-byte aligned palette-1 configuration. The compiler never
-    // uses tile registers itself, so configuring them disturbs nothing of its.
-    unsafe {
-        std::arch::asm!("ldtilecfg [{}]", in(reg) cfg as *const TileConfig, options(nostack, readonly))
-    };
-}
-
-#[cfg(target_arch = "x86_64")]
-fn release() {
-    // SAFETY: as in `load_config`; returns the tile registers to their initial state.
-    unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
-}
-
 /// `steps` steps of 32 values of `k`: four result tiles `c` (zeroed first when `zero`, else
 /// loaded) plus packed weight tiles `a` (two per step) times activation tiles at `b0` and `b1`
 /// (one per step each, 1 KiB apart from step to step).
-#[cfg(target_arch = "x86_64")]
 fn run_chunk(
     a: *const Block,
     b0: *const u16,
@@ -442,75 +381,22 @@ fn run_chunk(
         c.len() == 4 && steps > 0,
         "amx run_chunk: four result tiles"
     );
-    let c = c.as_mut_ptr();
+    let c = Quad::tiles(c.as_mut_ptr());
     // SAFETY: tiles were configured by `Tiles::new` on this thread (an `Amx` token exists). `a`
     // holds at least 2*steps blocks (`Tiles::packed` has 2*KC/32 and steps <= KC/32); `b0` and
     // `b1` each point at `steps` KiB of activations (checked by `Tiles::run`'s assert: the chunk
-    // lies within the block's k/2 rows of 64 bytes); `c` is four 64-byte aligned KiB blocks.
+    // lies within the block's k/2 rows of 64 bytes); `c` is four contiguous 64-byte aligned KiB
+    // blocks.
     unsafe {
         if zero {
-            std::arch::asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nostack, nomem)
-            );
+            amx_tiles::zero();
         } else {
-            std::arch::asm!(
-                "tileloadd tmm0, [{c} + {s64}*1]",
-                "tileloadd tmm1, [{c} + {s64}*1 + 1024]",
-                "tileloadd tmm2, [{c} + {s64}*1 + 2048]",
-                "tileloadd tmm3, [{c} + {s64}*1 + 3072]",
-                c = in(reg) c,
-                s64 = in(reg) 64usize,
-                options(nostack, readonly)
-            );
+            amx_tiles::load(&c);
         }
-        std::arch::asm!(
-            "2:",
-            "tileloadd tmm4, [{a} + {s64}*1]",
-            "tileloadd tmm5, [{a} + {s64}*1 + 1024]",
-            "tileloadd tmm6, [{b0} + {s64}*1]",
-            "tileloadd tmm7, [{b1} + {s64}*1]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            "add {a}, 2048",
-            "add {b0}, 1024",
-            "add {b1}, 1024",
-            "dec {n}",
-            "jnz 2b",
-            "tilestored [{c} + {s64}*1], tmm0",
-            "tilestored [{c} + {s64}*1 + 1024], tmm1",
-            "tilestored [{c} + {s64}*1 + 2048], tmm2",
-            "tilestored [{c} + {s64}*1 + 3072], tmm3",
-            a = inout(reg) a => _,
-            b0 = inout(reg) b0 => _,
-            b1 = inout(reg) b1 => _,
-            n = inout(reg) steps => _,
-            s64 = in(reg) 64usize,
-            c = in(reg) c,
-            options(nostack),
-        );
+        for s in 0..steps {
+            let a = a.add(2 * s).cast::<u16>();
+            amx_tiles::step(a, a.byte_add(1024), 64, b0.add(512 * s), b1.add(512 * s));
+        }
+        amx_tiles::store(&c);
     }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn load_config(_cfg: &TileConfig) {}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn release() {}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn run_chunk(
-    _a: *const Block,
-    _b0: *const u16,
-    _b1: *const u16,
-    _s: usize,
-    _z: bool,
-    _c: &mut [Block],
-) {
-    unreachable!("no Amx token exists off x86_64")
 }

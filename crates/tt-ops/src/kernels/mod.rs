@@ -17,11 +17,13 @@
 //! tests check both against an f64 reference.
 //!
 //! Prefill-sized products with bf16 weights and bf16-valued activations may instead run on the
-//! CPU's matrix units: our own AMX tile kernel ([`amx_gemm`], which reads the weights in place),
+//! CPU's matrix units: our own AMX tile kernel ([`amx_gemm`], which reads the weights in place;
+//! its tile-register steps, [`amx_tiles`], are shared with the block-float and attention kernels),
 //! or oneDNN (AMX / AVX-512 BF16), loaded at run time when present. [`path`] decides per call and
 //! reports which path ran; [`dnnl`] binds the library and [`dnnl_gemm`] runs its matmul.
 
 pub(crate) mod amx_gemm;
+pub(crate) mod amx_tiles;
 mod dnnl;
 mod dnnl_gemm;
 mod elem;
