@@ -223,7 +223,11 @@ pub(crate) fn matmul_blocks(
                         }
                         for (pair, mb) in (m0..m1).step_by(MPAIR).enumerate() {
                             let acts = &xv[mb * kb..(mb + MPAIR) * kb];
-                            tiles.run(panel * pairs + pair, acts, kb, k0, kc);
+                            // The first panel meets each pair's chunk first: ask for the next
+                            // pair's while this one computes.
+                            let ahead = (panel == 0 && mb + MPAIR < m1)
+                                .then(|| &xv[(mb + MPAIR) * kb..(mb + 2 * MPAIR) * kb]);
+                            tiles.run(panel * pairs + pair, acts, ahead, kb, k0, kc);
                         }
                     }
                 }
@@ -247,21 +251,27 @@ pub(crate) fn matmul_blocks(
     true
 }
 
+/// Asks for the 64-byte lines of `v` to be brought into the L2 cache. Only a hint.
+fn prefetch_lines(v: &[u16]) {
+    for line in v.chunks(32) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch reads nothing architecturally and cannot fault; the address is
+        // inside `v` anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                line.as_ptr().cast::<i8>(),
+            )
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = line;
+    }
+}
+
 /// Asks for weight rows `0..rows` (rows `ld` apart) at columns `k0..k0 + kc` to be brought into
 /// the L2 cache. Only a hint: it changes no value.
 fn prefetch(w: &[bf16], ld: usize, rows: usize, k0: usize, kc: usize) {
     for r in 0..rows {
-        let row = &w[r * ld + k0..r * ld + k0 + kc];
-        for line in row.chunks(32) {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: a prefetch reads nothing architecturally and cannot fault; the address is
-            // inside `row` anyway.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                    line.as_ptr().cast::<i8>(),
-                )
-            };
-        }
+        prefetch_lines(bytemuck::cast_slice(&w[r * ld + k0..r * ld + k0 + kc]));
     }
 }
 
@@ -313,7 +323,15 @@ impl Tiles {
     /// Adds the packed chunk (`kc` values of `k` from `k0`) times activation pair `pair`'s rows
     /// (`acts`, two blocks of [`pair_interleave`]'s layout, of `k` values) into its results,
     /// which start from zero when `k0 == 0`.
-    fn run(&mut self, pair: usize, acts: &[u16], k: usize, k0: usize, kc: usize) {
+    fn run(
+        &mut self,
+        pair: usize,
+        acts: &[u16],
+        ahead: Option<&[u16]>,
+        k: usize,
+        k0: usize,
+        kc: usize,
+    ) {
         assert!(
             k0.is_multiple_of(32)
                 && kc.is_multiple_of(32)
@@ -321,6 +339,7 @@ impl Tiles {
                 && kc <= KC
                 && k0 + kc <= k
                 && acts.len() == MPAIR * k
+                && ahead.is_none_or(|a| a.len() == MPAIR * k)
                 && 4 * pair + 4 <= self.results.len(),
             "amx run: operand sizes do not match k={k} k0={k0} kc={kc}"
         );
@@ -328,7 +347,8 @@ impl Tiles {
         // Block b of the activations starts at b*16*k values; step k0/32 of it at k0*16 further.
         let b0 = acts[k0 * 16..].as_ptr();
         let b1 = acts[16 * k + k0 * 16..].as_ptr();
-        run_chunk(self.packed.as_ptr(), b0, b1, kc / 32, k0 == 0, c);
+        let ahead = ahead.map(|a| (&a[k0 * 16..][..kc * 16], &a[16 * k + k0 * 16..][..kc * 16]));
+        run_chunk(self.packed.as_ptr(), b0, b1, ahead, kc / 32, k0 == 0, c);
     }
 
     /// Writes activation pair `pair`'s results, transposed, to `acts` rows of `rows` values each
@@ -368,11 +388,13 @@ impl Tiles {
 
 /// `steps` steps of 32 values of `k`: four result tiles `c` (zeroed first when `zero`, else
 /// loaded) plus packed weight tiles `a` (two per step) times activation tiles at `b0` and `b1`
-/// (one per step each, 1 KiB apart from step to step).
+/// (one per step each, 1 KiB apart from step to step). Each step also asks for 1 KiB of each
+/// of the `ahead` chunks to be brought into the L2 cache.
 fn run_chunk(
     a: *const Block,
     b0: *const u16,
     b1: *const u16,
+    ahead: Option<(&[u16], &[u16])>,
     steps: usize,
     zero: bool,
     c: &mut [Block],
@@ -394,6 +416,10 @@ fn run_chunk(
             amx_tiles::load(&c);
         }
         for s in 0..steps {
+            if let Some((n0, n1)) = ahead {
+                prefetch_lines(&n0[512 * s..][..512]);
+                prefetch_lines(&n1[512 * s..][..512]);
+            }
             let a = a.add(2 * s).cast::<u16>();
             amx_tiles::step(a, a.byte_add(1024), 64, b0.add(512 * s), b1.add(512 * s));
         }
