@@ -60,6 +60,7 @@ impl Drop for TileRegisters {
 /// Where the four result tiles of tmm0-3 lie in memory: tile `[i][j]` (row half `i`, column half
 /// `j`) starts at `base + i·lower + j·right`, its 16 rows of 64 bytes `stride` bytes apart.
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Quad {
     base: *mut u8,
     stride: usize,
@@ -90,6 +91,7 @@ impl Quad {
     }
 
     /// The start of tile `[i][j]`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn at(&self, i: usize, j: usize) -> *mut u8 {
         self.base.wrapping_add(i * self.lower + j * self.right)
     }
