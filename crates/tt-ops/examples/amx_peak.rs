@@ -41,38 +41,18 @@ fn main() {
 mod tiles {
     use std::arch::asm;
 
-    /// The 64-byte `ldtilecfg` operand (palette 1).
-    #[repr(C, align(64))]
-    struct Config {
-        palette: u8,
-        start_row: u8,
-        reserved: [u8; 14],
-        colsb: [u16; 16],
-        rows: [u8; 16],
-    }
-
     /// GFLOP/s of `steps` x 4 `tdpbf16ps` on this thread.
     pub fn rate(steps: u64) -> f64 {
-        let mut cfg = Config {
-            palette: 1,
-            start_row: 0,
-            reserved: [0; 14],
-            colsb: [0; 16],
-            rows: [0; 16],
-        };
-        for t in 0..8 {
-            cfg.colsb[t] = 64;
-            cfg.rows[t] = 16;
-        }
+        // tmm0-7 as 16 rows of 64 bytes, released when `_tiles` drops.
+        let _tiles =
+            tt_ops::kernels::TileRegisters::acquire().expect("main checked that AMX is usable");
         // Small bf16 operands (1.0), so the sums stay finite and normal.
         let ones = vec![0x3F80u16; 512];
         let start = std::time::Instant::now();
-        // SAFETY: main checked AMX-BF16 and the process's tile state (`amx_usable`); `cfg` is a
-        // valid 64-byte aligned palette-1 configuration of tmm0-7 as 16 rows of 64 bytes; the
-        // loads read 16 rows of 64 bytes at `ones` (1 KiB, stride 64); nothing else on this
-        // thread uses tile registers, and they are released at the end.
+        // SAFETY: `_tiles` configured tmm0-7 as 16 rows of 64 bytes on this thread; the loads
+        // read 16 rows of 64 bytes at `ones` (1 KiB, stride 64); nothing else on this thread
+        // uses tile registers.
         unsafe {
-            asm!("ldtilecfg [{}]", in(reg) &cfg as *const Config, options(nostack, readonly));
             asm!(
                 "tileloadd tmm4, [{p} + {s}*1]",
                 "tileloadd tmm5, [{p} + {s}*1]",
@@ -97,7 +77,6 @@ mod tiles {
                 n = inout(reg) steps => _,
                 options(nostack, nomem)
             );
-            asm!("tilerelease", options(nostack, nomem));
         }
         let seconds = start.elapsed().as_secs_f64();
         (steps * 4 * 2 * 16 * 16 * 32) as f64 / seconds / 1e9

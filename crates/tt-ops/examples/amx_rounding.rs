@@ -8,18 +8,9 @@
 
 #[cfg(target_arch = "x86_64")]
 fn main() {
-    // CPUID leaf 7: EDX bit 22 = AMX-BF16, bit 24 = AMX-TILE (std's detection of AMX is unstable).
-    let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
-    if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
-        println!("this CPU has no AMX-BF16: nothing to measure");
-        return;
-    }
-    // Linux hands out the AMX tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM for
-    // XFEATURE_XTILEDATA = 18).
-    // SAFETY: a plain system call with integer arguments; it changes no memory of ours.
-    let granted = unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1023, 18) };
-    if granted != 0 {
-        println!("the kernel refused the AMX tile state (arch_prctl returned {granted})");
+    // CPUID, and Linux's grant of the tile state to this process.
+    if !tt_ops::kernels::amx_usable() {
+        println!("no usable AMX-BF16 here (CPU or kernel): nothing to measure");
         return;
     }
     let counts = amx::measure(2000);
@@ -37,16 +28,6 @@ fn main() {
 #[cfg(target_arch = "x86_64")]
 mod amx {
     use std::arch::asm;
-
-    /// The 64-byte tile configuration of `ldtilecfg` (palette 1).
-    #[repr(C, align(64))]
-    struct TileConfig {
-        palette: u8,
-        start_row: u8,
-        reserved: [u8; 14],
-        colsb: [u16; 16],
-        rows: [u8; 16],
-    }
 
     fn to_bf16(x: f32) -> u16 {
         (x.to_bits() >> 16) as u16
@@ -73,21 +54,10 @@ mod amx {
 
     /// [outputs, differ from in-order adds, from odd-first pairs, from the exact sum].
     pub fn measure(trials: usize) -> [usize; 4] {
-        let mut cfg = TileConfig {
-            palette: 1,
-            start_row: 0,
-            reserved: [0; 14],
-            colsb: [0; 16],
-            rows: [0; 16],
-        };
-        // tmm0: C 16x16 f32; tmm1: A 16 rows x 32 bf16; tmm2: B 16 rows of 16 bf16 pairs.
-        for t in 0..3 {
-            cfg.colsb[t] = 64;
-            cfg.rows[t] = 16;
-        }
-        // SAFETY: the process holds the AMX state (arch_prctl above); cfg is a valid 64-byte
-        // aligned palette-1 configuration.
-        unsafe { asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig) };
+        // tmm0: C 16x16 f32; tmm1: A 16 rows x 32 bf16; tmm2: B 16 rows of 16 bf16 pairs (all
+        // eight registers are 16 rows of 64 bytes; released when `_tiles` drops).
+        let _tiles =
+            tt_ops::kernels::TileRegisters::acquire().expect("main checked that AMX is usable");
         let mut values = Values(0x1234_5678);
         let mut counts = [0usize; 4];
         for _ in 0..trials {
@@ -100,8 +70,8 @@ mod amx {
                 }
             }
             let mut c = vec![0f32; 256];
-            // SAFETY: tiles configured above; a, pairs and c hold 16 rows of 64 bytes each at
-            // a stride of 64.
+            // SAFETY: `_tiles` configured this thread's tiles; a, pairs and c hold 16 rows of
+            // 64 bytes each at a stride of 64.
             unsafe {
                 asm!(
                     "tilezero tmm0",
@@ -129,8 +99,6 @@ mod amx {
                 }
             }
         }
-        // SAFETY: releases the tile state configured above.
-        unsafe { asm!("tilerelease") };
         counts
     }
 }

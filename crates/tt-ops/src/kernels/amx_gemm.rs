@@ -20,7 +20,8 @@
 //! - the weights of a 32-row panel are copied, [`KC`] values of `k` at a time, into a contiguous
 //!   32 KiB block that stays in L1 while every activation pair runs over it. (Loading the tiles
 //!   straight from `w` is slower: rows `ldw` apart fall into a few L1 sets.) The next block's rows
-//!   are prefetched while this one computes;
+//!   are prefetched while this one computes, and so, under a `k` chunk's first panel, is the next
+//!   activation pair's slice;
 //! - the `k` chunk is the outer loop within a chunk of [`CHUNK_ROWS`] activation rows, so that
 //!   chunk's slice stays in L2 for every panel of a task; results go through memory between `k`
 //!   chunks (an exact f32 round trip: the sums are those of one unbroken `k` loop);

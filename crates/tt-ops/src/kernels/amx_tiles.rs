@@ -23,14 +23,21 @@ struct TileConfig {
 }
 
 /// tmm0-7 configured as 16 rows of 64 bytes each on this thread, released when dropped. Only
-/// [`TileRegisters::configure`] makes one, with an [`Amx`] token: holding one proves this thread
-/// may run tile instructions on all eight registers.
-pub(crate) struct TileRegisters {
+/// [`TileRegisters::configure`] (with an [`Amx`] token) and [`TileRegisters::acquire`] make one:
+/// holding one proves this thread may run tile instructions on all eight registers.
+pub struct TileRegisters {
     /// Not `Send`: the configuration belongs to the thread that loaded it.
     _thread: std::marker::PhantomData<*const ()>,
 }
 
 impl TileRegisters {
+    /// The configured registers on this thread, or `None` when this CPU or kernel gives no
+    /// AMX-BF16 tile state (see [`super::amx_usable`]). For code outside this crate that runs
+    /// its own tile instructions (the `amx_peak` and `amx_rounding` examples).
+    pub fn acquire() -> Option<TileRegisters> {
+        Amx::detect().map(TileRegisters::configure)
+    }
+
     /// Loads the configuration on this thread.
     pub(crate) fn configure(_amx: Amx) -> TileRegisters {
         let mut cfg = TileConfig {

@@ -51,6 +51,7 @@ mod dnnl_tests;
 #[cfg(test)]
 mod reference;
 
+pub use amx_tiles::TileRegisters;
 use elem::WeightElem;
 use isa::Isa;
 pub use path::{
