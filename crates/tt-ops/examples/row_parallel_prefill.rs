@@ -36,9 +36,12 @@ fn main() {
     };
     let mut out = vec![0f32; m * n];
     let whole = t(&mut || tt_ops::kernels::matmul_bf16(&x, &w, &mut out, m, k, n));
-    let mut outb = vec![0f32; m * n * blocks];
-    let cb =
-        t(&mut || tt_ops::kernels::matmul_bf16_column_blocks(&x, &w, &mut outb, m, k, n, blocks));
+    // Line-aligned, as the model's outputs are (`Tensor::zeros_line_aligned`): the kernel's
+    // streaming stores need it.
+    let mut outb = vec![0f32; m * n * blocks + 16];
+    let start = outb.as_ptr().align_offset(64);
+    let outb = &mut outb[start..start + m * n * blocks];
+    let cb = t(&mut || tt_ops::kernels::matmul_bf16_column_blocks(&x, &w, outb, m, k, n, blocks));
     // each block alone, weights as a strided view
     let mut xb = vec![0f32; m * kb];
     let alone = t(&mut || {

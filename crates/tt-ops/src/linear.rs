@@ -42,7 +42,7 @@ fn plan(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize, Vec<usize>)> {
 /// `x [.., K] @ w^T` for `w [N, K]`: a new f32 tensor `[.., N]`.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (_, _, _, shape) = plan(x, w)?;
-    let mut out = Tensor::zeros(&shape, DType::F32);
+    let mut out = Tensor::zeros_line_aligned(&shape);
     linear_into(x, w, &mut out)?;
     Ok(out)
 }
@@ -130,16 +130,17 @@ pub fn linear_column_blocks(xs: &[&Tensor], w: &Tensor) -> Result<Vec<Tensor>> {
             x_all[i * k + b * kb..i * k + (b + 1) * kb].copy_from_slice(&xv[i * kb..(i + 1) * kb]);
         }
     }
-    // One buffer per block, handed to its tensor as is (a prefill's partial sums are megabytes).
-    let mut outs: Vec<Vec<f32>> = (0..blocks)
-        .map(|_| crate::pages::zeroed_vec(m * n))
-        .collect();
-    let mut views: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
-    matmul_bf16_column_blocks_into(&x_all, w.as_bf16()?, &mut views, m, k, n);
+    // One tensor per block, written in place (a prefill's partial sums are megabytes).
     let shape = [lead, &[n]].concat();
-    outs.into_iter()
-        .map(|part| Tensor::from_f32(part, &shape))
-        .collect()
+    let mut outs: Vec<Tensor> = (0..blocks)
+        .map(|_| Tensor::zeros_line_aligned(&shape))
+        .collect();
+    let mut views = outs
+        .iter_mut()
+        .map(Tensor::as_f32_mut)
+        .collect::<Result<Vec<_>>>()?;
+    matmul_bf16_column_blocks_into(&x_all, w.as_bf16()?, &mut views, m, k, n);
+    Ok(outs)
 }
 
 #[cfg(test)]

@@ -97,6 +97,37 @@ fn a_column_does_not_depend_on_its_task_or_panel() {
 }
 
 #[test]
+fn a_streamed_output_equals_the_same_columns_stored_normally() {
+    let Some(amx) = amx_or_skip("a_streamed_output_equals_the_same_columns_stored_normally") else {
+        return;
+    };
+    // 4.1 MiB of output from a line-aligned buffer: the streaming stores run; 256 columns at a
+    // time (300 KiB), normal stores do.
+    let (m, k, n) = (300, 64, 3600);
+    let (x, w) = bf16_case(m, k, n, 21);
+    let mut buf = vec![f32::NAN; m * n + 16];
+    let start = buf.as_ptr().align_offset(64);
+    let all = &mut buf[start..start + m * n];
+    assert!(matmul(amx, &x, &w, k, all, m, k, n));
+    assert_close(all, &matmul_ref(&x, &w, m, k, n), "streamed amx");
+    for j0 in (0..n).step_by(256) {
+        let nj = 256.min(n - j0);
+        let mut part = vec![f32::NAN; m * nj];
+        assert!(matmul(amx, &x, &w[j0 * k..], k, &mut part, m, k, nj));
+        for i in 0..m {
+            for j in 0..nj {
+                assert_eq!(
+                    part[i * nj + j].to_bits(),
+                    all[i * n + j0 + j].to_bits(),
+                    "row {i} column {}",
+                    j0 + j
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn blocks_in_one_pass_equal_each_block_alone() {
     let Some(amx) = amx_or_skip("blocks_in_one_pass_equal_each_block_alone") else {
         return;

@@ -2,13 +2,20 @@
 //! stores its result tiles, which hold `out^T`. Four rounds of in-register shuffles (64 in all)
 //! replace 256 scalar loads and stores; a row-parallel prefill on a 2x4 mesh writes every output
 //! once per device, so this write is a real share of the kernel's time there.
+//!
+//! Streaming. An output far larger than the L2 cache is written with non-temporal stores: each
+//! 64-byte line goes to memory whole, without first being read in for ownership (a normal store
+//! to a line not in cache reads it before writing it), and without evicting the operands the
+//! kernel is still using. Only whole, 64-byte aligned lines stream; the rest are normal stores.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 /// Writes the transpose of `tile` (`[16 rows][16 columns]`, row-major): column `j` of the tile
 /// becomes `dst` row `j`, for `j < rows_out`; each such row gets the tile's first `cols_out`
-/// rows. Row `j` of `dst` starts at `dst + j * ld`.
+/// rows. Row `j` of `dst` starts at `dst + j * ld`. With `stream`, rows that are a whole aligned
+/// 64-byte line are written with non-temporal stores (see the module docs); the caller then runs
+/// [`end_stream`] before any other thread reads them.
 ///
 /// # Safety
 /// The CPU has AVX-512 F; `rows_out <= 16`, `cols_out <= 16`; for each `j < rows_out`,
@@ -21,6 +28,7 @@ pub(crate) unsafe fn store_transposed(
     ld: usize,
     rows_out: usize,
     cols_out: usize,
+    stream: bool,
 ) {
     let p = tile.as_ptr().cast::<f32>();
     // SAFETY: 16 rows of 16 values in `tile`.
@@ -62,11 +70,28 @@ pub(crate) unsafe fn store_transposed(
             let j = 4 * l + c;
             if j < rows_out {
                 // SAFETY: row j < rows_out of dst has cols_out writable values (the caller's
-                // contract); the mask writes only those.
-                unsafe { _mm512_mask_storeu_ps(dst.add(j * ld), mask, v) };
+                // contract); the mask writes only those, and a streaming store writes all 16
+                // only when cols_out is 16, at a 64-byte aligned address as it requires.
+                unsafe {
+                    let at = dst.add(j * ld);
+                    if stream && cols_out == 16 && (at as usize).is_multiple_of(64) {
+                        _mm512_stream_ps(at, v);
+                    } else {
+                        _mm512_mask_storeu_ps(at, mask, v);
+                    }
+                }
             }
         }
     }
+}
+
+/// Orders this thread's earlier non-temporal stores before its later stores (`sfence`), so a
+/// thread that synchronizes with it afterwards sees them. Run after the last streaming
+/// [`store_transposed`] of a task.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn end_stream() {
+    // SAFETY: sfence needs only SSE, which every x86_64 CPU has; it touches no memory.
+    unsafe { _mm_sfence() };
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
@@ -81,24 +106,32 @@ mod tests {
             return;
         }
         let tile: [u32; 256] = std::array::from_fn(|i| (i as f32 * 1.5 - 7.0).to_bits());
-        let ld = 21;
-        for rows_out in [0, 1, 5, 15, 16] {
-            for cols_out in [0, 1, 7, 16] {
-                let mut dst = vec![-1.0f32; 16 * ld];
-                // SAFETY: AVX-512 F checked; dst has 16 rows of ld >= 16 values.
-                unsafe { store_transposed(&tile, dst.as_mut_ptr(), ld, rows_out, cols_out) };
-                for j in 0..16 {
-                    for i in 0..ld {
-                        let want = if j < rows_out && i < cols_out {
-                            f32::from_bits(tile[i * 16 + j])
-                        } else {
-                            -1.0
-                        };
-                        assert_eq!(
-                            dst[j * ld + i],
-                            want,
-                            "rows {rows_out} cols {cols_out} at ({j}, {i})"
-                        );
+        // ld 21: no row is a whole line; ld 32 from a line boundary: every row is (the
+        // streaming stores run).
+        for (ld, stream) in [(21, false), (21, true), (32, false), (32, true)] {
+            for rows_out in [0, 1, 5, 15, 16] {
+                for cols_out in [0, 1, 7, 16] {
+                    let mut buf = vec![-1.0f32; 16 * ld + 16];
+                    let start = buf.as_ptr().align_offset(64);
+                    let dst = &mut buf[start..start + 16 * ld];
+                    // SAFETY: AVX-512 F checked; dst has 16 rows of ld >= 16 values.
+                    unsafe {
+                        store_transposed(&tile, dst.as_mut_ptr(), ld, rows_out, cols_out, stream)
+                    };
+                    end_stream();
+                    for j in 0..16 {
+                        for i in 0..ld {
+                            let want = if j < rows_out && i < cols_out {
+                                f32::from_bits(tile[i * 16 + j])
+                            } else {
+                                -1.0
+                            };
+                            assert_eq!(
+                                dst[j * ld + i],
+                                want,
+                                "ld {ld} stream {stream}: rows {rows_out} cols {cols_out} at ({j}, {i})"
+                            );
+                        }
                     }
                 }
             }
