@@ -10,8 +10,9 @@
 //! matrix-unit kernels instead, where the library loads ([`crate::kernels::path`]).
 
 use crate::error::{OpError, Result};
+use crate::kernels::path::try_amx_blocks;
 use crate::kernels::{matmul_bf16_column_blocks_into, matmul_bf16_strided, matmul_f32_strided};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Tensor, UnwrittenF32};
 
 const OP: &str = "linear";
 
@@ -41,8 +42,16 @@ fn plan(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize, Vec<usize>)> {
 
 /// `x [.., K] @ w^T` for `w [N, K]`: a new f32 tensor `[.., N]`.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (_, _, _, shape) = plan(x, w)?;
-    let mut out = Tensor::zeros_line_aligned(&shape);
+    let (m, k, n, shape) = plan(x, w)?;
+    let mut out = UnwrittenF32::line_aligned(&shape);
+    if w.dtype() == DType::Bf16 {
+        let (ws, ldw) = w.bf16_rows()?;
+        if try_amx_blocks(&x.f32_values(), ws, ldw, &mut [out.elements()], m, k, n) {
+            // SAFETY: the AMX kernel returned true: it wrote every element.
+            return Ok(unsafe { out.assume_written() });
+        }
+    }
+    let mut out = out.zeroed();
     linear_into(x, w, &mut out)?;
     Ok(out)
 }
@@ -130,16 +139,27 @@ pub fn linear_column_blocks(xs: &[&Tensor], w: &Tensor) -> Result<Vec<Tensor>> {
             x_all[i * k + b * kb..i * k + (b + 1) * kb].copy_from_slice(&xv[i * kb..(i + 1) * kb]);
         }
     }
-    // One tensor per block, written in place (a prefill's partial sums are megabytes).
+    // One tensor per block, written in place (a prefill's partial sums are megabytes): by the
+    // AMX kernel without zeroing them first where it runs, else zeroed and by the others.
     let shape = [lead, &[n]].concat();
-    let mut outs: Vec<Tensor> = (0..blocks)
-        .map(|_| Tensor::zeros_line_aligned(&shape))
+    let mut outs: Vec<UnwrittenF32> = (0..blocks)
+        .map(|_| UnwrittenF32::line_aligned(&shape))
         .collect();
+    let wb = w.as_bf16()?;
+    let mut views: Vec<_> = outs.iter_mut().map(UnwrittenF32::elements).collect();
+    if try_amx_blocks(&x_all, wb, k, &mut views, m, kb, n) {
+        // SAFETY: the AMX kernel returned true: it wrote every element of every block.
+        return Ok(outs
+            .into_iter()
+            .map(|o| unsafe { o.assume_written() })
+            .collect());
+    }
+    let mut outs: Vec<Tensor> = outs.into_iter().map(UnwrittenF32::zeroed).collect();
     let mut views = outs
         .iter_mut()
         .map(Tensor::as_f32_mut)
         .collect::<Result<Vec<_>>>()?;
-    matmul_bf16_column_blocks_into(&x_all, w.as_bf16()?, &mut views, m, k, n);
+    matmul_bf16_column_blocks_into(&x_all, wb, &mut views, m, k, n);
     Ok(outs)
 }
 
@@ -237,6 +257,50 @@ mod tests {
             err.to_string().contains("every activation must be [1, 5]"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn prefill_sized_products_match_the_reference() {
+        // Sizes the matrix units take (bf16 weights and activations, m >= 32, k a multiple of
+        // 32): where AMX runs, its outputs start unwritten, so every element must be written.
+        let (m, kb, n, blocks) = (40, 64, 70, 4);
+        let k = kb * blocks;
+        let round = |v: Vec<f32>| -> Vec<f32> {
+            v.into_iter()
+                .map(|x| half::bf16::from_f32(x).to_f32())
+                .collect()
+        };
+        let x = round(rand_vec(m * k, 5));
+        let w = Tensor::from_f32_as(&rand_vec(n * k, 6), &[n, k], DType::Bf16).unwrap();
+        let check = |got: &Tensor, x: &[f32], w: &Tensor, k: usize, what: &str| {
+            let (want, mag) = reference(x, &w.to_f32_vec(), m, k, n);
+            assert_eq!(got.shape(), &[m, n], "{what}");
+            for ((g, w), a) in got.as_f32().unwrap().iter().zip(&want).zip(&mag) {
+                assert!(
+                    (*g as f64 - w).abs() <= 1e-5 * a + 1e-30,
+                    "{what}: {g} vs {w}"
+                );
+            }
+        };
+        let xt = Tensor::from_f32(x.clone(), &[m, k]).unwrap();
+        check(&linear(&xt, &w).unwrap(), &x, &w, k, "linear");
+        let xs: Vec<Vec<f32>> = (0..blocks)
+            .map(|b| {
+                (0..m)
+                    .flat_map(|i| x[i * k + b * kb..i * k + (b + 1) * kb].to_vec())
+                    .collect()
+            })
+            .collect();
+        let xts: Vec<Tensor> = xs
+            .iter()
+            .map(|v| Tensor::from_f32(v.clone(), &[m, kb]).unwrap())
+            .collect();
+        let refs: Vec<&Tensor> = xts.iter().collect();
+        let parts = linear_column_blocks(&refs, &w).unwrap();
+        for (b, part) in parts.iter().enumerate() {
+            let wb = w.columns(b * kb, kb).unwrap().contiguous();
+            check(part, &xs[b], &wb, kb, &format!("block {b}"));
+        }
     }
 
     #[test]

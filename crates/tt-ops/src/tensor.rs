@@ -139,24 +139,6 @@ impl Tensor {
         }
     }
 
-    /// An f32 tensor of zeros whose first element starts a 64-byte cache line (the buffer keeps
-    /// up to 15 spare elements in front of it), so that a kernel's streaming stores can write
-    /// its rows as whole lines ([`crate::kernels`]' AMX path). Large buffers ask for 2 MiB pages,
-    /// as [`crate::pages::zeroed_vec`] does.
-    pub fn zeros_line_aligned(shape: &[usize]) -> Self {
-        const LINE_F32: usize = 64 / std::mem::size_of::<f32>();
-        let n = numel_of(shape);
-        let mut data = crate::pages::zeroed_vec::<f32>(n + LINE_F32 - 1);
-        let offset = data.as_ptr().align_offset(64).min(LINE_F32 - 1);
-        data.truncate(offset + n);
-        Self {
-            buf: Buffer::F32(owned(data)),
-            offset,
-            shape: shape.to_vec(),
-            row_stride: None,
-        }
-    }
-
     /// A tensor filled with `value` (rounded to bf16 for a bf16 tensor).
     pub fn full(shape: &[usize], value: f32, dtype: DType) -> Self {
         let n = numel_of(shape);
@@ -573,6 +555,10 @@ fn check_len(len: usize, shape: &[usize]) -> Result<()> {
 
 #[path = "tensor_views.rs"]
 mod views;
+
+#[path = "tensor_unwritten.rs"]
+mod unwritten;
+pub(crate) use unwritten::UnwrittenF32;
 
 #[cfg(test)]
 #[path = "tensor_tests.rs"]

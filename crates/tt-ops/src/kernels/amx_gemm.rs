@@ -37,6 +37,9 @@ use rayon::prelude::*;
 
 use super::amx_tiles::{self, Quad, TileRegisters};
 use super::out::DisjointOut;
+#[cfg(test)]
+use super::out::as_unwritten;
+use std::mem::MaybeUninit;
 
 /// Output columns per rayon task.
 const TASK_N: usize = 128;
@@ -160,7 +163,8 @@ pub(crate) fn matmul(
     k: usize,
     n: usize,
 ) -> bool {
-    matmul_blocks(amx, x, w, ldw, &mut [out], m, k, n)
+    // SAFETY: the kernel writes only f32 results through the view.
+    matmul_blocks(amx, x, w, ldw, &mut [unsafe { as_unwritten(out) }], m, k, n)
 }
 
 /// The row-parallel products of `outs.len()` devices in one pass over `w`: for each block `b`,
@@ -168,7 +172,8 @@ pub(crate) fn matmul(
 /// and `w` bf16 rows `ldw` apart. Each block's sums start from zero and are written out on
 /// their own, so every result is what [`matmul`] gives for that block alone: the `k` loop of a
 /// block is the same, chunk for chunk. Returns false, with `outs` untouched, when `kb` is not a
-/// multiple of 32 or `x` is not all bf16 values.
+/// multiple of 32 or `x` is not all bf16 values; when it returns true, every element of every
+/// `outs[b]` has been written (so they may start uninitialized).
 ///
 /// # Panics
 /// If the slice lengths do not match the shape (a caller bug).
@@ -178,7 +183,7 @@ pub(crate) fn matmul_blocks(
     x: &[f32],
     w: &[bf16],
     ldw: usize,
-    outs: &mut [&mut [f32]],
+    outs: &mut [&mut [MaybeUninit<f32>]],
     m: usize,
     kb: usize,
     n: usize,
@@ -204,7 +209,8 @@ pub(crate) fn matmul_blocks(
     }
     let mp = m.div_ceil(MPAIR) * MPAIR;
     let stream = blocks * m * n * 4 >= STREAM_MIN_BYTES;
-    let outs: Vec<DisjointOut<'_>> = outs.iter_mut().map(|o| DisjointOut::new(o)).collect();
+    let outs: Vec<DisjointOut<'_, MaybeUninit<f32>>> =
+        outs.iter_mut().map(|o| DisjointOut::new(o)).collect();
     let task = |t: usize| {
         let c0 = t * TASK_N;
         let c1 = (c0 + TASK_N).min(n);
@@ -249,7 +255,8 @@ pub(crate) fn matmul_blocks(
                             // SAFETY: task t alone owns columns c0..c1 of every block's output;
                             // the store writes rows mb..mb+acts (< m) at columns p0..p0+rows
                             // (inside c0..c1), all within the span.
-                            let dst = unsafe { out.raw(mb * n + p0, (acts - 1) * n + rows) };
+                            let dst = unsafe { out.raw(mb * n + p0, (acts - 1) * n + rows) }
+                                .cast::<f32>();
                             tiles.store(panel * pairs + pair, dst, n, acts, rows, stream);
                         }
                     }

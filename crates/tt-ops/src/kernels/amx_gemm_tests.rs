@@ -5,7 +5,10 @@
 
 use half::bf16;
 
+use std::mem::MaybeUninit;
+
 use super::amx_gemm::{Amx, matmul, matmul_blocks, pair_interleave};
+use super::out::as_unwritten;
 use super::reference::{assert_close, column_block, matmul_ref, random_case};
 
 /// The token, or `None` after printing why the test is skipped.
@@ -15,6 +18,12 @@ fn amx_or_skip(test: &str) -> Option<Amx> {
         println!("{test}: skipped, this CPU or kernel gives no AMX-BF16 tile state");
     }
     amx
+}
+
+/// `out` as the kernel's output type.
+fn view(out: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: the kernel writes only f32 results through the view.
+    unsafe { as_unwritten(out) }
 }
 
 /// Random activations rounded to bf16 (as under `Fidelity::Bf16`) and bf16 weights.
@@ -137,7 +146,7 @@ fn blocks_in_one_pass_equal_each_block_alone() {
         let k = kb * blocks;
         let (x, w) = bf16_case(m, k, n, (m + kb + n + blocks) as u64);
         let mut outs = vec![vec![f32::NAN; m * n]; blocks];
-        let mut views: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+        let mut views: Vec<&mut [MaybeUninit<f32>]> = outs.iter_mut().map(|o| view(o)).collect();
         assert!(matmul_blocks(amx, &x, &w, k, &mut views, m, kb, n));
         for (b, got) in outs.iter().enumerate() {
             let xb = column_block(&x, m, k, b * kb, kb);
@@ -154,7 +163,7 @@ fn blocks_in_one_pass_equal_each_block_alone() {
     // kb not a multiple of 32: declined, nothing written.
     let (x, w) = bf16_case(40, 96, 8, 9);
     let mut outs = vec![vec![7.0f32; 40 * 8]; 2];
-    let mut views: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+    let mut views: Vec<&mut [MaybeUninit<f32>]> = outs.iter_mut().map(|o| view(o)).collect();
     assert!(!matmul_blocks(amx, &x, &w, 96, &mut views, 40, 48, 8));
     assert!(outs.iter().flatten().all(|&v| v == 7.0));
 }

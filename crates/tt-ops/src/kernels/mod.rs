@@ -52,6 +52,8 @@ mod dnnl_tests;
 mod reference;
 
 pub use amx_tiles::TileRegisters;
+use std::mem::MaybeUninit;
+
 use elem::WeightElem;
 use isa::Isa;
 pub use path::{
@@ -229,11 +231,15 @@ pub(crate) fn column_blocks_into<W: WeightElem>(
         return;
     }
     // Every block in one pass of the AMX kernel, where it runs ...
-    if matrix_units
-        && let Some(wb) = W::as_bf16(w)
-        && path::try_amx_blocks(x, wb, k, outs, m, kb, n)
-    {
-        return;
+    if matrix_units && let Some(wb) = W::as_bf16(w) {
+        // SAFETY: the AMX kernel writes only f32 results through the views.
+        let mut views: Vec<&mut [MaybeUninit<f32>]> = outs
+            .iter_mut()
+            .map(|o| unsafe { out::as_unwritten(o) })
+            .collect();
+        if path::try_amx_blocks(x, wb, k, &mut views, m, kb, n) {
+            return;
+        }
     }
     // ... else one strided product per block, on that block's activation columns copied out.
     let mut xb = vec![0.0f32; m * kb];

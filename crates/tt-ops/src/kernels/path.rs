@@ -23,10 +23,13 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use half::bf16;
 
+use std::mem::MaybeUninit;
+
 use super::GEMV_MAX_M;
 use super::amx_gemm::{self, Amx};
 use super::dnnl::{ISA_AVX512_CORE_BF16, isa_name};
 use super::dnnl_gemm::{Ctx, matmul};
+use super::out::as_unwritten;
 
 /// Smallest `m` sent to oneDNN in [`GemmMode::Auto`].
 pub const DNNL_MIN_M: usize = 32;
@@ -317,7 +320,17 @@ pub(crate) fn try_matrix_units(
     if !takes(mode, m, k, n) {
         return false;
     }
-    if run_amx(mode, x, w, ldw, &mut [out], m, k, n) {
+    // SAFETY: the AMX kernel writes only f32 results through the view.
+    if run_amx(
+        mode,
+        x,
+        w,
+        ldw,
+        &mut [unsafe { as_unwritten(out) }],
+        m,
+        k,
+        n,
+    ) {
         return true;
     }
     if !dnnl_allowed(mode) {
@@ -340,13 +353,14 @@ pub(crate) fn try_matrix_units(
 /// The row-parallel products of `outs.len()` blocks (see `amx_gemm::matmul_blocks`) in one
 /// call on the AMX kernel, if the rules above send a product of these sizes there; false (with
 /// `outs` untouched) otherwise. Only the AMX kernel takes every block at once; oneDNN runs one
-/// block at a time through [`try_matrix_units`].
+/// block at a time through [`try_matrix_units`]. When it returns true, every element of `outs`
+/// has been written: they may start uninitialized.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn try_amx_blocks(
     x: &[f32],
     w: &[bf16],
     ldw: usize,
-    outs: &mut [&mut [f32]],
+    outs: &mut [&mut [MaybeUninit<f32>]],
     m: usize,
     kb: usize,
     n: usize,
@@ -368,7 +382,7 @@ fn run_amx(
     x: &[f32],
     w: &[bf16],
     ldw: usize,
-    outs: &mut [&mut [f32]],
+    outs: &mut [&mut [MaybeUninit<f32>]],
     m: usize,
     kb: usize,
     n: usize,
