@@ -25,7 +25,7 @@ use tt_ops::{
     Fidelity, KvCache as LayerCache, SdpaDecodeOptions, SdpaOptions, Tensor, add_inplace,
     nlp_concat_heads, nlp_concat_heads_decode, nlp_create_qkv_heads, nlp_create_qkv_heads_decode,
     rms_norm, rotary_embedding, rotary_embedding_decode, round_to_device_format,
-    scaled_dot_product_attention, silu_mul, team,
+    scaled_dot_product_attention, silu_mul_rounded, team,
 };
 
 use crate::error::{Error, Result};
@@ -133,10 +133,10 @@ impl LayerContext<'_> {
         let act = op_span!("act");
         let acts = team::map_mut(&mut gate_ups, |_, parts| {
             act.in_scope(|| {
-                let [gate, up] =
+                let [gate, mut up] =
                     <[Tensor; 2]>::try_from(std::mem::take(parts)).map_err(|_| missing_output())?;
-                let (gate, up) = (self.round(gate)?, self.round(up)?);
-                self.round(silu_mul(&gate, &up)?)
+                silu_mul_rounded(&gate, &mut up, self.fidelity)?;
+                Ok(up)
             })
         })
         .into_iter()

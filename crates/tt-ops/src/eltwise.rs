@@ -5,7 +5,8 @@
 //! operands are widened) -> f32 of the same shape. `silu(x) = x / (1 + exp(-x))` in f32.
 
 use crate::error::{OpError, Result};
-use crate::tensor::Tensor;
+use crate::fidelity::{Fidelity, round_bf16};
+use crate::tensor::{DType, Tensor};
 
 fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.shape() != b.shape() {
@@ -80,12 +81,64 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     zip_map("silu_mul", gate, up, |g, u| u * silu_scalar(g))
 }
 
+/// The MLP gate with the device's roundings, in one pass and in place:
+/// `up = r(r(up) * silu(r(gate)))`, `r` rounding to `fidelity` ([`Fidelity::apply`]). The same
+/// numbers as rounding `gate` and `up`, then [`silu_mul`], then rounding the result; `up` (f32)
+/// holds the result, so a prefill's gate costs no new buffer and one pass over memory.
+pub fn silu_mul_rounded(gate: &Tensor, up: &mut Tensor, fidelity: Fidelity) -> Result<()> {
+    same_shape("silu_mul_rounded", gate, up)?;
+    let g = gate.f32_values();
+    let g = &g[..];
+    let r = |v: f32| match fidelity {
+        Fidelity::Bf16 => round_bf16(v),
+        Fidelity::F32 => v,
+    };
+    if up.dtype() != DType::F32 {
+        *up = up.to_dtype(DType::F32);
+    }
+    crate::team::for_each_chunk_mut(up.as_f32_mut()?, |at, dst| {
+        let gates = &g[at..at + dst.len()];
+        for (u, &g) in dst.iter_mut().zip(gates) {
+            *u = r(r(*u) * silu_scalar(r(g)));
+        }
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::DType;
     use crate::testutil::{assert_close_f64, rand_vec};
     use proptest::prelude::*;
+
+    #[test]
+    fn silu_mul_rounded_is_the_three_steps_bit_for_bit() {
+        // Short (one chunk) and long (split over the team); gates over the whole useful range.
+        for len in [37, 300_001] {
+            let g: Vec<f32> = rand_vec(len, 7).iter().map(|v| v * 12.0).collect();
+            let u = rand_vec(len, 8);
+            let (gt, ut) = (
+                Tensor::from_f32(g, &[len]).unwrap(),
+                Tensor::from_f32(u, &[len]).unwrap(),
+            );
+            for fidelity in [Fidelity::F32, Fidelity::Bf16] {
+                // The three steps the decoder ran before, on an up stored as f32 or as bf16.
+                let r = |t: &Tensor| fidelity.round(t.clone()).unwrap();
+                let bits = |t: &Tensor| -> Vec<u32> {
+                    t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect()
+                };
+                for up in [ut.clone(), ut.to_dtype(DType::Bf16)] {
+                    let want = r(&silu_mul(&r(&gt), &r(&up)).unwrap());
+                    let mut got = up;
+                    silu_mul_rounded(&gt, &mut got, fidelity).unwrap();
+                    assert!(bits(&got) == bits(&want), "len {len} {fidelity:?}");
+                }
+            }
+        }
+        let mut short = Tensor::zeros(&[3], DType::F32);
+        let gate = Tensor::zeros(&[4], DType::F32);
+        assert!(silu_mul_rounded(&gate, &mut short, Fidelity::Bf16).is_err());
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]

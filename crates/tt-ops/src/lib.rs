@@ -18,7 +18,7 @@
 //! | [`packed_gemv`] | its fast kernels on bfloat8_b / bfloat4_b tiles read in place (AVX-512, AVX2), bit-equal to the emulation |
 //! | [`k_tile_sums`] | [`KTileSums`], [`set_k_tile_sums`]: block-float prefill's K-tile sums in order (default) or on the AMX tile unit (`packed_amx`) |
 //! | [`norm`] | [`rms_norm`], [`rms_norm_into`] |
-//! | [`eltwise`] | [`add`], [`add_inplace`], [`mul`], [`silu`], [`silu_mul`] |
+//! | [`eltwise`] | [`add`], [`add_inplace`], [`mul`], [`silu`], [`silu_mul`], [`silu_mul_rounded`] |
 //! | [`rope`] | [`RopeTables`] from a [`RopeSpec`]: plain, LongRoPE and Llama 3 scaling |
 //! | [`rotary`] | [`rotary_embedding`], [`rotary_embedding_decode`], [`rope_tables`], [`RotaryPadding`] |
 //! | [`heads`] | [`nlp_create_qkv_heads`], [`nlp_create_qkv_heads_decode`], [`nlp_concat_heads`], [`nlp_concat_heads_decode`] |
@@ -79,7 +79,7 @@ pub use device_kernel_counts::{DeviceKernelCounts, device_kernel_counts};
 pub use device_linear::{
     DeviceKernel, DeviceWeight, device_linear, device_linear_reference, round_to_device_format,
 };
-pub use eltwise::{add, add_inplace, mul, silu, silu_mul};
+pub use eltwise::{add, add_inplace, mul, silu, silu_mul, silu_mul_rounded};
 pub use embedding::embedding;
 pub use error::{OpError, Result};
 pub use fidelity::{Fidelity, round_bf16};

@@ -32,6 +32,8 @@
 //! example), so results are those of an f32 accumulation up to summation order, as oneDNN's are.
 //! `k` must be a multiple of 32 (else the caller runs another path); `m` and `n` are any.
 
+use std::mem::MaybeUninit;
+
 use half::bf16;
 use rayon::prelude::*;
 
@@ -39,7 +41,6 @@ use super::amx_tiles::{self, Quad, TileRegisters};
 use super::out::DisjointOut;
 #[cfg(test)]
 use super::out::as_unwritten;
-use std::mem::MaybeUninit;
 
 /// Output columns per rayon task.
 const TASK_N: usize = 128;

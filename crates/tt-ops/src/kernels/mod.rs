@@ -51,9 +51,9 @@ mod dnnl_tests;
 #[cfg(test)]
 mod reference;
 
-pub use amx_tiles::TileRegisters;
 use std::mem::MaybeUninit;
 
+pub use amx_tiles::TileRegisters;
 use elem::WeightElem;
 use isa::Isa;
 pub use path::{

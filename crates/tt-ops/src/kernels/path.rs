@@ -18,12 +18,11 @@
 //!
 //! Anything else, or a oneDNN error, runs the native kernels; [`path_counts`] counts each path.
 
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use half::bf16;
-
-use std::mem::MaybeUninit;
 
 use super::GEMV_MAX_M;
 use super::amx_gemm::{self, Amx};
