@@ -36,7 +36,7 @@ fn main() {
     };
     let mut out = vec![0f32; m * n];
     let whole = t(&mut || tt_ops::kernels::matmul_bf16(&x, &w, &mut out, m, k, n));
-    // Line-aligned, as the model's outputs are (`Tensor::zeros_line_aligned`): the kernel's
+    // Line-aligned, as `linear_column_blocks` makes the model's outputs: the kernel's
     // streaming stores need it.
     let mut outb = vec![0f32; m * n * blocks + 16];
     let start = outb.as_ptr().align_offset(64);

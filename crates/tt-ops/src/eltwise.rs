@@ -5,7 +5,7 @@
 //! operands are widened) -> f32 of the same shape. `silu(x) = x / (1 + exp(-x))` in f32.
 
 use crate::error::{OpError, Result};
-use crate::fidelity::{Fidelity, round_bf16};
+use crate::fidelity::Fidelity;
 use crate::tensor::{DType, Tensor};
 
 fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
@@ -82,17 +82,14 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 }
 
 /// The MLP gate with the device's roundings, in one pass and in place:
-/// `up = r(r(up) * silu(r(gate)))`, `r` rounding to `fidelity` ([`Fidelity::apply`]). The same
+/// `up = r(r(up) * silu(r(gate)))`, `r` rounding to `fidelity` ([`Fidelity::round_value`]). The same
 /// numbers as rounding `gate` and `up`, then [`silu_mul`], then rounding the result; `up` (f32)
 /// holds the result, so a prefill's gate costs no new buffer and one pass over memory.
 pub fn silu_mul_rounded(gate: &Tensor, up: &mut Tensor, fidelity: Fidelity) -> Result<()> {
     same_shape("silu_mul_rounded", gate, up)?;
     let g = gate.f32_values();
     let g = &g[..];
-    let r = |v: f32| match fidelity {
-        Fidelity::Bf16 => round_bf16(v),
-        Fidelity::F32 => v,
-    };
+    let r = |v: f32| fidelity.round_value(v);
     if up.dtype() != DType::F32 {
         *up = up.to_dtype(DType::F32);
     }

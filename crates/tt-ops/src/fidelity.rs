@@ -19,6 +19,16 @@ pub enum Fidelity {
 }
 
 impl Fidelity {
+    /// `v` rounded to this fidelity: [`round_bf16`] under [`Fidelity::Bf16`], `v` itself under
+    /// [`Fidelity::F32`].
+    #[inline]
+    pub fn round_value(self, v: f32) -> f32 {
+        match self {
+            Fidelity::Bf16 => round_bf16(v),
+            Fidelity::F32 => v,
+        }
+    }
+
     /// Round `values` in place to this fidelity (a no-op for [`Fidelity::F32`]).
     pub fn round_slice(self, values: &mut [f32]) {
         if self == Fidelity::Bf16 {

@@ -43,16 +43,17 @@ fn plan(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize, Vec<usize>)> {
 /// `x [.., K] @ w^T` for `w [N, K]`: a new f32 tensor `[.., N]`.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (m, k, n, shape) = plan(x, w)?;
+    let xs = x.f32_values();
     let mut out = UnwrittenF32::line_aligned(&shape);
     if w.dtype() == DType::Bf16 {
         let (ws, ldw) = w.bf16_rows()?;
-        if try_amx_blocks(&x.f32_values(), ws, ldw, &mut [out.elements()], m, k, n) {
+        if try_amx_blocks(&xs, ws, ldw, &mut [out.elements()], m, k, n) {
             // SAFETY: the AMX kernel returned true: it wrote every element.
             return Ok(unsafe { out.assume_written() });
         }
     }
     let mut out = out.zeroed();
-    linear_into(x, w, &mut out)?;
+    product_into(&xs, w, out.as_f32_mut()?, m, k, n)?;
     Ok(out)
 }
 
@@ -66,16 +67,26 @@ pub fn linear_into(x: &Tensor, w: &Tensor, out: &mut Tensor) -> Result<()> {
             format!("out must be {shape:?}, got {:?}", out.shape()),
         ));
     }
-    let xs = x.f32_values();
-    let dst = out.as_f32_mut()?;
+    product_into(&x.f32_values(), w, out.as_f32_mut()?, m, k, n)
+}
+
+/// `dst [m, n] = xs [m, k] @ w^T` on the kernel for `w`'s dtype (shapes checked by [`plan`]).
+fn product_into(
+    xs: &[f32],
+    w: &Tensor,
+    dst: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<()> {
     match w.dtype() {
         DType::Bf16 => {
             let (ws, ldw) = w.bf16_rows()?;
-            matmul_bf16_strided(&xs, ws, ldw, dst, m, k, n);
+            matmul_bf16_strided(xs, ws, ldw, dst, m, k, n);
         }
         DType::F32 => {
             let (ws, ldw) = w.f32_rows()?;
-            matmul_f32_strided(&xs, ws, ldw, dst, m, k, n);
+            matmul_f32_strided(xs, ws, ldw, dst, m, k, n);
         }
     }
     Ok(())
@@ -265,15 +276,13 @@ mod tests {
         // 32): where AMX runs, its outputs start unwritten, so every element must be written.
         let (m, kb, n, blocks) = (40, 64, 70, 4);
         let k = kb * blocks;
-        let round = |v: Vec<f32>| -> Vec<f32> {
-            v.into_iter()
-                .map(|x| half::bf16::from_f32(x).to_f32())
-                .collect()
-        };
-        let x = round(rand_vec(m * k, 5));
+        let xt = crate::Fidelity::Bf16
+            .round(Tensor::from_f32(rand_vec(m * k, 5), &[m, k]).unwrap())
+            .unwrap();
         let w = Tensor::from_f32_as(&rand_vec(n * k, 6), &[n, k], DType::Bf16).unwrap();
-        let check = |got: &Tensor, x: &[f32], w: &Tensor, k: usize, what: &str| {
-            let (want, mag) = reference(x, &w.to_f32_vec(), m, k, n);
+        let check = |got: &Tensor, x: &Tensor, w: &Tensor, what: &str| {
+            let k = x.shape()[1];
+            let (want, mag) = reference(&x.to_f32_vec(), &w.to_f32_vec(), m, k, n);
             assert_eq!(got.shape(), &[m, n], "{what}");
             for ((g, w), a) in got.as_f32().unwrap().iter().zip(&want).zip(&mag) {
                 assert!(
@@ -282,24 +291,15 @@ mod tests {
                 );
             }
         };
-        let xt = Tensor::from_f32(x.clone(), &[m, k]).unwrap();
-        check(&linear(&xt, &w).unwrap(), &x, &w, k, "linear");
-        let xs: Vec<Vec<f32>> = (0..blocks)
-            .map(|b| {
-                (0..m)
-                    .flat_map(|i| x[i * k + b * kb..i * k + (b + 1) * kb].to_vec())
-                    .collect()
-            })
+        check(&linear(&xt, &w).unwrap(), &xt, &w, "linear");
+        let xs: Vec<Tensor> = (0..blocks)
+            .map(|b| xt.columns(b * kb, kb).unwrap().contiguous())
             .collect();
-        let xts: Vec<Tensor> = xs
-            .iter()
-            .map(|v| Tensor::from_f32(v.clone(), &[m, kb]).unwrap())
-            .collect();
-        let refs: Vec<&Tensor> = xts.iter().collect();
+        let refs: Vec<&Tensor> = xs.iter().collect();
         let parts = linear_column_blocks(&refs, &w).unwrap();
         for (b, part) in parts.iter().enumerate() {
-            let wb = w.columns(b * kb, kb).unwrap().contiguous();
-            check(part, &xs[b], &wb, kb, &format!("block {b}"));
+            let wb = w.columns(b * kb, kb).unwrap();
+            check(part, &xs[b], &wb, &format!("block {b}"));
         }
     }
 

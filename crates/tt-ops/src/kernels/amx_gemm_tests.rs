@@ -93,10 +93,17 @@ fn a_column_does_not_depend_on_its_task_or_panel() {
     let (j0, nj) = (270, 30);
     let mut part = vec![0.0; m * nj];
     assert!(matmul(amx, &x, &w[j0 * k..], k, &mut part, m, k, nj));
-    for i in 0..m {
-        for j in 0..nj {
+    assert_columns_bitwise(&part, &all, n, j0);
+}
+
+/// `part` (`m` rows of `nj` values) equals columns `j0 .. j0 + nj` of `all` (rows of `n`) bit
+/// for bit.
+fn assert_columns_bitwise(part: &[f32], all: &[f32], n: usize, j0: usize) {
+    let nj = part.len() / (all.len() / n);
+    for (i, row) in part.chunks_exact(nj).enumerate() {
+        for (j, v) in row.iter().enumerate() {
             assert_eq!(
-                part[i * nj + j].to_bits(),
+                v.to_bits(),
                 all[i * n + j0 + j].to_bits(),
                 "row {i} column {}",
                 j0 + j
@@ -123,16 +130,7 @@ fn a_streamed_output_equals_the_same_columns_stored_normally() {
         let nj = 256.min(n - j0);
         let mut part = vec![f32::NAN; m * nj];
         assert!(matmul(amx, &x, &w[j0 * k..], k, &mut part, m, k, nj));
-        for i in 0..m {
-            for j in 0..nj {
-                assert_eq!(
-                    part[i * nj + j].to_bits(),
-                    all[i * n + j0 + j].to_bits(),
-                    "row {i} column {}",
-                    j0 + j
-                );
-            }
-        }
+        assert_columns_bitwise(&part, all, n, j0);
     }
 }
 

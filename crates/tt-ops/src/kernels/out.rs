@@ -3,7 +3,6 @@
 //! Tasks split `out[m, n]` by column ranges (GEMV) or by (row, column) tiles (GEMM), so no task's
 //! share is one contiguous slice and `par_chunks_mut` cannot hand them out. Each task instead asks
 //! for the row segments it owns; the disjointness argument lives with the caller.
-
 //!
 //! The elements are `f32`, or `MaybeUninit<f32>` for an output not yet written (a kernel that
 //! writes every element can fill a fresh buffer without zeroing it first; see
