@@ -20,8 +20,8 @@
 //! - the weights of a 32-row panel are copied, [`KC`] values of `k` at a time, into a contiguous
 //!   32 KiB block that stays in L1 while every activation pair runs over it. (Loading the tiles
 //!   straight from `w` is slower: rows `ldw` apart fall into a few L1 sets.) The next block's rows
-//!   are prefetched while this one computes, and so, under a `k` chunk's first panel, is the next
-//!   activation pair's slice;
+//!   are prefetched while this one computes, a few lines per step ([`WeightLines`]), and so, under
+//!   a `k` chunk's first panel, is the next activation pair's slice;
 //! - the `k` chunk is the outer loop within a chunk of [`CHUNK_ROWS`] activation rows, so that
 //!   chunk's slice stays in L2 for every panel of a task; results go through memory between `k`
 //!   chunks (an exact f32 round trip: the sums are those of one unbroken `k` loop);
@@ -227,25 +227,34 @@ pub(crate) fn matmul_blocks(
                     for (panel, p0) in (c0..c1).step_by(PANEL).enumerate() {
                         tiles.pack(&wb[p0 * ldw..], ldw, PANEL.min(c1 - p0), k0, kc);
                         // The next chunk's weight rows are short streams the hardware
-                        // prefetcher barely starts on: ask for them while this chunk computes.
-                        if p0 + PANEL < c1 {
+                        // prefetcher barely starts on: ask for them while this chunk computes,
+                        // a few lines per step.
+                        let mut next = if p0 + PANEL < c1 {
                             let rows = PANEL.min(c1 - p0 - PANEL);
-                            prefetch(&wb[(p0 + PANEL) * ldw..], ldw, rows, k0, kc);
+                            WeightLines::new(&wb[(p0 + PANEL) * ldw..], ldw, rows, k0, kc)
                         } else if k0 + KC < kb {
                             let kn = KC.min(kb - k0 - KC);
-                            prefetch(&wb[c0 * ldw..], ldw, PANEL.min(c1 - c0), k0 + KC, kn);
+                            WeightLines::new(&wb[c0 * ldw..], ldw, PANEL.min(c1 - c0), k0 + KC, kn)
                         } else if b + 1 < blocks {
                             let next = &w[(b + 1) * kb + c0 * ldw..];
-                            prefetch(next, ldw, PANEL.min(c1 - c0), 0, KC.min(kb));
-                        }
+                            WeightLines::new(next, ldw, PANEL.min(c1 - c0), 0, KC.min(kb))
+                        } else {
+                            WeightLines::none()
+                        };
+                        next.pace((m1 - m0) / MPAIR * (kc / 32));
                         for (pair, mb) in (m0..m1).step_by(MPAIR).enumerate() {
                             let acts = &xv[mb * kb..(mb + MPAIR) * kb];
                             // The first panel meets each pair's chunk first: ask for the next
                             // pair's while this one computes.
                             let ahead = (panel == 0 && mb + MPAIR < m1)
                                 .then(|| &xv[(mb + MPAIR) * kb..(mb + 2 * MPAIR) * kb]);
+                            let ahead = Ahead {
+                                acts: ahead,
+                                weights: &mut next,
+                            };
                             tiles.run(panel * pairs + pair, acts, ahead, kb, k0, kc);
                         }
+                        next.rest();
                     }
                 }
                 for (panel, p0) in (c0..c1).step_by(PANEL).enumerate() {
@@ -292,12 +301,76 @@ fn prefetch_lines(v: &[u16]) {
     }
 }
 
-/// Asks for weight rows `0..rows` (rows `ld` apart) at columns `k0..k0 + kc` to be brought into
-/// the L2 cache. Only a hint: it changes no value.
-fn prefetch(w: &[bf16], ld: usize, rows: usize, k0: usize, kc: usize) {
-    for r in 0..rows {
-        prefetch_lines(bytemuck::cast_slice(&w[r * ld + k0..r * ld + k0 + kc]));
+/// The 64-byte lines of weight rows `0..rows` (rows `ld` apart) at columns `k0..k0 + kc`, to be
+/// brought into the L2 cache a few at a time while the current chunk computes (only hints: they
+/// change no value). Asked for all at once, 512 lines fill the core's miss buffers and stall it
+/// until most of them have arrived.
+struct WeightLines<'w> {
+    w: &'w [bf16],
+    ld: usize,
+    k0: usize,
+    /// Lines per row (`kc / 32`).
+    per_row: usize,
+    /// Lines in all.
+    lines: usize,
+    /// The next line to ask for.
+    next: usize,
+    /// Lines asked for per step of 32 values of `k`.
+    per_step: usize,
+}
+
+impl<'w> WeightLines<'w> {
+    fn new(w: &'w [bf16], ld: usize, rows: usize, k0: usize, kc: usize) -> Self {
+        let per_row = kc / 32;
+        Self {
+            w,
+            ld,
+            k0,
+            per_row,
+            lines: rows * per_row,
+            next: 0,
+            per_step: rows * per_row,
+        }
     }
+
+    /// Nothing to ask for.
+    fn none() -> Self {
+        Self::new(&[], 0, 0, 0, 0)
+    }
+
+    /// Spreads the lines evenly over `steps` steps.
+    fn pace(&mut self, steps: usize) {
+        self.per_step = self.lines.div_ceil(steps.max(1)).max(1);
+    }
+
+    /// Asks for this step's lines.
+    fn step(&mut self) {
+        let end = (self.next + self.per_step).min(self.lines);
+        for i in self.next..end {
+            let at = self.offset(i);
+            prefetch_lines(bytemuck::cast_slice(&self.w[at..at + 32]));
+        }
+        self.next = end;
+    }
+
+    /// Where line `i` starts in `w`: row by row, 32 values per line.
+    fn offset(&self, i: usize) -> usize {
+        (i / self.per_row) * self.ld + self.k0 + 32 * (i % self.per_row)
+    }
+
+    /// Asks for every line not asked for yet.
+    fn rest(&mut self) {
+        self.per_step = self.lines;
+        self.step();
+    }
+}
+
+/// What the steps of a [`Tiles::run`] ask the L2 cache for while they compute.
+struct Ahead<'a, 'w> {
+    /// The next activation pair's rows (two blocks of [`pair_interleave`]'s layout), if any.
+    acts: Option<&'a [u16]>,
+    /// The next weight chunk.
+    weights: &'a mut WeightLines<'w>,
 }
 
 /// This thread's configured tile registers (released when dropped), the packed weight chunk and
@@ -352,7 +425,7 @@ impl Tiles {
         &mut self,
         pair: usize,
         acts: &[u16],
-        ahead: Option<&[u16]>,
+        ahead: Ahead<'_, '_>,
         k: usize,
         k0: usize,
         kc: usize,
@@ -364,7 +437,7 @@ impl Tiles {
                 && kc <= KC
                 && k0 + kc <= k
                 && acts.len() == MPAIR * k
-                && ahead.is_none_or(|a| a.len() == MPAIR * k)
+                && ahead.acts.is_none_or(|a| a.len() == MPAIR * k)
                 && 4 * pair + 4 <= self.results.len(),
             "amx run: operand sizes do not match k={k} k0={k0} kc={kc}"
         );
@@ -372,8 +445,18 @@ impl Tiles {
         // Block b of the activations starts at b*16*k values; step k0/32 of it at k0*16 further.
         let b0 = acts[k0 * 16..].as_ptr();
         let b1 = acts[16 * k + k0 * 16..].as_ptr();
-        let ahead = ahead.map(|a| (&a[k0 * 16..][..kc * 16], &a[16 * k + k0 * 16..][..kc * 16]));
-        run_chunk(self.packed.as_ptr(), b0, b1, ahead, kc / 32, k0 == 0, c);
+        let next =
+            (ahead.acts).map(|a| (&a[k0 * 16..][..kc * 16], &a[16 * k + k0 * 16..][..kc * 16]));
+        let steps = kc / 32;
+        run_chunk(
+            self.packed.as_ptr(),
+            [b0, b1],
+            next,
+            ahead.weights,
+            steps,
+            k0 == 0,
+            c,
+        );
     }
 
     /// Writes activation pair `pair`'s results, transposed, to `acts` rows of `rows` values each
@@ -416,12 +499,13 @@ impl Tiles {
 /// `steps` steps of 32 values of `k`: four result tiles `c` (zeroed first when `zero`, else
 /// loaded) plus packed weight tiles `a` (two per step) times activation tiles at `b0` and `b1`
 /// (one per step each, 1 KiB apart from step to step). Each step also asks for 1 KiB of each
-/// of the `ahead` chunks to be brought into the L2 cache.
+/// of the `ahead` chunks, and for its share of the next weight chunk, to be brought into the L2
+/// cache.
 fn run_chunk(
     a: *const Block,
-    b0: *const u16,
-    b1: *const u16,
+    [b0, b1]: [*const u16; 2],
     ahead: Option<(&[u16], &[u16])>,
+    weights_ahead: &mut WeightLines<'_>,
     steps: usize,
     zero: bool,
     c: &mut [Block],
@@ -447,9 +531,43 @@ fn run_chunk(
                 prefetch_lines(&n0[512 * s..][..512]);
                 prefetch_lines(&n1[512 * s..][..512]);
             }
+            weights_ahead.step();
             let a = a.add(2 * s).cast::<u16>();
             amx_tiles::step(a, a.byte_add(1024), 64, b0.add(512 * s), b1.add(512 * s));
         }
         amx_tiles::store(&c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paced_weight_lines_ask_for_every_line_of_the_chunk_once() {
+        let (ld, rows, k0, kc) = (1088, 13, 64, 480);
+        let w = vec![bf16::ZERO; rows * ld];
+        for steps in [1, 7, 15, 16, 400] {
+            let mut lines = WeightLines::new(&w, ld, rows, k0, kc);
+            lines.pace(steps);
+            let mut asked = Vec::new();
+            for _ in 0..steps {
+                let from = lines.next;
+                lines.step();
+                asked.extend((from..lines.next).map(|i| lines.offset(i)));
+            }
+            // Paced over `steps`, the steps alone ask for all of them.
+            assert_eq!(lines.next, lines.lines, "steps {steps}");
+            lines.rest();
+            let want: Vec<usize> = (0..rows)
+                .flat_map(|r| (0..kc / 32).map(move |j| r * ld + k0 + 32 * j))
+                .collect();
+            assert_eq!(asked, want, "steps {steps}");
+        }
+        let mut none = WeightLines::none();
+        none.pace(3);
+        none.step();
+        none.rest();
+        assert_eq!(none.next, 0);
     }
 }
