@@ -27,8 +27,10 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 use tt_numerics::OpSettings;
+use tt_numerics::StorageFormat;
 use tt_ops::{
-    DeviceWeight, Tensor, device_linear, linear, linear_column_blocks, round_to_device_format,
+    DeviceWeight, Tensor, device_linear, linear, linear_column_blocks_stored, linear_stored,
+    round_to_device_format,
 };
 
 use crate::Collectives;
@@ -182,7 +184,7 @@ pub struct ColumnParallelLinear {
 
 /// Writes `t` in `settings.output`, as the device's packer writes an op's output.
 fn write_output(mut t: Tensor, settings: &OpSettings) -> Result<Tensor, MeshError> {
-    if settings.output != tt_numerics::StorageFormat::F32 {
+    if settings.output != StorageFormat::F32 {
         let n = t.shape().last().copied().unwrap_or(1).max(1);
         round_to_device_format(t.as_f32_mut()?, n, settings.output)?;
     }
@@ -203,33 +205,40 @@ impl ColumnParallelLinear {
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Vec<Tensor>>, MeshError> {
         let ys = self.forward_outputs(x)?;
         ys.into_iter()
-            .map(|ys| {
-                let ys = ys
-                    .into_iter()
-                    .map(|y| write_output(y, &self.settings))
-                    .collect::<Result<Vec<_>, _>>()?;
-                match self.grouping {
-                    OutputGrouping::Apart => Ok(ys),
-                    OutputGrouping::Concat if ys.len() == 1 => Ok(ys),
-                    OutputGrouping::Concat => {
-                        let refs: Vec<&Tensor> = ys.iter().collect();
-                        Ok(vec![Tensor::cat(&refs, 1)?])
-                    }
+            .map(|ys| match self.grouping {
+                OutputGrouping::Apart => Ok(ys),
+                OutputGrouping::Concat if ys.len() == 1 => Ok(ys),
+                OutputGrouping::Concat => {
+                    let refs: Vec<&Tensor> = ys.iter().collect();
+                    Ok(vec![Tensor::cat(&refs, 1)?])
                 }
             })
             .collect()
     }
 
     /// Per device, one tensor per output (or, for a fused host pass grouped by
-    /// [`OutputGrouping::Concat`], the outputs already side by side), before the output format
-    /// is applied.
+    /// [`OutputGrouping::Concat`], the outputs already side by side), written in the output
+    /// format.
     fn forward_outputs(&self, x: &Tensor) -> Result<Vec<Vec<Tensor>>, MeshError> {
+        let output = self.settings.output;
         match &self.weights {
             ColumnWeights::Host {
                 fused: Some(f),
                 outputs,
             } => {
-                let y = spread(|| linear(x, &f.full))?;
+                // A value-by-value output format is written by the fused product itself; a
+                // block-float one shares exponents along each device's own rows, so it is
+                // applied to the device's tensors.
+                let by_value = matches!(output, StorageFormat::F32 | StorageFormat::Bf16);
+                let y = if by_value {
+                    spread(|| linear_stored(x, &f.full, output))?
+                } else {
+                    spread(|| linear(x, &f.full))?
+                };
+                let finish = |t: Tensor| match by_value {
+                    true => Ok(t),
+                    false => write_output(t, &self.settings),
+                };
                 let local = outputs
                     .first()
                     .map_or(0..f.parts.len(), MeshTensor::local_devices);
@@ -241,10 +250,10 @@ impl ColumnParallelLinear {
                         .ok_or_else(|| wrong_outputs(outputs.len()))?;
                     match self.grouping {
                         // One gather of all the device's ranges, side by side.
-                        OutputGrouping::Concat => Ok(vec![y.gather_columns(parts)?]),
+                        OutputGrouping::Concat => Ok(vec![finish(y.gather_columns(parts)?)?]),
                         OutputGrouping::Apart => parts
                             .iter()
-                            .map(|r| Ok(y.gather_columns(std::slice::from_ref(r))?))
+                            .map(|r| finish(y.gather_columns(std::slice::from_ref(r))?))
                             .collect(),
                     }
                 })
@@ -261,7 +270,7 @@ impl ColumnParallelLinear {
                     spread_when(alone, || {
                         outputs
                             .iter()
-                            .map(|w| Ok(linear(x, w.shard(local.start + i)?)?))
+                            .map(|w| Ok(linear_stored(x, w.shard(local.start + i)?, output)?))
                             .collect()
                     })
                 })
@@ -275,7 +284,9 @@ impl ColumnParallelLinear {
                         shards
                             .device(shards.first + i)?
                             .iter()
-                            .map(|w| Ok(device_linear(x, w, &self.settings)?))
+                            .map(|w| {
+                                write_output(device_linear(x, w, &self.settings)?, &self.settings)
+                            })
                             .collect()
                     })
                 })
@@ -334,21 +345,25 @@ pub struct RowParallelLinear {
 impl RowParallelLinear {
     /// `sum_d xs[d] @ w_d^T` over the mesh: every device's partial product, then the
     /// all_reduce; returns the replicated sum. `xs` are the local devices' inputs, in device
-    /// order (every device's in a one-process mesh).
+    /// order (every device's in a one-process mesh). Each partial is written in the output
+    /// format, as the device writes it, before the all_reduce.
     pub fn forward(&self, mesh: &Mesh, xs: &[Tensor]) -> Result<Tensor, MeshError> {
+        let output = self.settings.output;
         let partials = match &self.weights {
             RowWeights::Host {
                 blocks: Some(full),
                 weight,
             } if weight.local_devices().len() == weight.num_devices() => {
                 let refs: Vec<&Tensor> = xs.iter().collect();
-                spread(|| linear_column_blocks(&refs, full))?
+                spread(|| linear_column_blocks_stored(&refs, full, output))?
             }
             RowWeights::Host { weight, .. } => {
                 let first = weight.local_devices().start;
                 let alone = xs.len() == 1;
                 map_in_span(xs.len(), |i| {
-                    spread_when(alone, || Ok(linear(&xs[i], weight.shard(first + i)?)?))
+                    spread_when(alone, || {
+                        Ok(linear_stored(&xs[i], weight.shard(first + i)?, output)?)
+                    })
                 })
                 .into_iter()
                 .collect::<Result<Vec<_>, MeshError>>()?
@@ -359,16 +374,14 @@ impl RowParallelLinear {
                     let [w] = shards.device(shards.first + i)? else {
                         return Err(wrong_outputs(1));
                     };
-                    spread_when(alone, || Ok(device_linear(&xs[i], w, &self.settings)?))
+                    spread_when(alone, || {
+                        write_output(device_linear(&xs[i], w, &self.settings)?, &self.settings)
+                    })
                 })
                 .into_iter()
                 .collect::<Result<Vec<_>, MeshError>>()?
             }
         };
-        let partials = partials
-            .into_iter()
-            .map(|p| write_output(p, &self.settings))
-            .collect::<Result<Vec<_>, _>>()?;
         let _all_reduce = crate::op_span!("all_reduce").entered();
         let mut partial = MeshTensor::from_shards(mesh, partials, Distribution::PartialSum)?;
         partial.expect(Distribution::PartialSum, "row-parallel output")?;

@@ -12,7 +12,7 @@
 //! | [`storage`] | [`SharedElements`]: storage borrowed from elsewhere, e.g. a mapped checkpoint |
 //! | [`fidelity`] | [`Fidelity`] |
 //! | [`mod@embedding`] | [`embedding()`] |
-//! | [`mod@linear`] | [`linear()`], [`linear_into`], [`linear_column_blocks`] (dense kernels in [`kernels`]; prefill on the AMX tile unit or oneDNN where the CPU has bf16 matrix units: [`kernels::path`]) |
+//! | [`mod@linear`] | [`linear()`], [`linear_into`], [`linear_column_blocks`], and both with the output as the device writes it ([`linear_stored`], [`linear_column_blocks_stored`]) (dense kernels in [`kernels`]; prefill on the AMX tile unit or oneDNN where the CPU has bf16 matrix units: [`kernels::path`]) |
 //! | [`mod@device_linear`] | [`device_linear()`] on a [`DeviceWeight`] (packed tiles), [`round_to_device_format`]: `ttnn.linear` as a Wormhole device computes it |
 //! | [`device_kernel_counts`] | [`device_kernel_counts()`]: calls per [`DeviceKernel`] so far (reports) |
 //! | [`packed_gemv`] | its fast kernels on bfloat8_b / bfloat4_b tiles read in place (AVX-512, AVX2), bit-equal to the emulation |
@@ -88,7 +88,9 @@ pub use heads::{
 };
 pub use k_tile_sums::{KTileSums, k_tile_sums, set_k_tile_sums};
 pub use kv_cache::KvCache;
-pub use linear::{linear, linear_column_blocks, linear_into};
+pub use linear::{
+    linear, linear_column_blocks, linear_column_blocks_stored, linear_into, linear_stored,
+};
 pub use norm::{rms_norm, rms_norm_into};
 pub use rope::{CosSin, RopeScaling, RopeSpec, RopeTables, RopeVariant};
 pub use rotary::{RotaryPadding, rope_tables, rotary_embedding, rotary_embedding_decode};

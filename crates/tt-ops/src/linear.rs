@@ -9,6 +9,9 @@
 //! With bf16 weights and bf16-valued activations, prefill-sized products may run on oneDNN's
 //! matrix-unit kernels instead, where the library loads ([`crate::kernels::path`]).
 
+use tt_numerics::StorageFormat;
+
+use crate::device_format::round_to_device_format;
 use crate::error::{OpError, Result};
 use crate::kernels::path::try_amx_blocks;
 use crate::kernels::{matmul_bf16_column_blocks_into, matmul_bf16_strided, matmul_f32_strided};
@@ -42,19 +45,38 @@ fn plan(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize, Vec<usize>)> {
 
 /// `x [.., K] @ w^T` for `w [N, K]`: a new f32 tensor `[.., N]`.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    linear_stored(x, w, StorageFormat::F32)
+}
+
+/// [`linear()`] with its output as the device writes it in `format`: the same values as
+/// [`round_to_device_format`] on [`linear()`]'s, bit for bit. A bf16 output is rounded by the
+/// AMX kernel as it stores each value, where that kernel runs (one pass less over a prefill's
+/// outputs); every other case rounds after the product.
+pub fn linear_stored(x: &Tensor, w: &Tensor, format: StorageFormat) -> Result<Tensor> {
     let (m, k, n, shape) = plan(x, w)?;
     let xs = x.f32_values();
     let mut out = UnwrittenF32::line_aligned(&shape);
     if w.dtype() == DType::Bf16 {
         let (ws, ldw) = w.bf16_rows()?;
-        if try_amx_blocks(&xs, ws, ldw, &mut [out.elements()], m, k, n) {
-            // SAFETY: the AMX kernel returned true: it wrote every element.
-            return Ok(unsafe { out.assume_written() });
+        let round = format == StorageFormat::Bf16;
+        if try_amx_blocks(&xs, ws, ldw, &mut [out.elements()], m, k, n, round) {
+            // SAFETY: the AMX kernel returned true: it wrote every element, rounded if asked.
+            let out = unsafe { out.assume_written() };
+            return if round { Ok(out) } else { stored(out, format) };
         }
     }
     let mut out = out.zeroed();
     product_into(&xs, w, out.as_f32_mut()?, m, k, n)?;
-    Ok(out)
+    stored(out, format)
+}
+
+/// `t` (f32, rows of its last dim) rounded to `format` as the device writes it.
+fn stored(mut t: Tensor, format: StorageFormat) -> Result<Tensor> {
+    if format != StorageFormat::F32 {
+        let row = t.shape().last().copied().unwrap_or(1).max(1);
+        round_to_device_format(t.as_f32_mut()?, row, format)?;
+    }
+    Ok(t)
 }
 
 /// `x [.., K] @ w^T` written into `out` (f32, shape `[.., N]`), reusing its buffer: the
@@ -102,6 +124,16 @@ fn product_into(
 /// if every device had run [`linear`] on its shard. Errors unless every `xs[b]` has the same
 /// leading dims and last dim `kb`, and `blocks` divides `w`'s width.
 pub fn linear_column_blocks(xs: &[&Tensor], w: &Tensor) -> Result<Vec<Tensor>> {
+    linear_column_blocks_stored(xs, w, StorageFormat::F32)
+}
+
+/// [`linear_column_blocks`] with each block's output as the device writes it in `format` (as
+/// [`linear_stored`]).
+pub fn linear_column_blocks_stored(
+    xs: &[&Tensor],
+    w: &Tensor,
+    format: StorageFormat,
+) -> Result<Vec<Tensor>> {
     const OP: &str = "linear_column_blocks";
     let Some(first) = xs.first() else {
         return Err(OpError::invalid(OP, "no activations given"));
@@ -139,7 +171,7 @@ pub fn linear_column_blocks(xs: &[&Tensor], w: &Tensor) -> Result<Vec<Tensor>> {
         return xs
             .iter()
             .enumerate()
-            .map(|(b, x)| linear(x, &w.columns(b * kb, kb)?))
+            .map(|(b, x)| linear_stored(x, &w.columns(b * kb, kb)?, format))
             .collect();
     }
     let m: usize = lead.iter().product();
@@ -158,12 +190,16 @@ pub fn linear_column_blocks(xs: &[&Tensor], w: &Tensor) -> Result<Vec<Tensor>> {
         .collect();
     let wb = w.as_bf16()?;
     let mut views: Vec<_> = outs.iter_mut().map(UnwrittenF32::elements).collect();
-    if try_amx_blocks(&x_all, wb, k, &mut views, m, kb, n) {
-        // SAFETY: the AMX kernel returned true: it wrote every element of every block.
-        return Ok(outs
-            .into_iter()
-            .map(|o| unsafe { o.assume_written() })
-            .collect());
+    let round = format == StorageFormat::Bf16;
+    if try_amx_blocks(&x_all, wb, k, &mut views, m, kb, n, round) {
+        // SAFETY: the AMX kernel returned true: it wrote every element of every block, rounded
+        // if asked.
+        let outs = outs.into_iter().map(|o| unsafe { o.assume_written() });
+        return if round {
+            Ok(outs.collect())
+        } else {
+            outs.map(|o| stored(o, format)).collect()
+        };
     }
     let mut outs: Vec<Tensor> = outs.into_iter().map(UnwrittenF32::zeroed).collect();
     let mut views = outs
@@ -171,7 +207,7 @@ pub fn linear_column_blocks(xs: &[&Tensor], w: &Tensor) -> Result<Vec<Tensor>> {
         .map(Tensor::as_f32_mut)
         .collect::<Result<Vec<_>>>()?;
     matmul_bf16_column_blocks_into(&x_all, wb, &mut views, m, k, n);
-    Ok(outs)
+    outs.into_iter().map(|o| stored(o, format)).collect()
 }
 
 #[cfg(test)]
@@ -300,6 +336,47 @@ mod tests {
         for (b, part) in parts.iter().enumerate() {
             let wb = w.columns(b * kb, kb).unwrap();
             check(part, &xs[b], &wb, &format!("block {b}"));
+        }
+    }
+
+    #[test]
+    fn stored_outputs_are_the_products_rounded_after() {
+        // m = 40: where AMX runs, it rounds bf16 outputs as it stores them; m = 3: the other
+        // kernels, rounded after. Either way, the bits of rounding `linear`'s output.
+        let (kb, n, blocks) = (64, 70, 4);
+        let k = kb * blocks;
+        let w = Tensor::from_f32_as(&rand_vec(n * k, 6), &[n, k], DType::Bf16).unwrap();
+        let bits =
+            |t: &Tensor| -> Vec<u32> { t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect() };
+        let rounded = |t: Tensor, format| {
+            let mut t = t;
+            round_to_device_format(t.as_f32_mut().unwrap(), n, format).unwrap();
+            t
+        };
+        for m in [40, 3] {
+            let xt = crate::Fidelity::Bf16
+                .round(Tensor::from_f32(rand_vec(m * k, 5), &[m, k]).unwrap())
+                .unwrap();
+            let xs: Vec<Tensor> = (0..blocks)
+                .map(|b| xt.columns(b * kb, kb).unwrap().contiguous())
+                .collect();
+            let refs: Vec<&Tensor> = xs.iter().collect();
+            let plain = linear(&xt, &w).unwrap();
+            let parts = linear_column_blocks(&refs, &w).unwrap();
+            for format in [
+                StorageFormat::F32,
+                StorageFormat::Bf16,
+                StorageFormat::Bfp8B,
+            ] {
+                let want = rounded(plain.clone(), format);
+                let got = linear_stored(&xt, &w, format).unwrap();
+                assert!(bits(&got) == bits(&want), "m {m} {format:?}");
+                let got = linear_column_blocks_stored(&refs, &w, format).unwrap();
+                for (b, (g, p)) in got.iter().zip(&parts).enumerate() {
+                    let want = rounded(p.clone(), format);
+                    assert!(bits(g) == bits(&want), "m {m} {format:?} block {b}");
+                }
+            }
         }
     }
 

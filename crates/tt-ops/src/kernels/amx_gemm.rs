@@ -41,6 +41,7 @@ use super::amx_tiles::{self, Quad, TileRegisters};
 use super::out::DisjointOut;
 #[cfg(test)]
 use super::out::as_unwritten;
+use super::transpose16::Writes;
 
 /// Output columns per rayon task.
 const TASK_N: usize = 128;
@@ -165,7 +166,8 @@ pub(crate) fn matmul(
     n: usize,
 ) -> bool {
     // SAFETY: the kernel writes only f32 results through the view.
-    matmul_blocks(amx, x, w, ldw, &mut [unsafe { as_unwritten(out) }], m, k, n)
+    let outs = &mut [unsafe { as_unwritten(out) }];
+    matmul_blocks(amx, x, w, ldw, outs, m, k, n, false)
 }
 
 /// The row-parallel products of `outs.len()` devices in one pass over `w`: for each block `b`,
@@ -174,7 +176,8 @@ pub(crate) fn matmul(
 /// their own, so every result is what [`matmul`] gives for that block alone: the `k` loop of a
 /// block is the same, chunk for chunk. Returns false, with `outs` untouched, when `kb` is not a
 /// multiple of 32 or `x` is not all bf16 values; when it returns true, every element of every
-/// `outs[b]` has been written (so they may start uninitialized).
+/// `outs[b]` has been written (so they may start uninitialized). With `round_bf16`, every
+/// element is written rounded to bf16 as the device's packer rounds (ties away from zero).
 ///
 /// # Panics
 /// If the slice lengths do not match the shape (a caller bug).
@@ -188,6 +191,7 @@ pub(crate) fn matmul_blocks(
     m: usize,
     kb: usize,
     n: usize,
+    round_bf16: bool,
 ) -> bool {
     let blocks = outs.len();
     let k = blocks * kb;
@@ -209,7 +213,10 @@ pub(crate) fn matmul_blocks(
         xvs.push(xv);
     }
     let mp = m.div_ceil(MPAIR) * MPAIR;
-    let stream = blocks * m * n * 4 >= STREAM_MIN_BYTES;
+    let writes = Writes {
+        stream: blocks * m * n * 4 >= STREAM_MIN_BYTES,
+        bf16: round_bf16,
+    };
     let outs: Vec<DisjointOut<'_, MaybeUninit<f32>>> =
         outs.iter_mut().map(|o| DisjointOut::new(o)).collect();
     let task = |t: usize| {
@@ -267,7 +274,7 @@ pub(crate) fn matmul_blocks(
                             // (inside c0..c1), all within the span.
                             let dst = unsafe { out.raw(mb * n + p0, (acts - 1) * n + rows) }
                                 .cast::<f32>();
-                            tiles.store(panel * pairs + pair, dst, n, acts, rows, stream);
+                            tiles.store(panel * pairs + pair, dst, n, acts, rows, writes);
                         }
                     }
                 }
@@ -278,7 +285,7 @@ pub(crate) fn matmul_blocks(
         task(t);
         // The task's streaming stores reach memory before rayon reports it done.
         #[cfg(target_arch = "x86_64")]
-        if stream {
+        if writes.stream {
             super::transpose16::end_stream();
         }
     });
@@ -460,9 +467,16 @@ impl Tiles {
     }
 
     /// Writes activation pair `pair`'s results, transposed, to `acts` rows of `rows` values each
-    /// (at most [`MPAIR`] and [`PANEL`]), rows `ld` apart from `dst`; streaming stores where
-    /// `stream` and a row is a whole line.
-    fn store(&self, pair: usize, dst: *mut f32, ld: usize, acts: usize, rows: usize, stream: bool) {
+    /// (at most [`MPAIR`] and [`PANEL`]), rows `ld` apart from `dst`, as `writes` says.
+    fn store(
+        &self,
+        pair: usize,
+        dst: *mut f32,
+        ld: usize,
+        acts: usize,
+        rows: usize,
+        writes: Writes,
+    ) {
         assert!(
             acts <= MPAIR && rows <= PANEL,
             "amx store: a pair is 32 x 32"
@@ -486,11 +500,11 @@ impl Tiles {
                         ld,
                         rows_out,
                         cols_out,
-                        stream,
+                        writes,
                     )
                 };
                 #[cfg(not(target_arch = "x86_64"))]
-                let _ = (tile, dst, ld, stream);
+                let _ = (tile, dst, ld, writes);
             }
         }
     }

@@ -145,7 +145,7 @@ fn blocks_in_one_pass_equal_each_block_alone() {
         let (x, w) = bf16_case(m, k, n, (m + kb + n + blocks) as u64);
         let mut outs = vec![vec![f32::NAN; m * n]; blocks];
         let mut views: Vec<&mut [MaybeUninit<f32>]> = outs.iter_mut().map(|o| view(o)).collect();
-        assert!(matmul_blocks(amx, &x, &w, k, &mut views, m, kb, n));
+        assert!(matmul_blocks(amx, &x, &w, k, &mut views, m, kb, n, false));
         for (b, got) in outs.iter().enumerate() {
             let xb = column_block(&x, m, k, b * kb, kb);
             let wb = column_block(&w, n, k, b * kb, kb);
@@ -162,7 +162,9 @@ fn blocks_in_one_pass_equal_each_block_alone() {
     let (x, w) = bf16_case(40, 96, 8, 9);
     let mut outs = vec![vec![7.0f32; 40 * 8]; 2];
     let mut views: Vec<&mut [MaybeUninit<f32>]> = outs.iter_mut().map(|o| view(o)).collect();
-    assert!(!matmul_blocks(amx, &x, &w, 96, &mut views, 40, 48, 8));
+    assert!(!matmul_blocks(
+        amx, &x, &w, 96, &mut views, 40, 48, 8, false
+    ));
     assert!(outs.iter().flatten().all(|&v| v == 7.0));
 }
 

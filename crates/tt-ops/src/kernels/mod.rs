@@ -237,7 +237,7 @@ pub(crate) fn column_blocks_into<W: WeightElem>(
             .iter_mut()
             .map(|o| unsafe { out::as_unwritten(o) })
             .collect();
-        if path::try_amx_blocks(x, wb, k, &mut views, m, kb, n) {
+        if path::try_amx_blocks(x, wb, k, &mut views, m, kb, n, false) {
             return;
         }
     }

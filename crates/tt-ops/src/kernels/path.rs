@@ -329,6 +329,7 @@ pub(crate) fn try_matrix_units(
         m,
         k,
         n,
+        false,
     ) {
         return true;
     }
@@ -353,7 +354,8 @@ pub(crate) fn try_matrix_units(
 /// call on the AMX kernel, if the rules above send a product of these sizes there; false (with
 /// `outs` untouched) otherwise. Only the AMX kernel takes every block at once; oneDNN runs one
 /// block at a time through [`try_matrix_units`]. When it returns true, every element of `outs`
-/// has been written: they may start uninitialized.
+/// has been written (rounded to bf16 as the device's packer rounds, with `round_bf16`): they
+/// may start uninitialized.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn try_amx_blocks(
     x: &[f32],
@@ -363,9 +365,10 @@ pub(crate) fn try_amx_blocks(
     m: usize,
     kb: usize,
     n: usize,
+    round_bf16: bool,
 ) -> bool {
     let mode = gemm_mode();
-    takes(mode, m, kb, n) && run_amx(mode, x, w, ldw, outs, m, kb, n)
+    takes(mode, m, kb, n) && run_amx(mode, x, w, ldw, outs, m, kb, n, round_bf16)
 }
 
 /// Whether `mode` sends a product of these sizes to a matrix-unit path at all.
@@ -385,11 +388,12 @@ fn run_amx(
     m: usize,
     kb: usize,
     n: usize,
+    round_bf16: bool,
 ) -> bool {
     let Some(amx) = amx_allowed(mode) else {
         return false;
     };
-    let ran = amx_gemm::matmul_blocks(amx, x, w, ldw, outs, m, kb, n);
+    let ran = amx_gemm::matmul_blocks(amx, x, w, ldw, outs, m, kb, n, round_bf16);
     if ran {
         record_many(GemmPath::Amx, outs.len() as u64);
     }
