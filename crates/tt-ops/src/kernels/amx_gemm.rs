@@ -47,12 +47,15 @@ use super::transpose16::Writes;
 const TASK_N: usize = 128;
 
 /// Outputs of at least this many bytes (all blocks together) are written with streaming stores
-/// ([`super::transpose16`]): twice a Sapphire Rapids core's L2 cache, so they would not stay in
-/// it for the next op anyway. Streaming them took a 2x4 mesh's row-parallel `o_proj` of a
-/// 1024-token prompt from 51.9 to 34.1 ms (`down_proj`: 95.6 to 79.5 ms), outputs 64-byte
-/// aligned in both cases (a temporary harness in the `row_parallel_prefill` example alternated
-/// the two ten times in one process; medians).
-const STREAM_MIN_BYTES: usize = 4 << 20;
+/// ([`super::transpose16`]). Streaming a 2x4 mesh's row-parallel partial sums of a 1024-token
+/// prompt (eight `[1024, 3072]` f32 blocks, 100 MB) took its `o_proj` from 51.9 to 34.1 ms
+/// (`down_proj`: 95.6 to 79.5 ms; outputs 64-byte aligned in both cases; a temporary harness in
+/// the `row_parallel_prefill` example alternated the two ten times in one process; medians).
+/// Smaller outputs, which the next op finds in the L3 cache, are stored normally: with 4 MiB
+/// here a 155-token prompt's outputs streamed too, and its 2x4 prefill spent 80-89 ms per step in
+/// the all_reduce against 53-58 ms at 32 MiB (`cargo xtask profile --mesh 2x4 --precision bf16
+/// --context 155 --prefill`, four alternations).
+pub(crate) const STREAM_MIN_BYTES: usize = 32 << 20;
 
 /// Weight rows per pass: two 16-row left tiles.
 const PANEL: usize = 32;

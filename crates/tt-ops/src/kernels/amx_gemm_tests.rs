@@ -7,7 +7,7 @@ use half::bf16;
 
 use std::mem::MaybeUninit;
 
-use super::amx_gemm::{Amx, matmul, matmul_blocks, pair_interleave};
+use super::amx_gemm::{Amx, STREAM_MIN_BYTES, matmul, matmul_blocks, pair_interleave};
 use super::out::as_unwritten;
 use super::reference::{assert_close, column_block, matmul_ref, random_case};
 
@@ -117,9 +117,10 @@ fn a_streamed_output_equals_the_same_columns_stored_normally() {
     let Some(amx) = amx_or_skip("a_streamed_output_equals_the_same_columns_stored_normally") else {
         return;
     };
-    // 4.1 MiB of output from a line-aligned buffer: the streaming stores run; 256 columns at a
-    // time (300 KiB), normal stores do.
-    let (m, k, n) = (300, 64, 3600);
+    // 32.03 MiB of output from a line-aligned buffer: the streaming stores run; 256 columns at
+    // a time (1 MiB), normal stores do.
+    let (m, k, n) = (1024, 32, 8200);
+    assert!(m * n * 4 >= STREAM_MIN_BYTES && m * 256 * 4 < STREAM_MIN_BYTES);
     let (x, w) = bf16_case(m, k, n, 21);
     let mut buf = vec![f32::NAN; m * n + 16];
     let start = buf.as_ptr().align_offset(64);
