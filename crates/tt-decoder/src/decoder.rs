@@ -110,12 +110,18 @@ impl LayerContext<'_> {
             return Err(missing_output());
         }
         let spans = AttentionSpans::new(cache.len() == 1);
+        // QKV arrives as the device wrote it: an output written as bf16 is already on the bf16
+        // grid, where rounding to this fidelity changes no value, so that pass is skipped.
+        let qkv_rounded = w.qkv.settings.output == StorageFormat::Bf16;
         let mut per_device: Vec<(&mut LayerCache, Vec<Tensor>)> =
             cache.iter_mut().zip(qkvs).collect();
         let attns = team::map_mut(&mut per_device, |_, (layer_cache, parts)| {
             let [qkv] =
                 <[Tensor; 1]>::try_from(std::mem::take(parts)).map_err(|_| missing_output())?;
-            let qkv = spans.heads.in_scope(|| self.round(qkv))?;
+            let qkv = match qkv_rounded {
+                true => qkv,
+                false => spans.heads.in_scope(|| self.round(qkv))?,
+            };
             let attn = self.attention(qkv, layer_cache, step, &spans)?;
             spans
                 .heads

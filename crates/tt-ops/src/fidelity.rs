@@ -86,6 +86,24 @@ mod tests {
         }
     }
 
+    /// What the device's packer writes as bf16 (ties away from zero) is on the bf16 grid:
+    /// rounding it again to this fidelity changes no bit (the decoder skips that pass).
+    #[test]
+    fn device_rounded_values_are_fixed_points() {
+        for hi in 0..=0xFFFFu32 {
+            for lo in [0x0000u32, 0x0001, 0x7FFF, 0x8000, 0x8001, 0xFFFF] {
+                let x = f32::from_bits(hi << 16 | lo);
+                let device = tt_numerics::bf16::round_bf16_device(x);
+                assert_eq!(
+                    round_bf16(device).to_bits(),
+                    device.to_bits(),
+                    "{:#010x}",
+                    hi << 16 | lo
+                );
+            }
+        }
+    }
+
     /// Every upper half with the lower halves where rounding decides (zero, the last bit, just
     /// under, at and over the halfway point, all ones) and a few others: the bits of `half`'s
     /// conversion, NaNs, infinities and the overflow to infinity included.
