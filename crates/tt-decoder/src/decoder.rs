@@ -118,9 +118,10 @@ impl LayerContext<'_> {
         let attns = team::map_mut(&mut per_device, |_, (layer_cache, parts)| {
             let [qkv] =
                 <[Tensor; 1]>::try_from(std::mem::take(parts)).map_err(|_| missing_output())?;
-            let qkv = match qkv_rounded {
-                true => qkv,
-                false => spans.heads.in_scope(|| self.round(qkv))?,
+            let qkv = if qkv_rounded {
+                qkv
+            } else {
+                spans.heads.in_scope(|| self.round(qkv))?
             };
             let attn = self.attention(qkv, layer_cache, step, &spans)?;
             spans

@@ -29,8 +29,8 @@ use rayon::prelude::*;
 use tt_numerics::OpSettings;
 use tt_numerics::StorageFormat;
 use tt_ops::{
-    DeviceWeight, Tensor, device_linear, linear, linear_column_blocks_stored, linear_stored,
-    round_to_device_format,
+    DeviceWeight, Tensor, device_linear, linear_column_blocks_stored, linear_stored,
+    write_in_format,
 };
 
 use crate::Collectives;
@@ -183,12 +183,8 @@ pub struct ColumnParallelLinear {
 }
 
 /// Writes `t` in `settings.output`, as the device's packer writes an op's output.
-fn write_output(mut t: Tensor, settings: &OpSettings) -> Result<Tensor, MeshError> {
-    if settings.output != StorageFormat::F32 {
-        let n = t.shape().last().copied().unwrap_or(1).max(1);
-        round_to_device_format(t.as_f32_mut()?, n, settings.output)?;
-    }
-    Ok(t)
+fn write_output(t: Tensor, settings: &OpSettings) -> Result<Tensor, MeshError> {
+    Ok(write_in_format(t, settings.output)?)
 }
 
 impl ColumnParallelLinear {
@@ -230,14 +226,14 @@ impl ColumnParallelLinear {
                 // block-float one shares exponents along each device's own rows, so it is
                 // applied to the device's tensors.
                 let by_value = matches!(output, StorageFormat::F32 | StorageFormat::Bf16);
-                let y = if by_value {
-                    spread(|| linear_stored(x, &f.full, output))?
-                } else {
-                    spread(|| linear(x, &f.full))?
-                };
-                let finish = |t: Tensor| match by_value {
-                    true => Ok(t),
-                    false => write_output(t, &self.settings),
+                let fused_output = if by_value { output } else { StorageFormat::F32 };
+                let y = spread(|| linear_stored(x, &f.full, fused_output))?;
+                let finish = |t: Tensor| {
+                    if by_value {
+                        Ok(t)
+                    } else {
+                        write_output(t, &self.settings)
+                    }
                 };
                 let local = outputs
                     .first()

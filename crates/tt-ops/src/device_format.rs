@@ -8,6 +8,17 @@ use tt_numerics::bfp_block::encode_block16;
 use tt_numerics::tile::FACE;
 
 use crate::error::{OpError, Result};
+use crate::tensor::Tensor;
+
+/// `t` (f32, rows along its last dimension) as the device's packer writes it in `format`
+/// ([`round_to_device_format`] on its rows; f32 leaves it as it is).
+pub fn write_in_format(mut t: Tensor, format: StorageFormat) -> Result<Tensor> {
+    if format != StorageFormat::F32 {
+        let row = t.shape().last().copied().unwrap_or(1).max(1);
+        round_to_device_format(t.as_f32_mut()?, row, format)?;
+    }
+    Ok(t)
+}
 
 /// Rounds a row-major `[rows, row_len]` buffer in place to `format` as the device's packer writes
 /// it: bf16 ties away from zero; bfp8/bfp4: each run of 16 consecutive values of a row (a face

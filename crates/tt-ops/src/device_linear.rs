@@ -44,7 +44,7 @@ use rayon::prelude::*;
 use tt_numerics::bf16::round_bf16;
 use tt_numerics::bfp::{BfpFormat, Rounding, decode};
 
-pub use crate::device_format::round_to_device_format;
+pub use crate::device_format::{round_to_device_format, write_in_format};
 use tt_numerics::tile::{FACE, FACE_VALUES, TILE, TILE_EXPONENTS, TILE_VALUES, pack_tile};
 use tt_numerics::{Accumulation, MathFidelity, OpSettings, PackedMatrix, StorageFormat};
 

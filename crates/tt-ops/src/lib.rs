@@ -13,7 +13,7 @@
 //! | [`fidelity`] | [`Fidelity`] |
 //! | [`mod@embedding`] | [`embedding()`] |
 //! | [`mod@linear`] | [`linear()`], [`linear_into`], [`linear_column_blocks`], and both with the output as the device writes it ([`linear_stored`], [`linear_column_blocks_stored`]) (dense kernels in [`kernels`]; prefill on the AMX tile unit or oneDNN where the CPU has bf16 matrix units: [`kernels::path`]) |
-//! | [`mod@device_linear`] | [`device_linear()`] on a [`DeviceWeight`] (packed tiles), [`round_to_device_format`]: `ttnn.linear` as a Wormhole device computes it |
+//! | [`mod@device_linear`] | [`device_linear()`] on a [`DeviceWeight`] (packed tiles), [`round_to_device_format`] and [`write_in_format`] (the output packer): `ttnn.linear` as a Wormhole device computes it |
 //! | [`device_kernel_counts`] | [`device_kernel_counts()`]: calls per [`DeviceKernel`] so far (reports) |
 //! | [`packed_gemv`] | its fast kernels on bfloat8_b / bfloat4_b tiles read in place (AVX-512, AVX2), bit-equal to the emulation |
 //! | [`k_tile_sums`] | [`KTileSums`], [`set_k_tile_sums`]: block-float prefill's K-tile sums in order (default) or on the AMX tile unit (`packed_amx`) |
@@ -78,6 +78,7 @@ pub use cache::{PageTable, TILE, fill_cache, paged_fill_cache, paged_update_cach
 pub use device_kernel_counts::{DeviceKernelCounts, device_kernel_counts};
 pub use device_linear::{
     DeviceKernel, DeviceWeight, device_linear, device_linear_reference, round_to_device_format,
+    write_in_format,
 };
 pub use eltwise::{add, add_inplace, mul, silu, silu_mul, silu_mul_rounded};
 pub use embedding::embedding;

@@ -11,7 +11,7 @@
 
 use tt_numerics::StorageFormat;
 
-use crate::device_format::round_to_device_format;
+use crate::device_format::write_in_format;
 use crate::error::{OpError, Result};
 use crate::kernels::path::try_amx_blocks;
 use crate::kernels::{matmul_bf16_column_blocks_into, matmul_bf16_strided, matmul_f32_strided};
@@ -49,7 +49,7 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 /// [`linear()`] with its output as the device writes it in `format`: the same values as
-/// [`round_to_device_format`] on [`linear()`]'s, bit for bit. A bf16 output is rounded by the
+/// [`write_in_format`] on [`linear()`]'s, bit for bit. A bf16 output is rounded by the
 /// AMX kernel as it stores each value, where that kernel runs (one pass less over a prefill's
 /// outputs); every other case rounds after the product.
 pub fn linear_stored(x: &Tensor, w: &Tensor, format: StorageFormat) -> Result<Tensor> {
@@ -62,21 +62,16 @@ pub fn linear_stored(x: &Tensor, w: &Tensor, format: StorageFormat) -> Result<Te
         if try_amx_blocks(&xs, ws, ldw, &mut [out.elements()], m, k, n, round) {
             // SAFETY: the AMX kernel returned true: it wrote every element, rounded if asked.
             let out = unsafe { out.assume_written() };
-            return if round { Ok(out) } else { stored(out, format) };
+            return if round {
+                Ok(out)
+            } else {
+                write_in_format(out, format)
+            };
         }
     }
     let mut out = out.zeroed();
     product_into(&xs, w, out.as_f32_mut()?, m, k, n)?;
-    stored(out, format)
-}
-
-/// `t` (f32, rows of its last dim) rounded to `format` as the device writes it.
-fn stored(mut t: Tensor, format: StorageFormat) -> Result<Tensor> {
-    if format != StorageFormat::F32 {
-        let row = t.shape().last().copied().unwrap_or(1).max(1);
-        round_to_device_format(t.as_f32_mut()?, row, format)?;
-    }
-    Ok(t)
+    write_in_format(out, format)
 }
 
 /// `x [.., K] @ w^T` written into `out` (f32, shape `[.., N]`), reusing its buffer: the
@@ -198,7 +193,7 @@ pub fn linear_column_blocks_stored(
         return if round {
             Ok(outs.collect())
         } else {
-            outs.map(|o| stored(o, format)).collect()
+            outs.map(|o| write_in_format(o, format)).collect()
         };
     }
     let mut outs: Vec<Tensor> = outs.into_iter().map(UnwrittenF32::zeroed).collect();
@@ -207,12 +202,15 @@ pub fn linear_column_blocks_stored(
         .map(Tensor::as_f32_mut)
         .collect::<Result<Vec<_>>>()?;
     matmul_bf16_column_blocks_into(&x_all, wb, &mut views, m, k, n);
-    outs.into_iter().map(|o| stored(o, format)).collect()
+    outs.into_iter()
+        .map(|o| write_in_format(o, format))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device_format::round_to_device_format;
     use crate::testutil::rand_vec;
     use proptest::prelude::*;
 

@@ -355,7 +355,17 @@ impl<'w> WeightLines<'w> {
 
     /// Asks for this step's lines.
     fn step(&mut self) {
-        let end = (self.next + self.per_step).min(self.lines);
+        self.ask(self.per_step);
+    }
+
+    /// Asks for every line not asked for yet.
+    fn rest(&mut self) {
+        self.ask(self.lines);
+    }
+
+    /// Asks for the next `count` lines (fewer at the end).
+    fn ask(&mut self, count: usize) {
+        let end = (self.next + count).min(self.lines);
         for i in self.next..end {
             let at = self.offset(i);
             prefetch_lines(bytemuck::cast_slice(&self.w[at..at + 32]));
@@ -366,12 +376,6 @@ impl<'w> WeightLines<'w> {
     /// Where line `i` starts in `w`: row by row, 32 values per line.
     fn offset(&self, i: usize) -> usize {
         (i / self.per_row) * self.ld + self.k0 + 32 * (i % self.per_row)
-    }
-
-    /// Asks for every line not asked for yet.
-    fn rest(&mut self) {
-        self.per_step = self.lines;
-        self.step();
     }
 }
 
